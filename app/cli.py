@@ -1,0 +1,233 @@
+"""Shell subcommands: `python -m app embed | similarity | nlu | serve | fixtures | plan`.
+
+Every command shares the engine and the service with the web app. Bad input gets a clear message on
+stderr and exit status 2, never a traceback; a failed inference exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from app.config import Settings, env_name, flag_name
+from app.errors import InputError, ModelUnavailableError, WenmoError
+from app.textinput import parse_lines
+
+log = logging.getLogger("app")
+
+COMMON_FIELDS = ("device", "dtype", "engine", "ds_config", "model_dir", "max_length", "max_batch_tokens",
+                 "max_batch_size", "max_texts", "max_chars", "state_dir", "log_level")
+SERVE_FIELDS = ("host", "port", "max_concurrent", "max_queue", "drain_s", "max_upload_mib",
+                "embed_model", "cross_model", "nlu_model")
+EXIT_INPUT = 2
+EXIT_FAILED = 1
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    for name in names:
+        f = fields[name]
+        kind = {"int": int, "float": float}.get(str(f.type), str)
+        parser.add_argument(flag_name(name), dest=name, type=kind, default=None, choices=f.metadata["choices"],
+                            help=f"{f.metadata['help']} [env {env_name(name)}, default {f.default}]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    add_setting_flags(common, COMMON_FIELDS)
+    common.add_argument("--demo", action="store_true",
+                        help="use tiny random-weight models built locally (no network; outputs are meaningless)")
+
+    p = argparse.ArgumentParser(prog="python -m app", description="Wenmo 文墨: Chinese text semantics.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("embed", parents=[common], help="embed texts, one per line")
+    e.add_argument("--model", dest="embed_model", help="GTE model dir or ModelScope id [env WENMO_EMBED_MODEL]")
+    e.add_argument("--input", help="UTF-8 file, one text per line (default: stdin)")
+    e.add_argument("--output", help="file to write (default: stdout; required for npy)")
+    e.add_argument("--format", choices=("jsonl", "csv", "npy"), default="jsonl")
+    e.add_argument("--no-normalize", action="store_true", help="raw vectors instead of unit length")
+    e.add_argument("--skip-blank", action="store_true", help="skip blank lines instead of failing")
+
+    s = sub.add_parser("similarity", parents=[common], help="score candidates against a source text")
+    s.add_argument("--embed-model", help="GTE model dir or ModelScope id [env WENMO_EMBED_MODEL]")
+    s.add_argument("--cross-model", help="StructBERT cross-encoder to rerank with (optional)")
+    s.add_argument("--source", required=True, help="the text to compare against")
+    s.add_argument("--input", help="candidates, one per line (default: stdin)")
+    s.add_argument("--skip-blank", action="store_true", help="skip blank lines instead of failing")
+
+    n = sub.add_parser("nlu", parents=[common], help="schema-driven extraction/classification (RexUniNLU)")
+    n.add_argument("--model", dest="nlu_model", help="RexUniNLU model dir or ModelScope id [env WENMO_NLU_MODEL]")
+    n.add_argument("--text", help="the text")
+    n.add_argument("--schema", help='JSON schema, e.g. \'{"人物": null, "地理位置": null}\'')
+    n.add_argument("--task", choices=("extract", "classify", "multi_classify"), default=None)
+    n.add_argument("--input", help='JSONL file: {"text": ..., "schema": ..., "task": optional} per line')
+
+    v = sub.add_parser("serve", parents=[common], help="run the web app (UI + HTTP API)")
+    add_setting_flags(v, SERVE_FIELDS)
+    v.add_argument("--no-auth", action="store_true", help="no authentication (only on a loopback address)")
+
+    f = sub.add_parser("fixtures", help="write tiny (or --full size) random-weight checkpoints")
+    f.add_argument("--out", required=True, help="directory to write into")
+    f.add_argument("--full", action="store_true", help="full-size replicas of the real architectures")
+
+    sub.add_parser("plan", parents=[common], help="print the runtime plan and what ds_config.json does")
+    return p
+
+
+def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
+    base = Settings.from_env(os.environ if env is None else env)
+    return base.replace(**vars(args))
+
+
+def read_input_bytes(path: str | None) -> tuple[bytes, str]:
+    if path is None or path == "-":
+        return sys.stdin.buffer.read(), "stdin"
+    try:
+        return Path(path).read_bytes(), path
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror}); check the path") from None
+
+
+def service_for(settings: Settings, roles: Sequence[str], demo: bool):  # noqa: ANN201
+    from app.composition import build_service, demo_models
+
+    demo_dirs = demo_models(Path(settings.state_dir).expanduser()) if demo else None
+    return build_service(settings, roles, demo_dirs=demo_dirs)
+
+
+# ---- commands -------------------------------------------------------------------------------------------
+def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
+    if args.format == "npy" and not args.output:
+        raise InputError("--format npy writes binary data: give --output FILE.npy")
+    data, source = read_input_bytes(args.input)
+    texts = parse_lines(data, skip_blank=args.skip_blank, source=source)
+    service = service_for(settings, ["embed"], args.demo)
+    result = service.embed(texts, normalize=not args.no_normalize)
+    write_vectors(texts, result, args.format, args.output)
+    return 0
+
+
+def write_vectors(texts: Sequence[str], result: Any, fmt: str, output: str | None) -> None:
+    import numpy as np
+
+    if fmt == "npy":
+        np.save(output, result.vectors)
+        return
+    buf = io.StringIO()
+    if fmt == "jsonl":
+        for i, text in enumerate(texts):
+            buf.write(json.dumps({"index": i, "text": text, "vector": result.vectors[i].tolist(),
+                                  "dimension": result.dimension, "truncated": result.truncated[i]},
+                                 ensure_ascii=False) + "\n")
+    else:
+        w = csv.writer(buf)
+        w.writerow(["index", "text", "truncated", *[f"d{j}" for j in range(result.dimension)]])
+        for i, text in enumerate(texts):
+            w.writerow([i, text, str(result.truncated[i]).lower(), *(repr(float(x)) for x in result.vectors[i])])
+    if output:
+        Path(output).write_text(buf.getvalue(), encoding="utf-8")
+    else:
+        sys.stdout.write(buf.getvalue())
+
+
+def cmd_similarity(args: argparse.Namespace, settings: Settings) -> int:
+    data, source = read_input_bytes(args.input)
+    candidates = parse_lines(data, skip_blank=args.skip_blank, source=source)
+    roles = ["embed", "cross"] if args.cross_model else ["embed"]
+    service = service_for(settings, roles, args.demo)
+    out = service.similarity(args.source, candidates, rerank=bool(args.cross_model))
+    out.pop("elapsed_s", None)
+    print(json.dumps(out, ensure_ascii=False))
+    return 0
+
+
+def nlu_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.input:
+        if args.text or args.schema:
+            raise InputError("give either --input FILE.jsonl or --text with --schema, not both")
+        data, source = read_input_bytes(args.input)
+        requests = []
+        for number, line in enumerate(parse_lines(data, skip_blank=True, source=source), start=1):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{source}: line {number} is not valid JSON ({e.msg}, column {e.colno})") from None
+            if not isinstance(obj, dict) or "text" not in obj or "schema" not in obj:
+                raise InputError(f'{source}: line {number} must be an object with "text" and "schema"')
+            requests.append({"text": obj["text"], "schema": obj["schema"], "task": obj.get("task", args.task)})
+        return requests
+    if not args.text or args.schema is None:
+        raise InputError("give --text and --schema (or --input FILE.jsonl)")
+    return [{"text": args.text, "schema": args.schema, "task": args.task}]
+
+
+def cmd_nlu(args: argparse.Namespace, settings: Settings) -> int:
+    requests = nlu_requests(args)
+    service = service_for(settings, ["nlu"], args.demo)
+    for i, req in enumerate(requests):
+        try:
+            out = service.nlu(req["text"], req["schema"], req["task"])
+        except InputError as e:
+            if len(requests) > 1:
+                raise InputError(f"request {i + 1}: {e.message}") from None
+            raise
+        print(json.dumps(out, ensure_ascii=False), flush=True)
+    return 0
+
+
+def cmd_fixtures(args: argparse.Namespace, settings: Settings) -> int:
+    from app.models.fixtures import build_all
+
+    dirs = build_all(Path(args.out), full=args.full)
+    print(json.dumps({role: str(p) for role, p in dirs.items()}))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+    from app.composition import make_plan
+
+    plan = make_plan(settings)
+    print(json.dumps(dataclasses.asdict(plan), ensure_ascii=False))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from app.web.server import serve
+
+    return serve(settings, demo=args.demo, no_auth=args.no_auth)
+
+
+COMMANDS = {"embed": cmd_embed, "similarity": cmd_similarity, "nlu": cmd_nlu, "serve": cmd_serve,
+            "fixtures": cmd_fixtures, "plan": cmd_plan}
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("DeepSpeed", "deepspeed", "transformers", "modelscope", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+        configure_logging(settings.log_level)
+        return COMMANDS[args.command](args, settings)
+    except (InputError, ModelUnavailableError) as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return EXIT_INPUT
+    except WenmoError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130

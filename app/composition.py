@@ -1,0 +1,73 @@
+"""Composition root: settings → plan → models → service. The one place that knows every layer.
+
+Loads only the roles a command needs, so `embed` does not pay for the NLU model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from app.config import Settings
+from app.engine.dsconfig import load_ds_config
+from app.engine.limiter import ConcurrencyLimiter
+from app.engine.loading import resolve_model
+from app.engine.runtime import RuntimePlan, resolve_plan
+from app.service import Service
+
+log = logging.getLogger(__name__)
+
+ROLES = ("embed", "cross", "nlu")
+
+
+def make_plan(settings: Settings) -> RuntimePlan:
+    ds = load_ds_config(settings.ds_config)
+    plan = resolve_plan(settings.device, settings.dtype, settings.engine, ds)
+    log.info("%s", plan.log_line(ds))
+    return plan
+
+
+def demo_models(state_dir: Path) -> dict[str, Path]:
+    """Tiny random-weight checkpoints for --demo, built once under the state directory."""
+    from app.models.fixtures import build_all
+
+    root = state_dir / "demo-models"
+    marker = root / ".complete"
+    if marker.exists():
+        return {role: root / name for role, name in (("embed", "gte"), ("cross", "structbert"),
+                                                      ("nlu", "rex-uninlu")) if (root / name).exists()}
+    dirs = build_all(root)
+    marker.touch()
+    return dirs
+
+
+def build_service(settings: Settings, roles: Iterable[str], *, limiter: ConcurrencyLimiter | None = None,
+                  demo_dirs: dict[str, Path] | None = None) -> Service:
+    roles = tuple(roles)
+    plan = make_plan(settings)
+    names = {"embed": settings.embed_model, "cross": settings.cross_model, "nlu": settings.nlu_model}
+    loaded = {}
+    for role in roles:
+        name = names[role]
+        path = demo_dirs[role] if demo_dirs and role in demo_dirs else resolve_model(name, settings.model_dir)
+        if demo_dirs and role in demo_dirs:
+            name = f"demo:{path.name}"
+        loaded[role] = load_adapter(role, path, plan, settings.max_length, name)
+        log.info("event=model_loaded role=%s name=%s path=%s", role, name, path)
+    return Service(settings, embedder=loaded.get("embed"), cross_encoder=loaded.get("cross"),
+                   nlu=loaded.get("nlu"), limiter=limiter)
+
+
+def load_adapter(role: str, path: Path, plan: RuntimePlan, max_length: int, name: str):  # noqa: ANN201
+    if role == "embed":
+        from app.models.embedding import EmbeddingAdapter
+
+        return EmbeddingAdapter(path, plan, max_length, name)
+    if role == "cross":
+        from app.models.cross_encoder import CrossEncoderAdapter
+
+        return CrossEncoderAdapter(path, plan, max_length, name)
+    from app.models.uninlu.adapter import NluAdapter
+
+    return NluAdapter(path, plan, max_length, name)

@@ -1,0 +1,128 @@
+"""The runtime plan: device, dtype and engine, resolved from `auto` before any weights load.
+
+The plan is logged in one line at start, together with what ds_config.json does at serving time, so an
+operator can see from the log alone how the models run. torch is imported lazily: importing this module
+costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from app.engine.dsconfig import DsConfig
+from app.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+@dataclass(frozen=True)
+class RuntimePlan:
+    device: str  # "cpu" or "cuda:N"
+    dtype: str  # "fp32" | "fp16" | "bf16"
+    engine: str  # "torch" | "deepspeed"
+    kernel_inject: bool
+    cuda_graph: bool
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def torch_dtype(self):  # noqa: ANN201 - torch is imported lazily
+        import torch
+
+        return getattr(torch, _DTYPE_NAMES[self.dtype])
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def log_line(self, ds: DsConfig | None = None) -> str:
+        parts = [
+            f"plan device={self.device} dtype={self.dtype} engine={self.engine}",
+            f"kernel_inject={self.kernel_inject} cuda_graph={self.cuda_graph}",
+            "inference_mode=on eval=on grad_checkpointing=off kv_cache=off",
+        ]
+        if self.reasons:
+            parts.append("why=[" + "; ".join(self.reasons) + "]")
+        if ds is not None:
+            parts.append(f"ds_config={ds.path} " + " | ".join(f"{k}: {v}" for k, v in ds.effects().items()))
+        return " ".join(parts)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _bf16_supported(device: str) -> bool:
+    import torch
+
+    # Ampere (sm80) and newer run bf16 matmuls at the fp16 rate; older cards emulate it slowly, which is why
+    # bf16 is chosen only where it "measures no worse" than fp16.
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
+
+
+def _deepspeed_importable() -> bool:
+    try:
+        import deepspeed  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import failure means "not usable here"
+        return False
+    return True
+
+
+def resolve_plan(
+    device: str,
+    dtype: str,
+    engine: str,
+    ds: DsConfig,
+    *,
+    cuda_available=_cuda_available,
+    bf16_supported=_bf16_supported,
+    deepspeed_importable=_deepspeed_importable,
+) -> RuntimePlan:
+    """Turn the `auto` choices into a concrete plan. The probes are injectable so the rules are testable."""
+    reasons: list[str] = []
+    has_cuda = cuda_available()
+    if device == "auto":
+        device = "cuda:0" if has_cuda else "cpu"
+        reasons.append("device auto: " + ("CUDA present" if has_cuda else "no CUDA, using CPU"))
+    elif device.startswith("cuda"):
+        if not has_cuda:
+            raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu or auto")
+        device = "cuda:0" if device == "cuda" else device
+    on_cuda = device.startswith("cuda")
+
+    if dtype == "auto":
+        if not on_cuda:
+            dtype = "fp32"
+            reasons.append("dtype auto: fp32 on CPU (half precision is slower there)")
+        elif ds.bf16 is True or (ds.bf16 == "auto" and ds.fp16 is not True and bf16_supported(device)):
+            dtype = "bf16"
+            reasons.append("dtype auto: bf16 (GPU supports it at full rate; wider range than fp16)")
+        elif ds.fp16 is not False:
+            dtype = "fp16"
+            reasons.append("dtype auto: fp16 on CUDA")
+        else:
+            dtype = "fp32"
+            reasons.append("dtype auto: fp32 (ds_config disables fp16 and bf16)")
+    elif dtype in ("fp16", "bf16") and not on_cuda:
+        reasons.append(f"dtype {dtype} on CPU: allowed, but usually slower than fp32")
+
+    if engine == "auto":
+        if on_cuda and deepspeed_importable():
+            engine = "deepspeed"
+            reasons.append("engine auto: deepspeed on CUDA")
+        else:
+            engine = "torch"
+            reasons.append("engine auto: torch (DeepSpeed inference kernels need CUDA)")
+    elif engine == "deepspeed" and not deepspeed_importable():
+        raise ConfigError("--engine deepspeed: the deepspeed package cannot be imported; install it or use torch")
+
+    kernel_inject = engine == "deepspeed" and on_cuda and ds.replace_with_kernel_inject
+    cuda_graph = engine == "deepspeed" and on_cuda and ds.enable_cuda_graph
+    if engine == "deepspeed" and not on_cuda and (ds.replace_with_kernel_inject or ds.enable_cuda_graph):
+        reasons.append("kernel injection and CUDA graphs need CUDA: off on CPU")
+    return RuntimePlan(device, dtype, engine, kernel_inject, cuda_graph, tuple(reasons))

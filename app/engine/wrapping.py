@@ -1,0 +1,54 @@
+"""Put a loaded torch module on its device and dtype, and wrap it with DeepSpeed when the plan says so.
+
+`deepspeed.init_inference` runs on the CPU too (DeepSpeed's CPU accelerator), so tests exercise the same
+wrapper that serves on a GPU. Kernel injection has policies for BERT-family layers only; a model family
+that DeepSpeed has no policy for passes `kernel_inject_supported=False` and runs unwrapped kernels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from app.engine.runtime import RuntimePlan
+from app.errors import ModelUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def prepare_module(module, plan: RuntimePlan, *, kernel_inject_supported: bool = True):  # noqa: ANN001, ANN201
+    """Return a callable module in eval mode on the plan's device and dtype (possibly a DeepSpeed engine)."""
+    import torch
+
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    module.to(device=plan.device, dtype=plan.torch_dtype)
+    if plan.engine != "deepspeed":
+        return module
+
+    # DeepSpeed picks its accelerator at import time; on a machine without CUDA it must be the CPU one.
+    if not plan.is_cuda:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+
+    inject = plan.kernel_inject and kernel_inject_supported
+    if plan.kernel_inject and not kernel_inject_supported:
+        log.info("deepspeed kernel_inject=off for %s: no DeepSpeed policy for this architecture",
+                 type(module).__name__)
+    try:
+        engine = deepspeed.init_inference(
+            module,
+            config={
+                "dtype": plan.torch_dtype,
+                "replace_with_kernel_inject": inject,
+                "enable_cuda_graph": plan.cuda_graph,
+            },
+        )
+    except Exception as e:  # noqa: BLE001 - DeepSpeed raises many kinds; all mean "cannot wrap"
+        raise ModelUnavailableError(
+            f"DeepSpeed could not wrap {type(module).__name__} ({type(e).__name__}: {e}); "
+            "start with --engine torch, or set inference.replace_with_kernel_inject=false in ds_config.json"
+        ) from e
+    assert isinstance(engine, torch.nn.Module)
+    return engine

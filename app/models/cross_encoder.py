@@ -1,0 +1,86 @@
+"""StructBERT cross-encoder (iic/nlp_structbert_sentence-similarity_chinese-large): a sentence-pair
+classifier, `[CLS] a [SEP] b [SEP]` with token types 0/1, scored as the softmax probability of the
+positive label. It is not a sentence embedder: its hidden states are never pooled into vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.engine.runtime import RuntimePlan
+from app.engine.scheduler import run_batched
+from app.engine.wrapping import prepare_module
+from app.errors import ModelUnavailableError
+from app.models.bert import bert_config
+from app.models.checkpoint import load_into, load_state_dict, load_tokenizer, read_json
+from app.models.encoding import ModelInfo, encode_pairs, model_max_length, pad_batch
+
+log = logging.getLogger(__name__)
+
+POSITIVE_LABEL_NAMES = ("1", "similar", "entailment", "positive", "相似")
+
+
+@dataclass
+class PairScores:
+    scores: list[float]
+    truncated: list[bool]
+
+
+def positive_label(config: dict[str, Any], where: str) -> int:
+    """Index of the "similar" label, by its name in id2label (`"1"` in the real model)."""
+    id2label = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
+    if not id2label:
+        num = int(config.get("num_labels", 2))
+        id2label = {i: str(i) for i in range(num)}
+    for name in POSITIVE_LABEL_NAMES:
+        for idx, label in id2label.items():
+            if label.lower() == name:
+                return idx
+    raise ModelUnavailableError(
+        f"{where}/config.json: cannot tell which label means 'similar' in id2label={id2label}; "
+        f"expected one named {', '.join(POSITIVE_LABEL_NAMES)}"
+    )
+
+
+class CrossEncoderAdapter:
+    family = "cross_encoder"
+
+    def __init__(self, model_dir: Path, plan: RuntimePlan, max_length_cap: int = 0, name: str | None = None):
+        from transformers import BertForSequenceClassification
+
+        self.model_dir = model_dir
+        self.plan = plan
+        config = read_json(model_dir, "config.json")
+        id2label = config.get("id2label") or {}
+        num_labels = len(id2label) if id2label else int(config.get("num_labels", 2))
+        self.positive = positive_label(config, str(model_dir))
+        self.labels = {int(k): str(v) for k, v in id2label.items()}
+        self.tokenizer = load_tokenizer(model_dir)
+        self.max_length = model_max_length(model_dir, config, max_length_cap)
+        cfg = bert_config({k: v for k, v in config.items() if k not in ("id2label", "label2id")},
+                          num_labels=num_labels)
+        module = BertForSequenceClassification(cfg)
+        load_into(module, load_state_dict(model_dir), str(model_dir))
+        self.model = prepare_module(module, plan)
+        self.info = ModelInfo(self.family, name or str(model_dir), str(model_dir), self.max_length, None,
+                              plan.device, plan.dtype, plan.engine)
+
+    def score(self, first: Sequence[str], second: Sequence[str], *, max_batch_tokens: int = 16384,
+              max_batch_size: int = 128) -> PairScores:
+        import torch
+
+        enc = encode_pairs(self.tokenizer, first, second, self.max_length)
+
+        def run(batch: list[int]) -> list[float]:
+            inputs = pad_batch(enc, batch, self.tokenizer.pad_token_id, self.plan.device)
+            with torch.inference_mode():
+                logits = self.model(**inputs).logits.float()
+                probs = torch.softmax(logits, dim=-1)[:, self.positive]
+            return probs.cpu().tolist()
+
+        scores = run_batched(enc.lengths, run, max_batch_tokens, max_batch_size)
+        return PairScores([float(s) for s in scores], enc.truncated)

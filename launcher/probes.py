@@ -1,0 +1,302 @@
+"""Memory probes: how much memory the app's process tree holds, behind one small interface.
+
+- ``NvmlProbe``: GPU memory via NVML (``pynvml`` from nvidia-ml-py, passed in as a module object so tests
+  can hand it a fake). Per-process figures for the app's whole tree when NVML can attribute them
+  (source ``"nvml-process"``); device-level used memory when it cannot (source ``"nvml-device"``): no
+  PID matches (a container without the host PID namespace sees other PIDs than NVML reports) or the
+  per-process figure is unavailable (MIG: ``usedGpuMemory`` is None, or NotSupported).
+- ``RssProbe``: resident memory of the tree via psutil (source ``"rss"``), for machines without a GPU.
+
+This module must not import ``app``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psutil
+
+# NVML's "value not available" marker for 64-bit fields (pynvml maps it to None in newer versions only).
+NVML_VALUE_NOT_AVAILABLE_ULL = 2**64 - 1
+
+# Newest struct version first: an older driver lacks the newer symbols (FunctionNotFound).
+PROCESS_LIST_FUNCTIONS = (
+    "nvmlDeviceGetComputeRunningProcesses_v3",
+    "nvmlDeviceGetComputeRunningProcesses_v2",
+    "nvmlDeviceGetComputeRunningProcesses",
+)
+
+PROBE_KINDS = ("auto", "nvml", "rss")
+
+
+class ProbeUnavailable(Exception):
+    """The requested probe cannot work on this machine (no NVML library, no GPU, bad index)."""
+
+
+class ProbeError(Exception):
+    """One sample failed (e.g. NVML reported an error); the supervisor skips that sample."""
+
+
+class _NeverRaised(Exception):
+    """Stands in for an exception class a (fake) NVML module does not define."""
+
+
+@dataclass(frozen=True)
+class MemorySample:
+    used_bytes: int
+    total_bytes: int
+    source: str  # "nvml-process" | "nvml-device" | "rss"
+    pids: tuple[int, ...]  # the PIDs the figure was summed over (all tree PIDs for nvml-device)
+    note: str = ""  # why a fallback source was used; empty when the preferred source worked
+
+
+class MemoryProbe(Protocol):
+    name: str
+
+    def describe(self) -> dict[str, object]:
+        """What was chosen, for the ``probe_selected`` event."""
+        ...
+
+    def total_bytes(self) -> int:
+        """The capacity a ``--threshold-ratio`` is relative to."""
+        ...
+
+    def sample(self, root_pid: int) -> MemorySample:
+        """Memory held by ``root_pid`` and its descendants; raises ``ProbeError``."""
+        ...
+
+    def holds_memory(self, procs: Sequence[psutil.Process]) -> bool:
+        """Whether the given (old) processes still hold memory a new app would need."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def process_tree(root_pid: int) -> list[psutil.Process]:
+    """The process and all its descendants that still exist (an empty list when the root is gone)."""
+    try:
+        root = psutil.Process(root_pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def is_gone(proc: psutil.Process) -> bool:
+    """Exited (a zombie holds no memory; ``is_running`` also guards against PID reuse)."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+class RssProbe:
+    """Resident memory of the process tree; the ratio is relative to total system RAM.
+
+    Shared pages (fork, shared libraries) are counted once per process, so the figure errs high.
+    """
+
+    name = "rss"
+
+    def __init__(self, tree: Callable[[int], list[psutil.Process]] = process_tree) -> None:
+        self._tree = tree
+
+    def describe(self) -> dict[str, object]:
+        return {"probe": self.name, "source": "rss", "total_mib": round(self.total_bytes() / 2**20, 1)}
+
+    def total_bytes(self) -> int:
+        return int(psutil.virtual_memory().total)
+
+    def sample(self, root_pid: int) -> MemorySample:
+        used = 0
+        pids = []
+        for proc in self._tree(root_pid):
+            try:
+                used += proc.memory_info().rss
+            except psutil.Error:
+                continue  # exited between listing and reading: it holds nothing any more
+            pids.append(proc.pid)
+        return MemorySample(used, self.total_bytes(), "rss", tuple(pids))
+
+    def holds_memory(self, procs: Sequence[psutil.Process]) -> bool:
+        return not all(is_gone(p) for p in procs)
+
+    def close(self) -> None:
+        pass
+
+
+class NvmlProbe:
+    """GPU memory of the app's process tree on one device, via an injected NVML module."""
+
+    name = "nvml"
+
+    def __init__(
+        self, nvml: Any, gpu_index: int, tree: Callable[[int], list[psutil.Process]] = process_tree
+    ) -> None:
+        self._nvml = nvml
+        self._tree = tree
+        self._error: type[BaseException] = getattr(nvml, "NVMLError", Exception)
+        # pynvml raises this instead of FunctionNotFound from the unversioned process-list call.
+        self._mismatch: type[BaseException] = getattr(nvml, "NVMLLibraryMismatchError", _NeverRaised)
+        try:
+            nvml.nvmlInit()
+        except self._error as exc:
+            raise ProbeUnavailable(f"NVML init failed: {exc}") from exc
+        try:
+            count = int(nvml.nvmlDeviceGetCount())
+            if count == 0:
+                raise ProbeUnavailable("NVML sees no GPU")
+            if not 0 <= gpu_index < count:
+                raise ProbeUnavailable(f"--gpu-index {gpu_index} is out of range: NVML sees GPUs 0..{count - 1}")
+            self._handle = nvml.nvmlDeviceGetHandleByIndex(gpu_index)
+            self._gpu_index = gpu_index
+            self._device_name = _text(nvml.nvmlDeviceGetName(self._handle))
+            self._memory_v2 = True
+            self._process_functions = list(PROCESS_LIST_FUNCTIONS)
+            self._total = int(self._device_memory().total)
+        except ProbeUnavailable:
+            self.close()
+            raise
+        except self._error as exc:
+            self.close()
+            raise ProbeUnavailable(f"NVML device {gpu_index} unusable: {exc}") from exc
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "probe": self.name,
+            "source": "nvml-process",
+            "gpu_index": self._gpu_index,
+            "device": self._device_name,
+            "total_mib": round(self._total / 2**20, 1),
+        }
+
+    def total_bytes(self) -> int:
+        return self._total
+
+    def sample(self, root_pid: int) -> MemorySample:
+        pids = tuple(p.pid for p in self._tree(root_pid))
+        try:
+            processes, note = self._running_processes()
+            if processes is not None:
+                matched = [p for p in processes if p.pid in pids]
+                if not matched:
+                    note = (
+                        "no NVML process matches the app's PIDs (container without the host PID "
+                        "namespace, or no CUDA context yet); using device-level used memory"
+                    )
+                elif any(_unavailable(p.usedGpuMemory) for p in matched):
+                    note = "per-process GPU memory not available (MIG?); using device-level used memory"
+                else:
+                    used = sum(int(p.usedGpuMemory) for p in matched)
+                    return MemorySample(used, self._total, "nvml-process", tuple(sorted({p.pid for p in matched})))
+            device = self._device_memory()
+        except self._error as exc:
+            raise ProbeError(f"NVML: {exc}") from exc
+        return MemorySample(int(device.used), self._total, "nvml-device", pids, note)
+
+    def holds_memory(self, procs: Sequence[psutil.Process]) -> bool:
+        if not all(is_gone(p) for p in procs):
+            return True
+        # The processes are gone, but the driver may still be tearing their contexts down.
+        pids = {p.pid for p in procs}
+        try:
+            processes, _ = self._running_processes()
+        except self._error:
+            return False  # cannot tell per process; the processes themselves are gone
+        return processes is not None and any(p.pid in pids for p in processes)
+
+    def close(self) -> None:
+        try:
+            self._nvml.nvmlShutdown()
+        except self._error:
+            pass
+
+    def _running_processes(self) -> tuple[list[Any] | None, str]:
+        """NVML's compute processes on the device, or ``None`` and why when per-process data is absent."""
+        nvml = self._nvml
+        while self._process_functions:
+            name = self._process_functions[0]
+            function = getattr(nvml, name, None)
+            if function is None:
+                self._process_functions.pop(0)  # this pynvml does not know the symbol
+                continue
+            try:
+                return list(function(self._handle)), ""
+            except self._mismatch:
+                self._process_functions.pop(0)
+            except self._error as exc:
+                code = getattr(exc, "value", None)
+                if code in _codes(nvml, "NVML_ERROR_FUNCTION_NOT_FOUND", "NVML_ERROR_ARGUMENT_VERSION_MISMATCH"):
+                    self._process_functions.pop(0)  # the driver lacks this struct version: try older
+                elif code in _codes(nvml, "NVML_ERROR_NOT_SUPPORTED"):
+                    return None, "per-process GPU memory not supported (MIG?); using device-level used memory"
+                else:
+                    raise
+        return None, "no NVML process-list function works here; using device-level used memory"
+
+    def _device_memory(self) -> Any:
+        nvml = self._nvml
+        if self._memory_v2:
+            try:
+                # v2 reports "used" without the driver's reserved memory, closer to what nvidia-smi shows.
+                return nvml.nvmlDeviceGetMemoryInfo(self._handle, version=nvml.nvmlMemory_v2)
+            except (TypeError, AttributeError):
+                self._memory_v2 = False  # pynvml too old for the version argument
+            except self._error as exc:
+                if getattr(exc, "value", None) not in _codes(
+                    nvml,
+                    "NVML_ERROR_FUNCTION_NOT_FOUND",
+                    "NVML_ERROR_ARGUMENT_VERSION_MISMATCH",
+                    "NVML_ERROR_NOT_SUPPORTED",
+                ):
+                    raise
+                self._memory_v2 = False  # driver too old for nvmlDeviceGetMemoryInfo_v2
+        return nvml.nvmlDeviceGetMemoryInfo(self._handle)
+
+
+def _codes(nvml: Any, *names: str) -> set[int]:
+    return {getattr(nvml, n) for n in names if hasattr(nvml, n)}
+
+
+def _unavailable(value: object) -> bool:
+    return value is None or value == NVML_VALUE_NOT_AVAILABLE_ULL
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def load_pynvml() -> Any:
+    """Import nvidia-ml-py's ``pynvml`` (kept out of module import time: no GPU, no import cost)."""
+    return importlib.import_module("pynvml")
+
+
+def select_probe(
+    kind: str,
+    gpu_index: int,
+    load_nvml: Callable[[], Any] = load_pynvml,
+    tree: Callable[[int], list[psutil.Process]] = process_tree,
+) -> tuple[MemoryProbe, str]:
+    """Resolve ``--probe auto|nvml|rss`` into a probe and the reason for the choice.
+
+    ``nvml`` that cannot work raises ``ProbeUnavailable`` (the operator asked for the GPU); ``auto``
+    falls back to RSS and says why.
+    """
+    if kind not in PROBE_KINDS:
+        raise ProbeUnavailable(f"unknown probe {kind!r}; choose one of {', '.join(PROBE_KINDS)}")
+    if kind == "rss":
+        return RssProbe(tree), "requested with --probe rss"
+    try:
+        nvml = load_nvml()
+    except ImportError as exc:
+        if kind == "nvml":
+            raise ProbeUnavailable(f"cannot import pynvml (install nvidia-ml-py): {exc}") from exc
+        return RssProbe(tree), f"NVML unavailable (cannot import pynvml: {exc}); using RSS"
+    try:
+        return NvmlProbe(nvml, gpu_index, tree), f"NVML on GPU {gpu_index}"
+    except ProbeUnavailable as exc:
+        if kind == "nvml":
+            raise
+        return RssProbe(tree), f"NVML unavailable ({exc}); using RSS"

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The project's test command (README quick start; .ci/run calls exactly this).
+# Creates .venv with Python 3.11+, installs what the tests need, and runs the whole suite on the CPU.
+# Extra arguments go to pytest, e.g. `tests/run.sh tests/unit -q`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${WENMO_TEST_VENV:-.venv}
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+  echo "tests/run.sh: $PYTHON is older than 3.10; set PYTHON=python3.11" >&2
+  exit 2
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "== creating $VENV"
+  "$PYTHON" -m venv "$VENV" || { echo "tests/run.sh: python venv module missing (apt-get install python3-venv)" >&2; exit 2; }
+fi
+PY="$VENV/bin/python"
+
+# Reinstall only when the requirement files change.
+stamp="$VENV/.wenmo-requirements"
+want=$(cat requirements.txt tests/requirements.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "== installing requirements into $VENV"
+  "$PY" -m pip install -q --upgrade pip
+  # torch first: deepspeed is a source package whose build imports torch (hence --no-build-isolation).
+  "$PY" -m pip install -q setuptools wheel "$(grep '^torch==' requirements.txt)"
+  "$PY" -m pip install -q --no-build-isolation -r requirements.txt -r tests/requirements.txt
+  echo "$want" > "$stamp"
+fi
+
+# Browser tests drive Debian's Chromium (Playwright cannot download its own browser here).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing chromium for the browser tests"
+  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) >/dev/null 2>&1 \
+    || echo "   (chromium could not be installed: browser tests will be skipped)"
+fi
+
+echo "== lint"
+"$PY" -m ruff check app launcher tests
+echo "== tests"
+exec "$PY" -m pytest "$@"
