@@ -202,7 +202,7 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from app.web.server import serve
+    from app.server import serve
 
     return serve(settings, demo=args.demo, no_auth=args.no_auth)
 
