@@ -29,7 +29,7 @@ class ChildProcess:
         The app's stdout goes to the launcher's stderr so that the launcher's stdout stays a pure stream
         of JSON event lines; the app's stderr is inherited.
         """
-        popen = subprocess.Popen(  # noqa: S603 - argv comes from the operator's own command line
+        popen = subprocess.Popen(
             list(argv),
             env=None if env is None else dict(env),
             stdin=subprocess.DEVNULL,

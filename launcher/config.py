@@ -176,24 +176,54 @@ class Option:
 
 # The "why" of each default is in launcher/README.md.
 OPTIONS: tuple[Option, ...] = (
-    Option("probe", _probe_kind, "memory probe: auto (NVML if a GPU is visible, else RSS), nvml or rss", "KIND"),
+    Option(
+        "probe", _probe_kind, "memory probe: auto (NVML if a GPU is visible, else RSS), nvml or rss", "KIND"
+    ),
     Option("gpu_index", whole(0), "NVML index of the GPU the app uses", "N"),
-    Option("threshold_mib", _mebibytes, "restart above this much memory (MiB); overrides --threshold-ratio", "MIB"),
+    Option(
+        "threshold_mib",
+        _mebibytes,
+        "restart above this much memory (MiB); overrides --threshold-ratio",
+        "MIB",
+    ),
     Option("threshold_ratio", _ratio, "restart above this fraction of the GPU's (or RAM's) total", "RATIO"),
     Option("consecutive", whole(1), "samples in a row over the threshold before a restart", "N"),
     Option("grace_s", seconds(0), "after each start, memory samples do not count for this long", "SECONDS"),
-    Option("poll_s", seconds(0, inclusive=False), "seconds between memory samples and health probes", "SECONDS"),
+    Option(
+        "poll_s", seconds(0, inclusive=False), "seconds between memory samples and health probes", "SECONDS"
+    ),
     Option("health_host", _host, "host to probe /readyz on", "HOST"),
     Option("health_failures", whole(1), "readiness failures in a row (after start-up) that mean a hang", "N"),
     Option("health_timeout_s", seconds(0, inclusive=False), "timeout of one /readyz probe", "SECONDS"),
-    Option("startup_timeout_s", seconds(0, inclusive=False), "a start not ready within this is a failed start", "SECONDS"),
-    Option("drain_s", seconds(0), "after SIGTERM, wait this long for the app to drain before SIGKILL", "SECONDS"),
-    Option("release_timeout_s", seconds(0), "wait at most this long for the old process's memory to be freed", "SECONDS"),
-    Option("backoff_initial_s", seconds(0, inclusive=False), "first delay before a restart (doubles each time)", "SECONDS"),
+    Option(
+        "startup_timeout_s",
+        seconds(0, inclusive=False),
+        "a start not ready within this is a failed start",
+        "SECONDS",
+    ),
+    Option(
+        "drain_s", seconds(0), "after SIGTERM, wait this long for the app to drain before SIGKILL", "SECONDS"
+    ),
+    Option(
+        "release_timeout_s",
+        seconds(0),
+        "wait at most this long for the old process's memory to be freed",
+        "SECONDS",
+    ),
+    Option(
+        "backoff_initial_s",
+        seconds(0, inclusive=False),
+        "first delay before a restart (doubles each time)",
+        "SECONDS",
+    ),
     Option("backoff_max_s", seconds(0, inclusive=False), "cap of the restart delay", "SECONDS"),
     Option("stable_s", seconds(0), "a run this long (since ready) resets the backoff", "SECONDS"),
-    Option("max_restarts", whole(0), "more restarts than this within --restart-window-s is flapping: exit 3", "N"),
-    Option("restart_window_s", seconds(0, inclusive=False), "the sliding window of the restart budget", "SECONDS"),
+    Option(
+        "max_restarts", whole(0), "more restarts than this within --restart-window-s is flapping: exit 3", "N"
+    ),
+    Option(
+        "restart_window_s", seconds(0, inclusive=False), "the sliding window of the restart budget", "SECONDS"
+    ),
     Option("state_dir", _directory, "where launcher-events.jsonl and launcher-status.json live", "DIR"),
     Option("events_max_lines", whole(1), "launcher-events.jsonl keeps at most this many newest lines", "N"),
 )
@@ -207,11 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
             "Keep the Wenmo app alive: restart it when it crashes, hangs or holds too much memory. "
             "Options it does not recognise are passed to `python -m app serve`."
         ),
-        epilog="exit status: 0 stopped on request, 2 invalid configuration, 3 restart budget spent (flapping)",
+        epilog="exit status: 0 stopped on request, 2 invalid configuration, 3 flapping (too many restarts)",
         allow_abbrev=False,  # an app option such as --port must never be taken for a launcher prefix
     )
     for option in OPTIONS:
         default = _jsonable(LauncherConfig.__dataclass_fields__[option.name].default)
+        if default is None:
+            default = "unset"
         if option.name == "state_dir":
             default = "$WENMO_STATE_DIR or ~/.local/state/wenmo"
         parser.add_argument(
@@ -224,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_config(argv: Sequence[str], environ: Mapping[str, str], python: str = sys.executable) -> LauncherConfig:
+def load_config(
+    argv: Sequence[str], environ: Mapping[str, str], python: str = sys.executable
+) -> LauncherConfig:
     """Resolve flags, ``WENMO_LAUNCHER_*`` variables and defaults into a validated config."""
     argv = list(argv)
     command: list[str] = []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ class ReadinessProbe:
             return HealthResult(False, detail)
         except urllib.error.URLError as exc:
             return HealthResult(False, _reason(exc.reason, self.timeout_s))
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return HealthResult(False, f"timeout after {self.timeout_s:g} s")
         except (OSError, ValueError, http.client.HTTPException) as exc:
             # A reset connection, a half-written reply (RemoteDisconnected, BadStatusLine) and the like.
@@ -62,7 +61,7 @@ class ReadinessProbe:
 
 
 def _reason(reason: object, timeout_s: float) -> str:
-    if isinstance(reason, TimeoutError | socket.timeout):
+    if isinstance(reason, TimeoutError):
         return f"timeout after {timeout_s:g} s"
     if isinstance(reason, ConnectionRefusedError):
         return "connection refused"

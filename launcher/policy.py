@@ -265,7 +265,11 @@ class RestartPolicy:
             # STARTING → RUNNING: /readyz answered 200.
             self._state = State.RUNNING
             self._ready_at = now
-            return [Note("ready", "info", {"attempt": self._attempt, "startup_s": round(now - self._started_at, 3)})]
+            return [
+                Note(
+                    "ready", "info", {"attempt": self._attempt, "startup_s": round(now - self._started_at, 3)}
+                )
+            ]
         if self._state is not State.RUNNING:
             return []
         if ok:
@@ -274,7 +278,11 @@ class RestartPolicy:
             previous, self._health_fail_count = self._health_fail_count, 0
             return [Note("health_recovered", "info", {"previous_failures": previous})]
         self._health_fail_count += 1
-        figures = {"count": self._health_fail_count, "failures": self.config.health_failures, "detail": detail}
+        figures = {
+            "count": self._health_fail_count,
+            "failures": self.config.health_failures,
+            "detail": detail,
+        }
         note = Note("health_failure", "warning", figures)
         if self._health_fail_count < self.config.health_failures:
             return [note]
@@ -294,7 +302,9 @@ class RestartPolicy:
         if self._state in (State.STARTING, State.RUNNING):
             crashed_in = self._state.value
             uptime_s = round(now - self._started_at, 3)
-            note = Note("crash", "warning", {"exit_code": exit_code, "state": crashed_in, "uptime_s": uptime_s})
+            note = Note(
+                "crash", "warning", {"exit_code": exit_code, "state": crashed_in, "uptime_s": uptime_s}
+            )
             # STARTING/RUNNING → BACKOFF (or FATAL): the app exited on its own.
             return [note, *self._schedule_restart(now, "crash")]
         return []
@@ -356,7 +366,7 @@ class RestartPolicy:
             # → FATAL: more than max_restarts within the window is flapping; let systemd decide.
             self._state = State.FATAL
             figures = {
-                "reason": reason,
+                "trigger": reason,
                 "restarts_in_window": in_window,
                 "max_restarts": cfg.max_restarts,
                 "restart_window_s": cfg.restart_window_s,

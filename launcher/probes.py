@@ -12,6 +12,7 @@ This module must not import ``app``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ PROCESS_LIST_FUNCTIONS = (
 PROBE_KINDS = ("auto", "nvml", "rss")
 
 
-class ProbeUnavailable(Exception):
+class ProbeUnavailableError(Exception):
     """The requested probe cannot work on this machine (no NVML library, no GPU, bad index)."""
 
 
@@ -40,7 +41,7 @@ class ProbeError(Exception):
     """One sample failed (e.g. NVML reported an error); the supervisor skips that sample."""
 
 
-class _NeverRaised(Exception):
+class _NeverRaisedError(Exception):
     """Stands in for an exception class a (fake) NVML module does not define."""
 
 
@@ -139,29 +140,31 @@ class NvmlProbe:
         self._tree = tree
         self._error: type[BaseException] = getattr(nvml, "NVMLError", Exception)
         # pynvml raises this instead of FunctionNotFound from the unversioned process-list call.
-        self._mismatch: type[BaseException] = getattr(nvml, "NVMLLibraryMismatchError", _NeverRaised)
+        self._mismatch: type[BaseException] = getattr(nvml, "NVMLLibraryMismatchError", _NeverRaisedError)
         try:
             nvml.nvmlInit()
         except self._error as exc:
-            raise ProbeUnavailable(f"NVML init failed: {exc}") from exc
+            raise ProbeUnavailableError(f"NVML init failed: {exc}") from exc
         try:
             count = int(nvml.nvmlDeviceGetCount())
             if count == 0:
-                raise ProbeUnavailable("NVML sees no GPU")
+                raise ProbeUnavailableError("NVML sees no GPU")
             if not 0 <= gpu_index < count:
-                raise ProbeUnavailable(f"--gpu-index {gpu_index} is out of range: NVML sees GPUs 0..{count - 1}")
+                raise ProbeUnavailableError(
+                    f"--gpu-index {gpu_index} is out of range: NVML sees GPUs 0..{count - 1}"
+                )
             self._handle = nvml.nvmlDeviceGetHandleByIndex(gpu_index)
             self._gpu_index = gpu_index
             self._device_name = _text(nvml.nvmlDeviceGetName(self._handle))
             self._memory_v2 = True
             self._process_functions = list(PROCESS_LIST_FUNCTIONS)
             self._total = int(self._device_memory().total)
-        except ProbeUnavailable:
+        except ProbeUnavailableError:
             self.close()
             raise
         except self._error as exc:
             self.close()
-            raise ProbeUnavailable(f"NVML device {gpu_index} unusable: {exc}") from exc
+            raise ProbeUnavailableError(f"NVML device {gpu_index} unusable: {exc}") from exc
 
     def describe(self) -> dict[str, object]:
         return {
@@ -190,7 +193,9 @@ class NvmlProbe:
                     note = "per-process GPU memory not available (MIG?); using device-level used memory"
                 else:
                     used = sum(int(p.usedGpuMemory) for p in matched)
-                    return MemorySample(used, self._total, "nvml-process", tuple(sorted({p.pid for p in matched})))
+                    return MemorySample(
+                        used, self._total, "nvml-process", tuple(sorted({p.pid for p in matched}))
+                    )
             device = self._device_memory()
         except self._error as exc:
             raise ProbeError(f"NVML: {exc}") from exc
@@ -208,10 +213,8 @@ class NvmlProbe:
         return processes is not None and any(p.pid in pids for p in processes)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(self._error):
             self._nvml.nvmlShutdown()
-        except self._error:
-            pass
 
     def _running_processes(self) -> tuple[list[Any] | None, str]:
         """NVML's compute processes on the device, or ``None`` and why when per-process data is absent."""
@@ -228,7 +231,9 @@ class NvmlProbe:
                 self._process_functions.pop(0)
             except self._error as exc:
                 code = getattr(exc, "value", None)
-                if code in _codes(nvml, "NVML_ERROR_FUNCTION_NOT_FOUND", "NVML_ERROR_ARGUMENT_VERSION_MISMATCH"):
+                if code in _codes(
+                    nvml, "NVML_ERROR_FUNCTION_NOT_FOUND", "NVML_ERROR_ARGUMENT_VERSION_MISMATCH"
+                ):
                     self._process_functions.pop(0)  # the driver lacks this struct version: try older
                 elif code in _codes(nvml, "NVML_ERROR_NOT_SUPPORTED"):
                     return None, "per-process GPU memory not supported (MIG?); using device-level used memory"
@@ -281,22 +286,22 @@ def select_probe(
 ) -> tuple[MemoryProbe, str]:
     """Resolve ``--probe auto|nvml|rss`` into a probe and the reason for the choice.
 
-    ``nvml`` that cannot work raises ``ProbeUnavailable`` (the operator asked for the GPU); ``auto``
+    ``nvml`` that cannot work raises ``ProbeUnavailableError`` (the operator asked for the GPU); ``auto``
     falls back to RSS and says why.
     """
     if kind not in PROBE_KINDS:
-        raise ProbeUnavailable(f"unknown probe {kind!r}; choose one of {', '.join(PROBE_KINDS)}")
+        raise ProbeUnavailableError(f"unknown probe {kind!r}; choose one of {', '.join(PROBE_KINDS)}")
     if kind == "rss":
         return RssProbe(tree), "requested with --probe rss"
     try:
         nvml = load_nvml()
     except ImportError as exc:
         if kind == "nvml":
-            raise ProbeUnavailable(f"cannot import pynvml (install nvidia-ml-py): {exc}") from exc
+            raise ProbeUnavailableError(f"cannot import pynvml (install nvidia-ml-py): {exc}") from exc
         return RssProbe(tree), f"NVML unavailable (cannot import pynvml: {exc}); using RSS"
     try:
         return NvmlProbe(nvml, gpu_index, tree), f"NVML on GPU {gpu_index}"
-    except ProbeUnavailable as exc:
+    except ProbeUnavailableError as exc:
         if kind == "nvml":
             raise
         return RssProbe(tree), f"NVML unavailable ({exc}); using RSS"

@@ -82,10 +82,10 @@ def _fail(path: str, key: str, why: str) -> ConfigError:
 
 def _check_keys(path: str, block: str, value: Any, allowed: set[str]) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _fail(path, block, f"must be an object, got {type(value).__name__}")
+        raise _fail(path, block or "<top level>", f"must be an object, got {type(value).__name__}")
     for key in value:
         if key not in allowed:
-            raise _fail(path, f"{block}.{key}", f"unknown option; known options are {', '.join(sorted(allowed))}")
+            raise _fail(path, f"{block}.{key}" if block else key, f"unknown option; known options are {', '.join(sorted(allowed))}")
     return value
 
 
@@ -102,7 +102,7 @@ def _bool(path: str, key: str, value: Any) -> bool:
 
 
 def parse_ds_config(data: Any, path: str = "ds_config.json") -> DsConfig:
-    top = _check_keys(path, "<top level>", data, _TOP_KEYS)
+    top = _check_keys(path, "", data, _TOP_KEYS)
     kwargs: dict[str, Any] = {"path": path}
     for name in ("bf16", "fp16"):
         if name in top:

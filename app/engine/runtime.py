@@ -66,8 +66,10 @@ def _bf16_supported(device: str) -> bool:
 
 
 def _deepspeed_importable() -> bool:
+    from app.engine.wrapping import import_deepspeed
+
     try:
-        import deepspeed  # noqa: F401
+        import_deepspeed()
     except Exception:  # noqa: BLE001 - any import failure means "not usable here"
         return False
     return True

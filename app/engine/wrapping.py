@@ -16,6 +16,25 @@ from app.errors import ModelUnavailableError
 log = logging.getLogger(__name__)
 
 
+def import_deepspeed():  # noqa: ANN201
+    """Import DeepSpeed with its console output sent to stderr.
+
+    DeepSpeed's logger binds a handler to stdout at import time; the CLI's stdout carries results (JSONL,
+    CSV), so the first import happens with stdout pointing at stderr. On a machine without CUDA the CPU
+    accelerator must be chosen before that import.
+    """
+    import contextlib
+    import sys
+
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    with contextlib.redirect_stdout(sys.stderr):
+        import deepspeed
+    return deepspeed
+
+
 def prepare_module(module, plan: RuntimePlan, *, kernel_inject_supported: bool = True):  # noqa: ANN001, ANN201
     """Return a callable module in eval mode on the plan's device and dtype (possibly a DeepSpeed engine)."""
     import torch
@@ -27,10 +46,7 @@ def prepare_module(module, plan: RuntimePlan, *, kernel_inject_supported: bool =
     if plan.engine != "deepspeed":
         return module
 
-    # DeepSpeed picks its accelerator at import time; on a machine without CUDA it must be the CPU one.
-    if not plan.is_cuda:
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    import deepspeed
+    deepspeed = import_deepspeed()
 
     inject = plan.kernel_inject and kernel_inject_supported
     if plan.kernel_inject and not kernel_inject_supported:

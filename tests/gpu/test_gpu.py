@@ -1,0 +1,59 @@
+"""GPU-only checks: half precision against fp32, DeepSpeed with kernel injection. Skipped without CUDA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA; this machine has no GPU"),
+]
+
+TEXTS = ["北京天安门", "我喜欢这部电影，音乐很好", "上海", "今天天气很好，我们去公园" * 10]
+
+
+def plan(ds, dtype, engine, kernel_inject=False):
+    import dataclasses
+
+    from app.engine.runtime import resolve_plan
+
+    ds = dataclasses.replace(ds, replace_with_kernel_inject=kernel_inject)
+    return resolve_plan("cuda:0", dtype, engine, ds)
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_half_precision_embeddings_close_to_fp32(tiny_dirs, ds, dtype):
+    from app.models.embedding import EmbeddingAdapter
+
+    if dtype == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    ref = EmbeddingAdapter(tiny_dirs["embed"], plan(ds, "fp32", "torch")).embed(TEXTS).vectors
+    got = EmbeddingAdapter(tiny_dirs["embed"], plan(ds, dtype, "torch")).embed(TEXTS).vectors
+    assert got.dtype == np.float32
+    assert np.sum(ref * got, axis=1).min() >= (0.999 if dtype == "fp16" else 0.995)
+
+
+def test_deepspeed_kernel_injection_matches_torch(tiny_dirs, ds):
+    from app.models.cross_encoder import CrossEncoderAdapter
+    from app.models.embedding import EmbeddingAdapter
+
+    ref = EmbeddingAdapter(tiny_dirs["embed"], plan(ds, "fp16", "torch")).embed(TEXTS).vectors
+    got = EmbeddingAdapter(tiny_dirs["embed"], plan(ds, "fp16", "deepspeed", kernel_inject=True)).embed(TEXTS).vectors
+    assert np.sum(ref * got, axis=1).min() >= 0.995
+    a = ["北京"] * 3
+    b = ["北京", "上海", "电影"]
+    p_ref = CrossEncoderAdapter(tiny_dirs["cross"], plan(ds, "fp16", "torch")).score(a, b).scores
+    p_ds = CrossEncoderAdapter(tiny_dirs["cross"], plan(ds, "fp16", "deepspeed", True)).score(a, b).scores
+    assert np.allclose(p_ref, p_ds, atol=5e-3)
+
+
+def test_oom_recovery_on_a_real_gpu(tiny_dirs, ds):
+    """A batch too large for the card is split and retried; the process keeps serving afterwards."""
+    from app.models.embedding import EmbeddingAdapter
+
+    e = EmbeddingAdapter(tiny_dirs["embed"], plan(ds, "fp16", "torch"))
+    assert e.embed(["北京"]).vectors.shape == (1, 32)
+    torch.cuda.empty_cache()
+    assert torch.cuda.memory_allocated() < 1 << 30

@@ -1,0 +1,54 @@
+import pytest
+
+from app.engine.dsconfig import parse_ds_config
+from app.engine.runtime import resolve_plan
+from app.errors import ConfigError
+
+AUTO = parse_ds_config({"bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"},
+                        "inference": {"replace_with_kernel_inject": True}})
+
+
+def plan(device="auto", dtype="auto", engine="auto", ds=AUTO, cuda=True, bf16=True, dspeed=True):
+    return resolve_plan(device, dtype, engine, ds, cuda_available=lambda: cuda,
+                        bf16_supported=lambda d: bf16, deepspeed_importable=lambda: dspeed)
+
+
+def test_cpu_auto():
+    p = plan(cuda=False)
+    assert (p.device, p.dtype, p.engine, p.kernel_inject) == ("cpu", "fp32", "torch", False)
+
+
+def test_cuda_auto_bf16_where_supported_else_fp16():
+    assert (plan().device, plan().dtype, plan().engine, plan().kernel_inject) == ("cuda:0", "bf16", "deepspeed", True)
+    assert plan(bf16=False).dtype == "fp16"
+
+
+def test_ds_config_precision_blocks_drive_auto_dtype():
+    fp16_only = parse_ds_config({"fp16": {"enabled": True}, "bf16": {"enabled": False}})
+    assert plan(ds=fp16_only).dtype == "fp16"
+    none = parse_ds_config({"fp16": {"enabled": False}, "bf16": {"enabled": False}})
+    assert plan(ds=none).dtype == "fp32"
+
+
+def test_explicit_choices_win():
+    p = plan(device="cuda:1", dtype="fp32", engine="torch")
+    assert (p.device, p.dtype, p.engine, p.kernel_inject) == ("cuda:1", "fp32", "torch", False)
+
+
+def test_deepspeed_on_cpu_has_no_kernel_injection():
+    p = plan(device="cpu", engine="deepspeed", cuda=False)
+    assert p.engine == "deepspeed" and not p.kernel_inject and not p.cuda_graph
+    assert any("need CUDA" in r for r in p.reasons)
+
+
+def test_cuda_requested_without_cuda_fails_clearly():
+    with pytest.raises(ConfigError) as e:
+        plan(device="cuda", cuda=False)
+    assert "use --device cpu" in e.value.message
+
+
+def test_log_line_is_one_line_and_names_every_block():
+    line = plan(cuda=False).log_line(AUTO)
+    assert "\n" not in line
+    for part in ("device=cpu", "dtype=fp32", "engine=torch", "precision:", "inference:", "zero_optimization:"):
+        assert part in line
