@@ -85,7 +85,8 @@ def _check_keys(path: str, block: str, value: Any, allowed: set[str]) -> dict[st
         raise _fail(path, block or "<top level>", f"must be an object, got {type(value).__name__}")
     for key in value:
         if key not in allowed:
-            raise _fail(path, f"{block}.{key}" if block else key, f"unknown option; known options are {', '.join(sorted(allowed))}")
+            known = ", ".join(sorted(allowed))
+            raise _fail(path, f"{block}.{key}" if block else key, f"unknown option; known options are {known}")
     return value
 
 

@@ -91,12 +91,12 @@ def test_env_variables_choose_model_and_options(tiny_dirs, tmp_path):
     "stdin, extra, needle",
     [
         (b"", [], "输入为空"),
-        ("a\n\nb\n".encode(), [], "line 2 is blank"),
+        (b"a\n\nb\n", [], "line 2 is blank"),
         ("好\n".encode() + b"\xff\n", [], "line 2 is not valid UTF-8"),
-        ("a\nb\nc\n".encode(), ["--max-texts", "2"], "the limit is 2"),
-        ("a\n".encode(), ["--format", "npy"], "give --output"),
-        ("a\n".encode(), ["--dtype", "fp8"], "invalid choice"),
-        ("a\n".encode(), ["--max-batch-tokens", "0"], "must be ≥ 1"),
+        (b"a\nb\nc\n", ["--max-texts", "2"], "the limit is 2"),
+        (b"a\n", ["--format", "npy"], "give --output"),
+        (b"a\n", ["--dtype", "fp8"], "invalid choice"),
+        (b"a\n", ["--max-batch-tokens", "0"], "must be ≥ 1"),
     ],
 )
 def test_bad_input_exit_2_with_message(tiny_dirs, tmp_path, stdin, extra, needle):
@@ -107,7 +107,7 @@ def test_bad_input_exit_2_with_message(tiny_dirs, tmp_path, stdin, extra, needle
 
 
 def test_skip_blank(tiny_dirs, tmp_path):
-    r = run_cli(["embed", "--model", str(tiny_dirs["embed"]), "--skip-blank"], "a\n\nb\n".encode(), tmp=tmp_path)
+    r = run_cli(["embed", "--model", str(tiny_dirs["embed"]), "--skip-blank"], b"a\n\nb\n", tmp=tmp_path)
     assert r.returncode == 0 and [json.loads(x)["text"] for x in r.stdout.decode().splitlines()] == ["a", "b"]
 
 

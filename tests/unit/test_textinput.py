@@ -10,7 +10,7 @@ def test_lines_bom_crlf_and_final_newline():
 
 def test_blank_lines_are_named():
     with pytest.raises(InputError) as e:
-        parse_lines("a\n\nb\n  \nc\n".encode(), source="f.txt")
+        parse_lines(b"a\n\nb\n  \nc\n", source="f.txt")
     assert "第 2, 4 行为空" in e.value.message and "line 2, 4" in e.value.message
     assert "--skip-blank" in e.value.message
 
