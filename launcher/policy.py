@@ -8,17 +8,20 @@ numbers.
 
 No I/O here: no processes, no sockets, no files, no clock, no logging — and no import of ``app``.
 
-States (``State``)::
+States (``State``) and transitions, each also named in a comment where it happens::
 
-    BACKOFF ──(delay over, old memory released)──▶ STARTING ──(ready)──▶ RUNNING
-       ▲                                              │                     │
-       │          (crash: backoff, or FATAL)          │ (memory / start-up  │ (memory / health)
-       ├──────────────────────────────────────────────┤  timeout)           │
-       │                                              ▼                     ▼
-       └───────────────(exit after drain)────────── DRAINING ◀──────────────┘
-                                                      │ (stop requested)
-                                                      ▼
-                                                   STOPPED            FATAL (restart budget spent)
+    (initial)         → BACKOFF   nothing to wait for: the first tick starts the app
+    BACKOFF           → STARTING  backoff delay over and the old tree's memory released (or timed out)
+    STARTING          → RUNNING   /readyz answered 200
+    STARTING          → DRAINING  start-up timeout, or K samples over the threshold after the grace period
+    RUNNING           → DRAINING  K samples over the threshold, or K readiness failures in a row
+    STARTING, RUNNING → DRAINING  stop requested (SIGTERM/SIGINT to the launcher)
+    DRAINING          → DRAINING  drain deadline passed (SIGKILL), or a second stop request
+    STARTING, RUNNING → BACKOFF   the app exited on its own (crash)
+    DRAINING          → BACKOFF   the app exited after the SIGTERM/SIGKILL we sent (restart)
+    DRAINING          → STOPPED   the app exited and a stop was requested
+    BACKOFF           → STOPPED   stop requested while nothing runs
+    (any exit)        → FATAL     instead of BACKOFF: the restart would exceed the budget (flapping)
 
 The initial state is BACKOFF with nothing to wait for, so the first start and every restart go through
 the same gate.

@@ -319,10 +319,7 @@ class Supervisor:
         self._child = child
         self._child_pid = child.pid
         self._last_sample = None
-        try:
-            self._snapshot = [psutil.Process(child.pid)]
-        except psutil.Error:
-            self._snapshot = []
+        self._snapshot = self._tree(child.pid)
         self._emit(
             "start",
             "info",

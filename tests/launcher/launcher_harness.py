@@ -6,6 +6,7 @@ started (they run in their own sessions, so killing the launcher alone would orp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -67,10 +68,8 @@ class LauncherProcess:
         for line in self.proc.stdout:
             with self._cond:
                 self.raw_lines.append(line)
-                try:
+                with contextlib.suppress(json.JSONDecodeError):  # the app's own output is not ours
                     self.events.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass
                 self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()
@@ -133,10 +132,8 @@ class LauncherProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         for pid in self.child_pids():
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         self._reader.join(timeout=5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()

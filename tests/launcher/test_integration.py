@@ -18,7 +18,7 @@ from launcher_harness import LauncherProcess, event_time, free_port, pid_alive, 
 
 from launcher.events import EVENTS_FILE, STATUS_FILE
 
-CHILD_SCRIPT = r'''
+CHILD_SCRIPT = r"""
 import argparse, os, signal, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,7 +36,8 @@ def record(line):
     with log.open("a") as f:
         f.write(line + "\n")
 
-incarnation = 1 + (sum(1 for l in log.read_text().splitlines() if l.startswith("start ")) if log.exists() else 0)
+previous = log.read_text().splitlines() if log.exists() else []
+incarnation = 1 + sum(1 for line in previous if line.startswith("start "))
 record(f"start {os.getpid()} {incarnation}")
 if args.mode == "crash":
     time.sleep(0.1)
@@ -78,7 +79,7 @@ if mode == "grow":
 
 server.serve_forever(poll_interval=0.05)
 record(f"exit {os.getpid()}")
-'''
+"""
 
 FAST = [
     "--probe", "rss",
@@ -93,7 +94,18 @@ FAST = [
 def child_command(tmp_path: Path, mode: str, port: int, *extra: str) -> list[str]:
     script = tmp_path / "child.py"
     script.write_text(CHILD_SCRIPT)
-    return ["--", sys.executable, str(script), "--port", str(port), "--mode", mode, "--log", str(tmp_path / "child.log"), *extra]
+    return [
+        "--",
+        sys.executable,
+        str(script),
+        "--port",
+        str(port),
+        "--mode",
+        mode,
+        "--log",
+        str(tmp_path / "child.log"),
+        *extra,
+    ]
 
 
 def child_log(tmp_path: Path) -> list[list[str]]:
@@ -104,7 +116,9 @@ def child_log(tmp_path: Path) -> list[list[str]]:
 def test_child_over_rss_threshold_is_restarted_with_figures(tmp_path: Path) -> None:
     port = free_port()
     args = [*FAST, "--threshold-mib", "150", "--consecutive", "2", "--grace-s", "0.5", "--drain-s", "5"]
-    with LauncherProcess([*args, *child_command(tmp_path, "grow", port, "--grow-mib", "300")], tmp_path) as run:
+    with LauncherProcess(
+        [*args, *child_command(tmp_path, "grow", port, "--grow-mib", "300")], tmp_path
+    ) as run:
         restart = run.wait_for("restart", timeout_s=20)
         assert restart["reason"] == "memory"
         assert restart["source"] == "rss"
@@ -127,9 +141,12 @@ def test_child_over_rss_threshold_is_restarted_with_figures(tmp_path: Path) -> N
         # The event file holds the same lines as stdout; the status file shows the new child.
         lines = (run.state_dir / EVENTS_FILE).read_text().splitlines()
         assert [json.loads(line)["event"] for line in lines] == run.names()[: len(lines)]
+
         def sampled_second() -> bool:
-            sample = json.loads((run.state_dir / STATUS_FILE).read_text())["last_sample"]
-            return sample is not None and second_pid in sample["pids"]
+            # The file is written just after the events of a loop pass: poll rather than read once.
+            status = json.loads((run.state_dir / STATUS_FILE).read_text())
+            sample = status["last_sample"]
+            return status["state"] == "running" and sample is not None and second_pid in sample["pids"]
 
         assert wait_until(sampled_second, 5)
         status = json.loads((run.state_dir / STATUS_FILE).read_text())
@@ -172,8 +189,20 @@ def test_crashing_child_backs_off_then_flapping_exits_3(tmp_path: Path) -> None:
 
 def test_hanging_child_is_killed_after_drain_and_restarted(tmp_path: Path) -> None:
     port = free_port()
-    args = [*FAST, "--health-failures", "2", "--health-timeout-s", "0.3", "--drain-s", "0.5", "--grace-s", "0"]
-    with LauncherProcess([*args, *child_command(tmp_path, "hang", port, "--hang-after-s", "1")], tmp_path) as run:
+    args = [
+        *FAST,
+        "--health-failures",
+        "2",
+        "--health-timeout-s",
+        "0.3",
+        "--drain-s",
+        "0.5",
+        "--grace-s",
+        "0",
+    ]
+    with LauncherProcess(
+        [*args, *child_command(tmp_path, "hang", port, "--hang-after-s", "1")], tmp_path
+    ) as run:
         run.wait_for("ready", timeout_s=20)
         restart = run.wait_for("restart", timeout_s=20)
         assert restart["reason"] == "unhealthy"
@@ -204,7 +233,10 @@ def test_signal_to_launcher_drains_child_and_exits_0(tmp_path: Path, sig: signal
         assert exit_event["exit_code"] == 0 and exit_event["killed"] is False
         assert run.names()[-1] == "launcher_exit" and run.named("launcher_exit")[0]["exit_code"] == 0
         log = child_log(tmp_path)
-        assert ["sigterm", str(child_pid)] in log and ["exit", str(child_pid)] in log  # drained, exited itself
+        assert ["sigterm", str(child_pid)] in log and [
+            "exit",
+            str(child_pid),
+        ] in log  # drained, exited itself
         assert wait_until(lambda: not pid_alive(child_pid), 5)
         assert not run.named("kill")
         status = json.loads((run.state_dir / STATUS_FILE).read_text())

@@ -1,0 +1,206 @@
+"""The `bench` and `loadtest` subcommands: their flags and entry points, for app/cli.py to wire in.
+
+    from app.bench.cli import add_bench_parser, add_loadtest_parser, run_bench, run_loadtest
+    add_bench_parser(sub, common); add_loadtest_parser(sub, common)
+    COMMANDS["bench"] = run_bench; COMMANDS["loadtest"] = run_loadtest
+
+Flag destinations never collide with Settings field names, so `Settings.replace(**vars(args))` ignores
+them. Heavy imports (torch, httpx, matplotlib) happen inside the run functions only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.config import Settings
+from app.errors import InputError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _names(choices: tuple[str, ...]):  # noqa: ANN202
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(n.strip() for n in text.split(",") if n.strip())
+        bad = [n for n in names if n not in choices]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(choices)} (comma-separated)")
+        return names
+
+    return parse
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give user counts such as 1,2,4,8") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: user counts must be ≥ 1")
+    return values
+
+
+def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:  # noqa: ANN401
+    from app.bench.suite import FAMILIES
+
+    b = sub.add_parser(
+        "bench", parents=[common],
+        help="engine throughput, latency and memory: naive vs library vs Wenmo, side by side",
+        description="Measure texts/s, tokens/s, per-forward latency, peak memory and FLOP/s of the naive "
+                    "baseline, plain transformers and Wenmo's engine on the same seeded Chinese workload. "
+                    "--engine auto runs every engine; --dtype sets Wenmo's dtype (baselines are fp32).")
+    b.add_argument("--size", choices=("tiny", "full"), default="tiny",
+                   help="tiny checkpoints (quick check) or full-size replicas (real architectures, random weights)")
+    b.add_argument("--model", dest="bench_embed_model", default="",
+                   help="a real GTE checkpoint (directory or ModelScope id) instead of the replica")
+    b.add_argument("--cross-model", dest="bench_cross_model", default="",
+                   help="a real StructBERT cross-encoder checkpoint instead of the replica")
+    b.add_argument("--nlu-model", dest="bench_nlu_model", default="",
+                   help="a real RexUniNLU checkpoint instead of the replica")
+    b.add_argument("--families", type=_names(FAMILIES), default=FAMILIES,
+                   help="which model families to measure (default: embed,cross,nlu)")
+    b.add_argument("--texts", dest="bench_texts", type=_positive_int, default=512,
+                   help="texts in the workload (default 512)")
+    b.add_argument("--pairs", dest="bench_pairs", type=int, default=0,
+                   help="cross-encoder pairs (default: as many as --texts)")
+    b.add_argument("--naive-texts", dest="bench_naive_texts", type=_positive_int, default=64,
+                   help="inputs the naive baseline runs (a length-stratified subset; default 64)")
+    b.add_argument("--nlu-texts", dest="bench_nlu_texts", type=_positive_int, default=8,
+                   help="RexUniNLU requests per task family (default 8)")
+    b.add_argument("--seed", dest="bench_seed", type=int, default=0, help="workload seed (default 0)")
+    b.add_argument("--library-batch-size", type=_positive_int, default=32,
+                   help="fixed batch size of the library baseline (default 32)")
+    b.add_argument("--models-dir", dest="bench_models_dir", default="",
+                   help="where replicas are built and kept (default: <state dir>/bench-models)")
+    b.add_argument("--job-timeout-s", type=_positive_float, default=1800.0,
+                   help="time limit per configuration's process (default 1800)")
+    b.add_argument("--json", dest="json_path", help="write the full results as JSON to this file")
+    b.add_argument("--plot", dest="plot_path", help="write a PNG chart to this file")
+    b.add_argument("--keep-work-dir", action="store_true", help="keep the per-configuration logs and results")
+    return b
+
+
+def add_loadtest_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:  # noqa: ANN401
+    from app.bench.loadtest import DEFAULT_MIX, LoadOptions
+
+    d = LoadOptions()
+    t = sub.add_parser(
+        "loadtest", parents=[common],
+        help="load a running server: baseline, ramp, soak, mixed; safe concurrency and overhead",
+        description="Concurrent users against a running Wenmo server (loopback only unless --allow-remote). "
+                    "Credentials come from WENMO_AUTH=user:password, never from a flag.")
+    t.add_argument("--url", default=d.url, help=f"server base URL (default {d.url})")
+    t.add_argument("--allow-remote", action="store_true", help="allow a non-loopback URL")
+    t.add_argument("--stages", type=_names(("baseline", "ramp", "soak", "mixed")), default=d.stages,
+                   help="stages to run, in order (default: baseline,ramp,soak,mixed)")
+    t.add_argument("--users", type=_positive_int, default=d.users, help=f"most concurrent users (default {d.users})")
+    t.add_argument("--ramp-steps", type=_ints, default=(), help="user counts of the ramp (default 1,2,4,… up to --users)")
+    t.add_argument("--step-s", type=_positive_float, default=d.step_s, help=f"seconds per ramp step ({d.step_s:g})")
+    t.add_argument("--step-requests", type=_positive_int, default=d.step_requests,
+                   help=f"request cap per ramp step ({d.step_requests})")
+    t.add_argument("--baseline-requests", type=_positive_int, default=d.baseline_requests,
+                   help=f"requests of the 1-user baseline ({d.baseline_requests})")
+    t.add_argument("--baseline-s", type=_positive_float, default=d.baseline_s,
+                   help=f"time cap of the baseline ({d.baseline_s:g} s)")
+    t.add_argument("--soak-users", type=int, default=0, help="users of soak and mixed (default: the safe concurrency)")
+    t.add_argument("--soak-s", type=_positive_float, default=d.soak_s, help=f"soak duration ({d.soak_s:g} s)")
+    t.add_argument("--soak-requests", type=_positive_int, default=d.soak_requests, help="request cap of the soak")
+    t.add_argument("--mixed-s", type=_positive_float, default=d.mixed_s, help=f"mixed stage duration ({d.mixed_s:g} s)")
+    t.add_argument("--mixed-requests", type=_positive_int, default=d.mixed_requests, help="request cap of mixed")
+    t.add_argument("--mix", default=DEFAULT_MIX, help=f"request mix of the mixed stage (default {DEFAULT_MIX}; "
+                   "kinds: vectors, similarity, rerank, nlu)")
+    t.add_argument("--metrics-interval-s", type=_positive_float, default=d.metrics_interval_s,
+                   help=f"GET /metrics every this many seconds during the soak ({d.metrics_interval_s:g})")
+    t.add_argument("--p95-target-ms", type=_positive_float, default=d.p95_target_ms,
+                   help=f"p95 latency a step must stay within to count as safe ({d.p95_target_ms:g} ms)")
+    t.add_argument("--request-timeout-s", type=_positive_float, default=d.request_timeout_s,
+                   help=f"per-request timeout ({d.request_timeout_s:g} s)")
+    t.add_argument("--ready-timeout-s", type=_positive_float, default=d.ready_timeout_s,
+                   help=f"how long to wait for GET /readyz ({d.ready_timeout_s:g} s)")
+    t.add_argument("--embedding-model-name", dest="request_model", default="",
+                   help="`model` field of embeddings requests (default: the configured embed model)")
+    t.add_argument("--seed", dest="load_seed", type=int, default=0, help="request workload seed (default 0)")
+    t.add_argument("--json", dest="json_path", help="write the full results as JSON to this file")
+    t.add_argument("--plot", dest="plot_path", help="write a PNG chart to this file")
+    return t
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+def run_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from app.bench.report import bench_text
+    from app.bench.suite import BenchOptions, run_suite
+
+    if args.bench_pairs < 0:
+        raise InputError("--pairs must be ≥ 0 (0: as many as --texts)")
+    opts = BenchOptions(
+        size=args.size, seed=args.bench_seed, texts=args.bench_texts, naive_texts=args.bench_naive_texts,
+        pairs=args.bench_pairs, nlu_texts=args.bench_nlu_texts, families=tuple(args.families),
+        library_batch_size=args.library_batch_size, models_dir=args.bench_models_dir,
+        model=args.bench_embed_model, cross_model=args.bench_cross_model, nlu_model=args.bench_nlu_model,
+        job_timeout_s=args.job_timeout_s, keep_work_dir=args.keep_work_dir, command=list(sys.argv))
+    report = run_suite(opts, settings)
+    print(bench_text(report), flush=True)
+    if args.json_path:
+        _write_json(args.json_path, report)
+    if args.plot_path:
+        from app.bench.plot import plot_bench
+
+        plot_bench(report, args.plot_path)
+    return 0 if report["ok"] else 1
+
+
+def credentials(settings: Settings) -> tuple[str, str] | None:
+    if not settings.auth:
+        return None
+    user, sep, password = settings.auth.partition(":")
+    if not sep:
+        raise InputError("WENMO_AUTH must be user:password")
+    return user, password
+
+
+def run_loadtest(args: argparse.Namespace, settings: Settings) -> int:
+    from app.bench.loadtest import LoadOptions, run
+    from app.bench.report import loadtest_text
+
+    opts = LoadOptions(
+        url=args.url, allow_remote=args.allow_remote, stages=tuple(args.stages), users=args.users,
+        ramp_steps=tuple(args.ramp_steps), step_s=args.step_s, step_requests=args.step_requests,
+        baseline_requests=args.baseline_requests, baseline_s=args.baseline_s, soak_users=max(0, args.soak_users),
+        soak_s=args.soak_s, soak_requests=args.soak_requests, mixed_s=args.mixed_s,
+        mixed_requests=args.mixed_requests, mix=args.mix, metrics_interval_s=args.metrics_interval_s,
+        p95_target_ms=args.p95_target_ms, request_timeout_s=args.request_timeout_s,
+        ready_timeout_s=args.ready_timeout_s, model=args.request_model or settings.embed_model,
+        seed=args.load_seed, command=list(sys.argv))
+    report = run(opts, credentials(settings))
+    print(loadtest_text(report), flush=True)
+    if args.json_path:
+        _write_json(args.json_path, report)
+    if args.plot_path:
+        from app.bench.plot import plot_loadtest
+
+        plot_loadtest(report, args.plot_path)
+    return 0

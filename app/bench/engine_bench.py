@@ -1,0 +1,92 @@
+"""Wenmo's own path, measured: the real adapters (tokenize once, token-budget batching, the planned dtype,
+the torch or DeepSpeed engine), with their forward wrapped by the same timer as the baselines.
+
+The model adapters are used unchanged; only their `model` attribute is wrapped, after loading, so the
+measured code is the code that serves. Runs inside a measurement subprocess.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from app.bench.timing import BatchRecord, TimedForward
+from app.engine.runtime import RuntimePlan
+
+
+def make_plan(device: str, dtype: str, engine: str, ds_config: str, kernel_inject: bool | None) -> RuntimePlan:
+    """The runtime plan for one configuration; `kernel_inject` overrides ds_config.json's inference block."""
+    import dataclasses
+
+    from app.engine.dsconfig import load_ds_config
+    from app.engine.runtime import resolve_plan
+
+    ds = load_ds_config(ds_config)
+    if kernel_inject is not None:
+        ds = dataclasses.replace(ds, replace_with_kernel_inject=kernel_inject)
+    return resolve_plan(device, dtype, engine, ds)
+
+
+class WenmoEmbedder:
+    def __init__(self, model_dir: Path, plan: RuntimePlan, records: list[BatchRecord], *, max_length: int,
+                 max_batch_tokens: int, max_batch_size: int) -> None:
+        from app.models.embedding import EmbeddingAdapter
+
+        self.adapter = EmbeddingAdapter(model_dir, plan, max_length, "bench")
+        self.adapter.model = TimedForward(self.adapter.model, plan.device, records)
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+
+    def run(self, texts: Sequence[str]) -> list[list[float]]:
+        r = self.adapter.embed(texts, normalize=True, max_batch_tokens=self.max_batch_tokens,
+                               max_batch_size=self.max_batch_size)
+        return [v.tolist() for v in r.vectors]
+
+
+class WenmoCrossEncoder:
+    def __init__(self, model_dir: Path, plan: RuntimePlan, records: list[BatchRecord], *, max_length: int,
+                 max_batch_tokens: int, max_batch_size: int) -> None:
+        from app.models.cross_encoder import CrossEncoderAdapter
+
+        self.adapter = CrossEncoderAdapter(model_dir, plan, max_length, "bench")
+        self.adapter.model = TimedForward(self.adapter.model, plan.device, records)
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+
+    def run(self, first: Sequence[str], second: Sequence[str]) -> list[float]:
+        r = self.adapter.score(first, second, max_batch_tokens=self.max_batch_tokens,
+                               max_batch_size=self.max_batch_size)
+        return list(r.scores)
+
+
+class WenmoNlu:
+    """RexUniNLU per request, as the service calls it (batch size capped at 32 like Service.nlu)."""
+
+    def __init__(self, model_dir: Path, plan: RuntimePlan, *, max_length: int, max_batch_tokens: int,
+                 max_batch_size: int) -> None:
+        from app.models.uninlu.adapter import NluAdapter
+
+        self.adapter = NluAdapter(model_dir, plan, max_length, "bench")
+        self.device = plan.device
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = min(max_batch_size, 32)
+        self.seconds: list[float] = []
+
+    def run(self, items: Sequence[dict[str, Any]]) -> list[int]:
+        """Per item, the number of output paths (a cheap check that something was decoded)."""
+        out = []
+        self.seconds = []
+        for item in items:
+            t0 = time.perf_counter()
+            res = self.adapter.infer(item["text"], item["schema"], item["task"],
+                                     max_batch_tokens=self.max_batch_tokens, max_batch_size=self.max_batch_size)
+            if self.device.startswith("cuda"):
+                import torch
+
+                torch.cuda.synchronize()
+            self.seconds.append(time.perf_counter() - t0)
+            found = res.get("output", []) if isinstance(res, dict) else []
+            out.append(len(found) if isinstance(found, list) else 0)
+        return out

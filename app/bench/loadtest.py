@@ -1,0 +1,475 @@
+"""`loadtest`: the running service under concurrent users, in the four stages operators use.
+
+    baseline  1 user, short single-text embedding requests: latency floor and the server's own overhead
+              (HTTP end-to-end p50 − engine time p50, the engine time read from `X-Wenmo-Engine-Ms`)
+    ramp      1 → N users in steps, one embedding request of the stated length mix per call; the safe
+              concurrency is the largest user count whose step — and every step before it — has p95 within
+              the target, no errors and no busy answers
+    soak      a fixed number of users for a duration, GET /metrics every few seconds for memory gauges
+    mixed     the same users with a stated mix of vectors, similarity (and rerank) and NLU calls
+
+Each simulated user sends a request, waits for the answer, and sends the next (closed loop, no think
+time). A busy answer (HTTP 503 or 429) is counted apart from errors and the user waits for its
+Retry-After (capped) before going on. Every loop stops by itself: at its stage's deadline or request cap,
+and every request has a timeout. Only loopback URLs unless `--allow-remote`; credentials come from
+WENMO_AUTH (user:password) through Settings, never from a flag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+import socket
+import time
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.bench import workload as wl
+from app.bench.prometheus import memory_gauges, memory_trend
+from app.bench.stats import percentile
+from app.errors import InputError
+
+SCHEMA = "wenmo-loadtest/1"
+BUSY_STATUSES = (429, 503)
+ENGINE_HEADER = "X-Wenmo-Engine-Ms"
+OVERHEAD_TARGET_MS = 15.0
+KINDS = ("vectors", "similarity", "rerank", "nlu")
+DEFAULT_MIX = "vectors=6,similarity=3,nlu=1"
+SAFE_RULE = "p95 ≤ target, no errors and no busy answers, in that step and every smaller one"
+
+
+@dataclass
+class LoadOptions:
+    url: str = "http://127.0.0.1:7860"
+    allow_remote: bool = False
+    stages: tuple[str, ...] = ("baseline", "ramp", "soak", "mixed")
+    users: int = 8
+    ramp_steps: tuple[int, ...] = ()  # (): 1, 2, 4, … up to users, and users itself
+    step_s: float = 15.0
+    step_requests: int = 500
+    baseline_requests: int = 50
+    baseline_s: float = 30.0
+    soak_users: int = 0  # 0: the safe concurrency (or half of users without a ramp)
+    soak_s: float = 60.0
+    soak_requests: int = 20000
+    mixed_s: float = 30.0
+    mixed_requests: int = 5000
+    mix: str = DEFAULT_MIX
+    metrics_interval_s: float = 5.0
+    p95_target_ms: float = 1000.0
+    request_timeout_s: float = 60.0
+    ready_timeout_s: float = 120.0
+    retry_after_cap_s: float = 5.0
+    candidates: int = 8
+    model: str = ""
+    seed: int = 0
+    command: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    kind: str
+    category: str  # ok | busy | error
+    status: int | None
+    latency_s: float
+    at_s: float  # when the request started, seconds since the stage began
+    engine_ms: float | None = None
+    retry_after_s: float | None = None
+    detail: str = ""
+
+
+# ---- pure pieces ------------------------------------------------------------------------------------------
+def check_url(url: str, allow_remote: bool) -> str:
+    """The URL without a trailing slash; an InputError unless it is http(s) on a loopback address."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"--url {url!r}: give an http:// or https:// URL such as http://127.0.0.1:7860")
+    if not allow_remote and not is_loopback(parts.hostname):
+        raise InputError(
+            f"--url {url!r}: {parts.hostname} is not a loopback address; a load test against another machine "
+            "needs --allow-remote (and that machine's owner's consent)"
+        )
+    return url.rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    if host.lower() == "localhost":
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """`vectors=6,similarity=3,nlu=1` → normalised weights; an InputError naming the valid kinds."""
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, _, weight = part.partition("=")
+        name = name.strip()
+        if name not in KINDS:
+            raise InputError(f"--mix: unknown kind {name!r}; use {', '.join(KINDS)}, e.g. {DEFAULT_MIX}")
+        try:
+            w = float(weight)
+        except ValueError:
+            raise InputError(f"--mix: {part.strip()!r} needs a number after '=', e.g. {DEFAULT_MIX}") from None
+        if w < 0:
+            raise InputError(f"--mix: weight of {name} must be ≥ 0")
+        mix[name] = w
+    total = sum(mix.values())
+    if total <= 0:
+        raise InputError(f"--mix: give at least one positive weight, e.g. {DEFAULT_MIX}")
+    return {k: v / total for k, v in mix.items() if v > 0}
+
+
+def ramp_users(max_users: int, steps: Sequence[int] = ()) -> list[int]:
+    if steps:
+        return sorted({int(s) for s in steps if int(s) >= 1})
+    out, n = [], 1
+    while n < max_users:
+        out.append(n)
+        n *= 2
+    out.append(max_users)
+    return out
+
+
+def classify(status: int | None) -> str:
+    if status is None:
+        return "error"
+    if 200 <= status < 300:
+        return "ok"
+    if status in BUSY_STATUSES:
+        return "busy"
+    return "error"
+
+
+def summarize(outcomes: Sequence[Outcome], users: int, elapsed_s: float) -> dict[str, Any]:
+    ok = [o.latency_s * 1000 for o in outcomes if o.category == "ok"]
+    reasons: dict[str, int] = {}
+    busy_status: dict[str, int] = {}
+    for o in outcomes:
+        if o.category == "error":
+            reasons[o.detail or f"HTTP {o.status}"] = reasons.get(o.detail or f"HTTP {o.status}", 0) + 1
+        elif o.category == "busy":
+            busy_status[str(o.status)] = busy_status.get(str(o.status), 0) + 1
+    return {
+        "users": users,
+        "requests": len(outcomes),
+        "ok": len(ok),
+        "busy": sum(1 for o in outcomes if o.category == "busy"),
+        "errors": sum(1 for o in outcomes if o.category == "error"),
+        "elapsed_s": elapsed_s,
+        "throughput_rps": len(ok) / elapsed_s if elapsed_s > 0 else None,
+        "attempted_rps": len(outcomes) / elapsed_s if elapsed_s > 0 else None,
+        "latency_p50_ms": percentile(ok, 50),
+        "latency_p95_ms": percentile(ok, 95),
+        "latency_p99_ms": percentile(ok, 99),
+        "latency_max_ms": max(ok) if ok else None,
+        "error_reasons": reasons,
+        "busy_statuses": busy_status,
+        "busy_with_retry_after": sum(1 for o in outcomes if o.category == "busy" and o.retry_after_s is not None),
+    }
+
+
+def step_passes(step: dict[str, Any], p95_target_ms: float) -> bool:
+    p95 = step.get("latency_p95_ms")
+    return (step["errors"] == 0 and step["busy"] == 0 and step["ok"] > 0 and p95 is not None
+            and p95 <= p95_target_ms)
+
+
+def safe_concurrency(steps: Sequence[dict[str, Any]], p95_target_ms: float) -> int | None:
+    """The largest user count of the leading run of passing steps (see SAFE_RULE); None if the first fails."""
+    safe = None
+    for step in sorted(steps, key=lambda s: s["users"]):
+        if not step_passes(step, p95_target_ms):
+            break
+        safe = step["users"]
+    return safe
+
+
+def server_overhead(outcomes: Sequence[Outcome], target_ms: float = OVERHEAD_TARGET_MS) -> dict[str, Any]:
+    """HTTP end-to-end p50 − engine-time p50 over successful requests that reported their engine time."""
+    pairs = [(o.latency_s * 1000, o.engine_ms) for o in outcomes if o.category == "ok" and o.engine_ms is not None]
+    if not pairs:
+        return {"overhead_ms": None, "target_ms": target_ms, "target_met": None, "requests": 0,
+                "note": f"the server sent no {ENGINE_HEADER} header, so engine time is unknown"}
+    http = [p[0] for p in pairs]
+    engine = [p[1] for p in pairs]
+    overhead = percentile(http, 50) - percentile(engine, 50)
+    return {"overhead_ms": overhead, "http_p50_ms": percentile(http, 50), "engine_p50_ms": percentile(engine, 50),
+            "median_per_request_ms": percentile([h - e for h, e in pairs], 50), "requests": len(pairs),
+            "target_ms": target_ms, "target_met": overhead <= target_ms}
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: treat as "no hint"
+
+
+# ---- requests ------------------------------------------------------------------------------------------------
+class Requests:
+    """Request bodies per kind, from the seeded workload (Chinese texts of the stated length mix)."""
+
+    def __init__(self, seed: int, model: str, candidates: int) -> None:
+        self.texts, bands = wl.make_texts(400, seed)
+        self.short = [t for t, b in zip(self.texts, bands, strict=True) if b == "query"] or self.texts[:1]
+        self.sentences = [t for t, b in zip(self.texts, bands, strict=True) if b == "sentence"] or self.texts
+        self.model = model
+        self.candidates = candidates
+        items = wl.nlu_items(1)
+        self.nlu = [{"text": i["text"], "schema": i["schema"], "task": i["task"]} for i in items] or [
+            {"text": self.sentences[0], "schema": {"人物": None, "地理位置": None}, "task": "extract"}]
+
+    def build(self, kind: str, rng: random.Random) -> tuple[str, dict[str, Any]]:
+        if kind == "vectors_short":
+            return "/v1/embeddings", {"input": [rng.choice(self.short)], "model": self.model}
+        if kind == "vectors":
+            return "/v1/embeddings", {"input": [rng.choice(self.texts)], "model": self.model}
+        if kind in ("similarity", "rerank"):
+            cands = [rng.choice(self.sentences) for _ in range(self.candidates)]
+            return "/v1/similarity", {"source": rng.choice(self.short), "candidates": cands,
+                                      "rerank": kind == "rerank"}
+        if kind == "nlu":
+            return "/v1/nlu", dict(rng.choice(self.nlu))
+        raise ValueError(kind)
+
+
+def _valid_body(kind: str, body: Any, sent: dict[str, Any]) -> str:  # noqa: ANN401
+    """'' when a 2xx body has the documented shape, else what is wrong (counted as an error)."""
+    if not isinstance(body, dict):
+        return "2xx body is not a JSON object"
+    if kind.startswith("vectors"):
+        data = body.get("data")
+        if not isinstance(data, list) or len(data) != len(sent["input"]):
+            return "2xx embeddings body without one data item per input"
+        if not all(isinstance(d, dict) and isinstance(d.get("embedding"), list) for d in data):
+            return "2xx embeddings body: data items lack an embedding list"
+    return ""
+
+
+# ---- the async engine ------------------------------------------------------------------------------------------
+class LoadTester:
+    def __init__(self, opts: LoadOptions, auth: tuple[str, str] | None) -> None:
+        self.opts = opts
+        self.url = check_url(opts.url, opts.allow_remote)
+        self.auth = auth
+        self.requests = Requests(opts.seed, opts.model, opts.candidates)
+        self.error_samples: list[str] = []
+
+    def client(self, users: int):  # noqa: ANN201
+        import httpx
+
+        limits = httpx.Limits(max_connections=users + 4, max_keepalive_connections=users + 4)
+        return httpx.AsyncClient(base_url=self.url, auth=self.auth, limits=limits,
+                                 timeout=httpx.Timeout(self.opts.request_timeout_s), trust_env=False)
+
+    async def wait_ready(self, client: Any) -> None:  # noqa: ANN401
+        """Poll GET /readyz until 200; a clear error on 401/403 or when the deadline passes."""
+        import httpx
+
+        deadline = time.monotonic() + self.opts.ready_timeout_s
+        last = "no answer"
+        while True:
+            try:
+                r = await client.get("/readyz")
+                if r.status_code == 200:
+                    return
+                if r.status_code in (401, 403):
+                    raise InputError(f"{self.url}/readyz answered HTTP {r.status_code}: set WENMO_AUTH=user:password "
+                                     "to the server's credentials")
+                last = f"HTTP {r.status_code}"
+            except httpx.HTTPError as e:
+                last = type(e).__name__
+            if time.monotonic() >= deadline:
+                from app.errors import ModelUnavailableError
+
+                raise ModelUnavailableError(
+                    f"{self.url} was not ready within {self.opts.ready_timeout_s:g} s (last: {last}); start it "
+                    "with `python -m app serve` or raise --ready-timeout-s")
+            await asyncio.sleep(0.5)
+
+    async def _send(self, client: Any, kind: str, rng: random.Random, t0: float) -> Outcome:  # noqa: ANN401
+        import httpx
+
+        path, body = self.requests.build(kind, rng)
+        start = time.perf_counter()
+        try:
+            r = await client.post(path, json=body)
+        except httpx.TimeoutException:
+            return Outcome(kind, "error", None, time.perf_counter() - start, start - t0, detail="timeout")
+        except httpx.HTTPError as e:
+            return Outcome(kind, "error", None, time.perf_counter() - start, start - t0, detail=type(e).__name__)
+        latency = time.perf_counter() - start
+        category = classify(r.status_code)
+        detail = ""
+        if category == "ok":
+            try:
+                detail = _valid_body(kind, r.json(), body)
+            except ValueError:
+                detail = "2xx body is not JSON"
+            if detail:
+                category = "error"
+        elif category == "error":
+            detail = f"HTTP {r.status_code}"
+            if len(self.error_samples) < 20:
+                self.error_samples.append(f"{kind} {path}: HTTP {r.status_code} {r.text[:200]!r}")
+        engine = r.headers.get(ENGINE_HEADER)
+        try:
+            engine_ms = float(engine) if engine is not None else None
+        except ValueError:
+            engine_ms = None
+        return Outcome(kind, category, r.status_code, latency, start - t0, engine_ms,
+                       _retry_after(r.headers.get("Retry-After")) if category == "busy" else None, detail)
+
+    async def run_stage(self, client: Any, users: int, duration_s: float, max_requests: int,  # noqa: ANN401
+                        mix: dict[str, float], salt: int) -> tuple[list[Outcome], float]:
+        """`users` closed-loop users until the deadline or the request cap, whichever comes first."""
+        outcomes: list[Outcome] = []
+        issued = 0
+        t0 = time.perf_counter()
+        deadline = t0 + duration_s
+        kinds = list(mix)
+        weights = [mix[k] for k in kinds]
+
+        async def user(uid: int) -> None:
+            nonlocal issued
+            rng = random.Random((self.opts.seed + 1) * 1_000_003 + salt * 1009 + uid)
+            while time.perf_counter() < deadline and issued < max_requests:
+                issued += 1
+                kind = rng.choices(kinds, weights)[0]
+                o = await self._send(client, kind, rng, t0)
+                outcomes.append(o)
+                if o.category == "busy":
+                    wait = min(o.retry_after_s or 0.0, self.opts.retry_after_cap_s, deadline - time.perf_counter())
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+
+        # The outer bound: the deadline, plus one request timeout for the calls in flight, plus slack.
+        limit = duration_s + self.opts.request_timeout_s + 5
+        tasks = [asyncio.ensure_future(user(i)) for i in range(users)]
+        done, pending = await asyncio.wait(tasks, timeout=limit)
+        for t in pending:
+            t.cancel()
+        for t in done:
+            t.result()
+        return outcomes, time.perf_counter() - t0
+
+    async def scrape_memory(self, client: Any) -> dict[str, float] | None:  # noqa: ANN401
+        import httpx
+
+        try:
+            r = await client.get("/metrics")
+        except httpx.HTTPError:
+            return None
+        if r.status_code != 200:
+            return None
+        return memory_gauges(r.text)
+
+    async def soak_with_metrics(self, client: Any, users: int, mix: dict[str, float]  # noqa: ANN401
+                                ) -> tuple[list[Outcome], float, list[tuple[float, dict[str, float]]], int]:
+        samples: list[tuple[float, dict[str, float]]] = []
+        failed = 0
+        t0 = time.perf_counter()
+        stop = asyncio.Event()
+
+        async def poll() -> None:
+            nonlocal failed
+            while True:
+                g = await self.scrape_memory(client)
+                if g is None:
+                    failed += 1
+                else:
+                    samples.append((time.perf_counter() - t0, g))
+                try:
+                    await asyncio.wait_for(stop.wait(), self.opts.metrics_interval_s)
+                    return
+                except TimeoutError:
+                    continue
+
+        poller = asyncio.ensure_future(poll())
+        outcomes, elapsed = await self.run_stage(client, users, self.opts.soak_s, self.opts.soak_requests, mix, 3)
+        stop.set()
+        await asyncio.wait_for(poller, self.opts.request_timeout_s + 5)
+        g = await self.scrape_memory(client)  # one sample after the load, for the trend's end point
+        if g is not None:
+            samples.append((time.perf_counter() - t0, g))
+        return outcomes, elapsed, samples, failed
+
+    async def run(self) -> dict[str, Any]:
+        o = self.opts
+        mix = parse_mix(o.mix)
+        steps_users = ramp_users(o.users, o.ramp_steps)
+        report: dict[str, Any] = {
+            "schema": SCHEMA, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "url": self.url, "command": o.command, "p95_target_ms": o.p95_target_ms,
+            "auth": "basic (WENMO_AUTH)" if self.auth else "none (WENMO_AUTH unset)",
+            "options": {k: v for k, v in o.__dict__.items() if k != "command"},
+            "workload": {"vectors": "one text per request: " + wl.describe(),
+                         "baseline": "one short query (4–24 chars) per request",
+                         "similarity": f"a short query against {o.candidates} sentences (16–96 chars)",
+                         "nlu": "the RexUniNLU presets' example texts and schemas"},
+            "stages": {},
+        }
+        stages = report["stages"]
+        async with self.client(max(steps_users + [o.users, o.soak_users, 1])) as client:
+            await self.wait_ready(client)
+            if "baseline" in o.stages:
+                outs, el = await self.run_stage(client, 1, o.baseline_s, o.baseline_requests, {"vectors_short": 1}, 0)
+                stages["baseline"] = {"kind": "vectors_short", **summarize(outs, 1, el)}
+                report["overhead"] = server_overhead(outs)
+            else:
+                stages["baseline"] = {"skipped": "not in --stages"}
+                report["overhead"] = {"overhead_ms": None, "note": "baseline stage not run", "target_ms":
+                                      OVERHEAD_TARGET_MS, "target_met": None}
+            safe = None
+            if "ramp" in o.stages:
+                steps = []
+                for i, n in enumerate(steps_users):
+                    outs, el = await self.run_stage(client, n, o.step_s, o.step_requests, {"vectors": 1}, 100 + i)
+                    step = summarize(outs, n, el)
+                    step["passes"] = step_passes(step, o.p95_target_ms)
+                    steps.append(step)
+                safe = safe_concurrency(steps, o.p95_target_ms)
+                stages["ramp"] = {"kind": "vectors", "steps": steps, "safe_concurrency": safe, "safe_rule": SAFE_RULE}
+            else:
+                stages["ramp"] = {"skipped": "not in --stages"}
+            fixed = o.soak_users or safe or max(1, o.users // 2)
+            if "soak" in o.stages:
+                outs, el, samples, failed = await self.soak_with_metrics(client, fixed, {"vectors": 1})
+                stages["soak"] = {"kind": "vectors", **summarize(outs, fixed, el),
+                                  "memory": memory_trend(samples), "memory_samples": samples,
+                                  "metrics_scrapes_failed": failed}
+                if samples and not any(g for _, g in samples):
+                    stages["soak"]["memory_note"] = "GET /metrics has no memory gauge"
+            else:
+                stages["soak"] = {"skipped": "not in --stages"}
+            if "mixed" in o.stages:
+                outs, el = await self.run_stage(client, fixed, o.mixed_s, o.mixed_requests, mix, 4)
+                by_kind = {}
+                for kind in mix:
+                    mine = [x for x in outs if x.kind == kind]
+                    by_kind[kind] = summarize(mine, fixed, el)
+                stages["mixed"] = {"kind": "mixed", "mix": {k: round(v, 4) for k, v in mix.items()},
+                                   **summarize(outs, fixed, el), "by_kind": by_kind}
+            else:
+                stages["mixed"] = {"skipped": "not in --stages"}
+        report["error_samples"] = self.error_samples
+        return report
+
+
+def run(opts: LoadOptions, auth: tuple[str, str] | None) -> dict[str, Any]:
+    return asyncio.run(LoadTester(opts, auth).run())

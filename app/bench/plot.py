@@ -1,0 +1,100 @@
+"""PNG charts of bench and loadtest results (matplotlib, Agg backend: no display needed).
+
+English labels only: the default fonts have no CJK glyphs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+COLORS = {"naive": "#b0b0b0", "library": "#6c8ebf", "wenmo": "#d6793a"}
+
+
+def _plt():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_bench(report: dict[str, Any], path: str | Path) -> Path:
+    """Per family: throughput (log scale, speedup vs naive on the bars) and peak memory per configuration."""
+    plt = _plt()
+    fams = [(k, f) for k, f in report["families"].items() if f.get("configs")]
+    ncols = max(1, len(fams))
+    fig, axes = plt.subplots(2, ncols, figsize=(5.2 * ncols, 7.5), squeeze=False)
+    gpu = report["plan"]["device"].startswith("cuda")
+    for col, (name, fam) in enumerate(fams):
+        configs = [c for c in fam["configs"] if c.get("ok")]
+        labels = [c["name"] for c in configs]
+        colors = [COLORS.get(c["kind"], "#888888") for c in configs]
+        ax = axes[0][col]
+        rates = [c["items_per_s"] or 0 for c in configs]
+        bars = ax.bar(range(len(configs)), rates, color=colors)
+        ax.set_yscale("log")
+        ax.set_title(f"{name}: {fam['unit']}/s ({fam['model']})", fontsize=9)
+        ax.set_xticks(range(len(configs)), labels, rotation=25, ha="right", fontsize=8)
+        for bar, c in zip(bars, configs, strict=True):
+            s = c.get("speedup_vs_naive")
+            if s is not None:
+                ax.annotate(f"{s:.1f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                            va="bottom", fontsize=8)
+        ax = axes[1][col]
+        key = "gpu_max_allocated_mib" if gpu else "peak_rss_mib"
+        ax.bar(range(len(configs)), [c.get(key) or 0 for c in configs], color=colors)
+        ax.set_title(f"{name}: {'GPU max allocated' if gpu else 'peak RSS'} (MiB)", fontsize=9)
+        ax.set_xticks(range(len(configs)), labels, rotation=25, ha="right", fontsize=8)
+    fig.suptitle(f"Wenmo bench — {report['plan']['device']}, size {report['options']['size']}, "
+                 f"{report['created_utc']}", fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_loadtest(report: dict[str, Any], path: str | Path) -> Path:
+    """Ramp: latency percentiles and throughput against users; soak: memory gauges over time."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ramp = report["stages"].get("ramp", {})
+    steps = ramp.get("steps", [])
+    users = [s["users"] for s in steps]
+    ax = axes[0]
+    for q in ("p50", "p95", "p99"):
+        ax.plot(users, [s[f"latency_{q}_ms"] or float("nan") for s in steps], marker="o", label=q)
+    ax.axhline(report["p95_target_ms"], color="red", linestyle="--", linewidth=1, label="p95 target")
+    ax.set_xlabel("concurrent users")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title(f"ramp latency (safe concurrency: {ramp.get('safe_concurrency')})", fontsize=9)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    ax.plot(users, [s["throughput_rps"] or 0 for s in steps], marker="o", label="ok req/s")
+    ax.bar(users, [s["busy"] for s in steps], alpha=0.3, color="orange", label="busy answers")
+    ax.bar(users, [s["errors"] for s in steps], alpha=0.3, color="red", label="errors")
+    ax.set_xlabel("concurrent users")
+    ax.set_title("ramp throughput, busy answers and errors", fontsize=9)
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    soak = report["stages"].get("soak", {})
+    series = soak.get("memory_samples", [])
+    keys = sorted({k for _, g in series for k in g})
+    from app.bench.prometheus import to_mib
+
+    for key in keys:
+        pts = [(t, to_mib(key, g[key])) for t, g in series if key in g]
+        ax.plot([t for t, _ in pts], [v for _, v in pts], marker=".", label=key[:40])
+    ax.set_xlabel("seconds into soak")
+    ax.set_ylabel("MiB")
+    ax.set_title("soak: memory gauges from /metrics" if keys else "soak: no memory gauges in /metrics", fontsize=9)
+    if keys:
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Wenmo loadtest — {report['url']} — {report['created_utc']}", fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,175 @@
+"""Plain-text tables for the bench and loadtest results (what goes to stdout). Pure Python."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def fmt(x: Any, digits: int = 1, scale: float = 1.0, suffix: str = "") -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int) and scale == 1.0:
+        return f"{x}{suffix}"
+    return f"{x / scale:.{digits}f}{suffix}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
+    out = [line, "-" * len(line)]
+    for r in rows:
+        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+    return "\n".join(out)
+
+
+def _tokens(s: dict[str, Any] | None) -> str:
+    if not s or not s.get("count"):
+        return "n/a"
+    return (f"{s['count']} inputs, tokens min {fmt(s['min'], 0)} / p50 {fmt(s['p50'], 0)} / p95 {fmt(s['p95'], 0)}"
+            f" / max {fmt(s['max'], 0)} (mean {fmt(s['mean'], 0)}, truncated {s['truncated']})")
+
+
+def bench_text(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    p = r["plan"]
+    out = [f"Wenmo bench  {r['created_utc']}  device {p['device']}"
+           f" ({m.get('gpu') or m['cpu']}, {m['cpu_count']} CPU cores)  size {r['options']['size']}"
+           f"  seed {r['workload']['seed']}"]
+    rates = ", ".join(f"{k} {fmt(v['flops_per_s'], 1, 1e9)} GFLOP/s (n={v['n']}, {v['threads']} threads)"
+                      if v.get("ok") else f"{k} failed: {v.get('error')}" for k, v in r["matmul"].items())
+    out.append(f"measured matmul rate: {rates}")
+    w = r["workload"]
+    out.append(f"workload: {w['distribution']}")
+    if "texts" in w:
+        out.append(f"  texts: {_tokens(w['texts'])}")
+        out.append(f"  naive subset: {_tokens(w.get('naive_subset'))}")
+    if "pairs" in w:
+        out.append(f"  pairs (query + passage: {w['pair_passages']}): {_tokens(w['pairs'])}")
+        out.append(f"  naive pair subset: {_tokens(w.get('naive_pairs_subset'))}")
+    out.append(f"Wenmo: dtype {p['wenmo_dtype']}, max_batch_tokens {p['max_batch_tokens']}, max_batch_size "
+               f"{p['max_batch_size']}; library: fp32, batches of {p['library_batch_size']}; naive: fp32, 1 per "
+               "forward, padded to the model maximum")
+    gpu = p["device"].startswith("cuda")
+    for family, f in r["families"].items():
+        unit = f["unit"]
+        out.append("")
+        if f.get("skipped"):
+            out.append(f"{family}: skipped — {f['skipped']}")
+            continue
+        out.append(f"{family} — {f['model']} ({f['architecture'].get('model_type')}, "
+                   f"{f['architecture'].get('num_hidden_layers')} layers, hidden {f['architecture'].get('hidden_size')})")
+        if family == "nlu":
+            out.append(_nlu_table(f, gpu))
+            continue
+        headers = ["config", "n", f"{unit}/s", "tokens/s", "p50 ms", "p95 ms", "rows/fwd", "pad eff",
+                   "peak RSS MiB", "run RSS MiB"]
+        if gpu:
+            headers += ["GPU alloc MiB", "NVML MiB"]
+        headers += ["×naive", "×library", "GFLOP/s", "of matmul", "max |Δ|"]
+        rows = []
+        for c in f["configs"]:
+            if not c.get("ok"):
+                rows.append([c["name"], "failed: " + str(c.get("error"))[:60]] + [""] * (len(headers) - 2))
+                continue
+            row = [c["name"], f"{c['items']}{'*' if c.get('subset') else ''}", fmt(c["items_per_s"], 2),
+                   fmt(c.get("tokens_per_s"), 0), fmt(c.get("latency_p50_ms")), fmt(c.get("latency_p95_ms")),
+                   fmt(c.get("mean_batch_rows")), fmt(c.get("padding_efficiency"), 2),
+                   fmt(c.get("peak_rss_mib"), 0), fmt(c.get("run_peak_rss_mib"), 0)]
+            if gpu:
+                row += [fmt(c.get("gpu_max_allocated_mib"), 0), fmt(c.get("gpu_nvml_mib"), 0)]
+            row += [fmt(c.get("speedup_vs_naive"), 2, suffix="×"), fmt(c.get("speedup_vs_library"), 2, suffix="×"),
+                    fmt(c.get("flops_per_s"), 1, 1e9), fmt(_pct(c.get("matmul_fraction")), 1, suffix="%"),
+                    fmt((c.get("agreement") or {}).get("max_abs_diff"), 6) if c.get("agreement") else "ref"
+                    if c["name"] in ("library",) else "n/a"]
+            rows.append(row)
+        out.append(table(headers, rows))
+        if any(c.get("subset") for c in f["configs"]):
+            out.append(f"  * naive ran on a length-stratified subset; its {unit}/s is per input")
+    if r.get("checks"):
+        out.append("")
+        out.append("issue targets (GTE, mixed lengths):")
+        for c in r["checks"]:
+            out.append(f"  {'PASS' if c['pass'] else 'FAIL'}  {c['config']}: {c['target']}  (measured "
+                       f"{fmt(c['value'], 2)})")
+    for n in r.get("notes", []):
+        out.append(f"note: {n}")
+    return "\n".join(out)
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None else 100 * x
+
+
+def _nlu_table(f: dict[str, Any], gpu: bool) -> str:
+    headers = ["config", "task family", "n", "texts/s", "p50 ms", "p95 ms", "peak RSS MiB"]
+    if gpu:
+        headers.append("GPU alloc MiB")
+    rows = []
+    for c in f["configs"]:
+        if not c.get("ok"):
+            rows.append([c["name"], "failed: " + str(c.get("error"))[:60]] + [""] * (len(headers) - 2))
+            continue
+        for fam, t in sorted(c.get("task_families", {}).items()):
+            row = [c["name"], fam, str(t["items"]), fmt(t["items_per_s"], 2), fmt(t["latency_p50_ms"]),
+                   fmt(t["latency_p95_ms"]), fmt(c.get("peak_rss_mib"), 0)]
+            if gpu:
+                row.append(fmt(c.get("gpu_max_allocated_mib"), 0))
+            rows.append(row)
+        row = [c["name"], "all", str(c["items"]), fmt(c["items_per_s"], 2), fmt(c.get("latency_p50_ms")),
+               fmt(c.get("latency_p95_ms")), fmt(c.get("peak_rss_mib"), 0)]
+        if gpu:
+            row.append(fmt(c.get("gpu_max_allocated_mib"), 0))
+        rows.append(row)
+    return table(headers, rows)
+
+
+# ---- loadtest -------------------------------------------------------------------------------------------------
+def loadtest_text(r: dict[str, Any]) -> str:
+    out = [f"Wenmo loadtest  {r['created_utc']}  {r['url']}  p95 target {r['p95_target_ms']:g} ms"]
+    headers = ["stage", "users", "requests", "ok", "busy", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms"]
+    rows = []
+    for name, st in r["stages"].items():
+        if st.get("skipped"):
+            rows.append([name, "", "", "", "", "", "", "", "", "skipped: " + st["skipped"]])
+            continue
+        for step in st.get("steps", [st]):
+            rows.append([name if step is st or step is st["steps"][0] else "", str(step["users"]),
+                         str(step["requests"]), str(step["ok"]), str(step["busy"]), str(step["errors"]),
+                         fmt(step["throughput_rps"], 2), fmt(step["latency_p50_ms"]), fmt(step["latency_p95_ms"]),
+                         fmt(step["latency_p99_ms"])])
+    out.append(table(headers, rows))
+    mixed = r["stages"].get("mixed", {})
+    if mixed.get("by_kind"):
+        out.append("")
+        out.append(f"mixed stage by kind (mix {mixed.get('mix')}):")
+        out.append(table(["kind", "requests", "ok", "busy", "errors", "p50 ms", "p95 ms"],
+                         [[k, str(v["requests"]), str(v["ok"]), str(v["busy"]), str(v["errors"]),
+                           fmt(v["latency_p50_ms"]), fmt(v["latency_p95_ms"])] for k, v in mixed["by_kind"].items()]))
+    ramp = r["stages"].get("ramp", {})
+    if not ramp.get("skipped") and "safe_concurrency" in ramp:
+        out.append("")
+        out.append(f"safe concurrency: {fmt(ramp['safe_concurrency'])} users ({ramp['safe_rule']})")
+    soak = r["stages"].get("soak", {})
+    if soak.get("memory") is not None:
+        out.append("")
+        if not soak["memory"]:
+            out.append("soak memory: the server exposes no memory gauge in /metrics")
+        for key, m in soak["memory"].items():
+            out.append(f"soak memory {key}: {fmt(m['first'])} → {fmt(m['last'])} {m['unit']} (max {fmt(m['max'])}, "
+                       f"slope {fmt(m['slope_per_min'], 2)} /min, {m['samples']} samples) "
+                       f"{'GROWING' if m['growing'] else 'flat'}")
+    ov = r.get("overhead", {})
+    out.append("")
+    if ov.get("overhead_ms") is None:
+        out.append(f"server overhead (HTTP p50 − engine time, short single requests): n/a — {ov.get('note', '')}")
+    else:
+        out.append(f"server overhead (HTTP end-to-end − engine time, short single requests): p50 "
+                   f"{fmt(ov['overhead_ms'], 2)} ms (HTTP p50 {fmt(ov['http_p50_ms'], 2)}, engine p50 "
+                   f"{fmt(ov['engine_p50_ms'], 2)}); target ≤ {ov['target_ms']:g} ms: "
+                   f"{'PASS' if ov['target_met'] else 'FAIL'}")
+    for e in r.get("error_samples", [])[:5]:
+        out.append(f"error sample: {e}")
+    return "\n".join(out)

@@ -1,0 +1,39 @@
+"""What the web surfaces (UI and HTTP API) share in one server process: settings, the lifecycle (and through
+it the service), the limiter, metrics and a few facts about the start. Built by app/server.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.config import Settings
+from app.engine.limiter import ConcurrencyLimiter
+from app.lifecycle import Lifecycle
+from app.metrics import Metrics
+
+
+@dataclass
+class ServerContext:
+    settings: Settings
+    lifecycle: Lifecycle
+    limiter: ConcurrencyLimiter
+    metrics: Metrics = field(default_factory=Metrics)
+    demo: bool = False
+    state_dir: Path = Path(".")
+    roles: tuple[str, ...] = ()
+    skipped_roles: dict[str, str] = field(default_factory=dict)  # role → why it is not served
+    model_bytes: dict[str, int] = field(default_factory=dict)  # role → bytes of weights and buffers
+    # (waiting, running) jobs in Gradio's queue; set once the Blocks exist.
+    gradio_queue: Callable[[], tuple[int, int]] = lambda: (0, 0)
+
+    @property
+    def service(self) -> Any:
+        """The service; ModelUnavailableError while the models are loading."""
+        return self.lifecycle.service
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.settings.max_upload_mib * 2**20

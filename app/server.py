@@ -1,0 +1,294 @@
+"""`python -m app serve`: the UI and the HTTP API on one uvicorn server, with auth, one concurrency cap,
+readiness and a graceful drain.
+
+Start-up, in order (the cheap checks first, so a mistake fails in a second, not after a model download):
+
+1. refuse `--no-auth` unless bound to a loopback address; read or generate the credentials;
+2. resolve the runtime plan (device → the default concurrency cap); bind the port;
+3. build the app — FastAPI routes (app/api.py) with the Gradio Blocks mounted at `/` — behind, from the
+   outside in: metrics → basic auth → lifecycle gate (503 while loading/draining, body cap);
+4. serve at once (`/healthz` 200, `/readyz` 503) while a thread loads every model; when all are loaded
+   `/readyz` turns 200. A model that cannot load stops the server: its message, exit 2.
+
+SIGTERM/SIGINT: stop taking work, let in-flight requests finish for up to --drain-s, exit 0; a second
+signal exits at once. We run uvicorn ourselves because Gradio's own server dies on SIGTERM mid-request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from app.config import Settings
+from app.context import ServerContext
+from app.engine.limiter import ConcurrencyLimiter
+from app.errors import ConfigError, WenmoError
+from app.lifecycle import Lifecycle, LifecycleGate, Phase
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
+GPU_CONCURRENCY = 2
+SHUTDOWN_GRACE_S = 2  # after the drain: time for idle streams (heartbeats) to close before they are cut
+
+
+def default_concurrency(settings: Settings, on_cuda: bool) -> int:
+    """Settings.max_concurrent, or the default: 2 on a GPU (overlaps host work with kernels), and one per
+    two CPU cores on a CPU (each forward already uses several threads)."""
+    if settings.max_concurrent > 0:
+        return settings.max_concurrent
+    return GPU_CONCURRENCY if on_cuda else max(1, (os.cpu_count() or 1) // 2)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port / WENMO_PORT, "
+                          "or stop what is using it") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def nlu_reason_to_skip(demo_dirs: dict[str, Path] | None) -> str | None:
+    """Why the NLU role cannot be served by this build, or None when it can."""
+    if importlib.util.find_spec("app.models.uninlu") is None or \
+            importlib.util.find_spec("app.models.uninlu.adapter") is None:
+        return "the NLU adapter (app/models/uninlu) is not in this build"
+    if demo_dirs is not None and "nlu" not in demo_dirs:
+        return "no demo NLU checkpoint; delete the state directory's demo-models/ to rebuild it"
+    return None
+
+
+def build_asgi(ctx: ServerContext, authenticator: Any) -> tuple[Any, Any, Any]:
+    """(the ASGI app with every layer, the Blocks, the download directory)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a private server
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from app.api import create_router, install_error_handlers
+    from app.auth import BasicAuthMiddleware
+    from app.metrics import MetricsMiddleware
+    from app.ui.blocks import CSS, build_blocks
+    from app.ui.downloads import DownloadDir
+
+    s = ctx.settings
+    api = FastAPI(title="Wenmo", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+    install_error_handlers(api, ctx)
+    api.include_router(create_router(ctx))
+    downloads = DownloadDir()
+    blocks = build_blocks(ctx, downloads)
+    # Gradio's queue only bounds its own backlog; the service's limiter is the one cap (shared with the HTTP
+    # routes), so events are not limited here and busy answers carry the limiter's message. api_open=False:
+    # direct POSTs to queued endpoints would skip the queue.
+    backlog = 4 * (ctx.limiter.max_concurrent + ctx.limiter.max_queue) + 16
+    blocks.queue(api_open=False, max_size=backlog, default_concurrency_limit=None)
+    gr.mount_gradio_app(
+        api, blocks, path="/", server_name=s.host, server_port=s.port,
+        max_file_size=f"{s.max_upload_mib}mb", ssr_mode=False, run_history=False, show_error=True,
+        footer_links=["api", "settings"], css=CSS, mcp_server=False,
+    )
+    ctx.gradio_queue = lambda: gradio_queue_counts(blocks)
+    app: Any = LifecycleGate(api, ctx.lifecycle, max_body_bytes=ctx.max_upload_bytes)
+    if authenticator is not None:
+        app = BasicAuthMiddleware(app, authenticator)
+    app = MetricsMiddleware(app, ctx.metrics)
+    return app, blocks, downloads
+
+
+def gradio_queue_counts(blocks: Any) -> tuple[int, int]:
+    """(waiting, running) events in Gradio's queue; (0, 0) if its internals ever change shape."""
+    q = getattr(blocks, "_queue", None)
+    try:
+        waiting = len(q) if q is not None else 0
+        running = sum(1 for job in (getattr(q, "active_jobs", None) or []) if job)
+    except Exception:
+        return 0, 0
+    return waiting, running
+
+
+def gauges(ctx: ServerContext) -> dict[str, tuple[str, str, Any]]:
+    """Scrape-time values for /metrics."""
+    from app import hostinfo
+
+    g_wait, g_run = ctx.gradio_queue()
+    out: dict[str, tuple[str, str, Any]] = {
+        "wenmo_ready": ("gauge", "1 when every model is loaded and the server takes work",
+                        ctx.lifecycle.phase is Phase.READY),
+        "wenmo_draining": ("gauge", "1 while draining after SIGTERM", ctx.lifecycle.phase is Phase.DRAINING),
+        "wenmo_in_flight": ("gauge", "inferences running now (under the concurrency cap)", ctx.limiter.running),
+        "wenmo_queue_depth": ("gauge", "requests waiting for an inference slot (plus Gradio's own queue)",
+                              ctx.limiter.waiting + g_wait),
+        "wenmo_max_concurrent": ("gauge", "the concurrency cap", ctx.limiter.max_concurrent),
+        "wenmo_max_queue": ("gauge", "the wait-queue bound", ctx.limiter.max_queue),
+        "wenmo_limiter_rejected_total": ("counter", "requests the limiter answered busy", ctx.limiter.rejected),
+        "wenmo_model_memory_bytes": ("gauge", "bytes of weights and buffers per loaded model",
+                                     {(("role", role),): b for role, b in ctx.model_bytes.items()}),
+        "wenmo_process_resident_memory_bytes": ("gauge", "resident memory of the server process",
+                                                int(hostinfo.host()["process_rss_mib"] * 2**20)),
+    }
+    cuda = hostinfo.cuda_allocated_bytes()
+    if cuda is not None:
+        out["wenmo_cuda_allocated_bytes"] = ("gauge", "bytes held by torch's CUDA allocator", cuda)
+    gpu = hostinfo.gpus()
+    if gpu:
+        out["wenmo_gpu_memory_used_bytes"] = ("gauge", "device memory used (NVML, all processes)",
+                                              {(("gpu", str(g["index"])),): int(g.get("mem_used_mib", 0) * 2**20)
+                                               for g in gpu})
+    return out
+
+
+class DrainingServer:
+    """uvicorn.Server whose SIGTERM/SIGINT start a drain instead of an immediate shutdown."""
+
+    def __init__(self, config: Any, lifecycle: Lifecycle, drain_s: float) -> None:
+        import uvicorn
+
+        outer = self
+
+        class _Server(uvicorn.Server):
+            async def startup(self, sockets: Any = None) -> None:
+                outer.loop = asyncio.get_running_loop()
+                await super().startup(sockets=sockets)
+
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                # Not recorded for re-raising (uvicorn would re-send SIGTERM to itself at the end and the
+                # process would die by the signal instead of exiting 0 after the drain).
+                outer.on_signal(sig)
+
+        self.server = _Server(config)
+        self.lifecycle = lifecycle
+        self.drain_s = drain_s
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.still_running = 0
+        self._draining = False
+
+    def on_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        if self._draining or self.loop is None:
+            log.warning("event=signal signal=%s action=exit_now", name)
+            self.server.should_exit = True
+            self.server.force_exit = True
+            return
+        self._draining = True
+        log.info("event=signal signal=%s action=drain drain_s=%g", name, self.drain_s)
+        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self._drain()))
+
+    async def _drain(self) -> None:
+        self.still_running = await self.lifecycle.drain(self.drain_s)
+        self.server.should_exit = True
+
+    def stop_soon(self) -> None:
+        """From any thread: shut down without draining (the start failed)."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(setattr, self.server, "should_exit", True)
+        else:
+            self.server.should_exit = True
+
+    def run(self, sock: socket.socket) -> None:
+        self.server.run(sockets=[sock])
+
+
+def load_models(ctx: ServerContext, demo: bool, on_done: Any) -> None:
+    """Runs in a thread: build the service with every role, then mark the server ready."""
+    from app.composition import build_service, demo_models
+    from app.hostinfo import module_bytes
+
+    try:
+        demo_dirs = demo_models(ctx.state_dir) if demo else None
+        roles = ["embed", "cross", "nlu"]
+        why = nlu_reason_to_skip(demo_dirs)
+        if why:
+            roles.remove("nlu")
+            ctx.skipped_roles["nlu"] = why
+            log.warning("event=role_skipped role=nlu reason=%r", why)
+        ctx.roles = tuple(roles)
+        service = build_service(ctx.settings, roles, limiter=ctx.limiter, demo_dirs=demo_dirs)
+        ctx.model_bytes = {role: module_bytes(m) for role, m in
+                           (("embed", service.embedder), ("cross", service.cross_encoder), ("nlu", service.nlu_model))
+                           if m is not None}
+        ctx.lifecycle.set_ready(service)
+    except WenmoError as e:
+        ctx.lifecycle.set_failed(e.message)
+        on_done(EXIT_INPUT)
+    except Exception as e:  # a bug, not a configuration problem: keep the traceback in the log
+        log.exception("event=load_failed")
+        ctx.lifecycle.set_failed(f"model loading failed: {type(e).__name__}: {e}")
+        on_done(EXIT_FAILED)
+
+
+def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> int:
+    from app.auth import Authenticator, is_loopback, load_credentials
+    from app.composition import make_plan
+
+    state_dir = Path(settings.state_dir).expanduser()
+    if no_auth:
+        if not is_loopback(settings.host):
+            raise ConfigError(f"--no-auth is allowed only on a loopback address (127.0.0.1, ::1, localhost), not "
+                              f"--host {settings.host}; set WENMO_AUTH=user:password (or WENMO_AUTH_FILE) instead")
+        authenticator = None
+        log.warning("event=auth_disabled host=%s (--no-auth; loopback only)", settings.host)
+    else:
+        credentials, origin = load_credentials(settings.auth, settings.auth_file, state_dir)
+        authenticator = Authenticator(credentials)
+        log.info("event=auth users=%d from=%r", len(credentials), origin)
+
+    plan = make_plan(settings)
+    limiter = ConcurrencyLimiter(default_concurrency(settings, plan.is_cuda), settings.max_queue)
+    log.info("event=limits max_concurrent=%d max_queue=%d max_texts=%d max_chars=%d max_upload_mib=%d",
+             limiter.max_concurrent, limiter.max_queue, settings.max_texts, settings.max_chars,
+             settings.max_upload_mib)
+    sock = bind_socket(settings.host, settings.port)
+
+    import uvicorn
+
+    lifecycle = Lifecycle()
+    ctx = ServerContext(settings=settings, lifecycle=lifecycle, limiter=limiter, demo=demo, state_dir=state_dir)
+    ctx.metrics.gauges = lambda: gauges(ctx)
+    asgi, _blocks, downloads = build_asgi(ctx, authenticator)
+    lifecycle.work_probes += [lambda: sum(ctx.gradio_queue()), lambda: limiter.running + limiter.waiting]
+
+    config = uvicorn.Config(asgi, log_config=None, access_log=settings.log_level == "DEBUG", lifespan="on",
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S, timeout_keep_alive=5)
+    server = DrainingServer(config, lifecycle, settings.drain_s)
+    exit_code = [EXIT_OK]
+
+    def failed(code: int) -> None:
+        exit_code[0] = code
+        server.stop_soon()
+
+    loader = threading.Thread(target=load_models, args=(ctx, demo, failed), name="model-loader", daemon=True)
+    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    log.info("event=listening url=http://%s:%d demo=%s (loading models; /readyz turns 200 when done)",
+             shown, settings.port, demo)
+    loader.start()
+    try:
+        server.run(sock)
+    finally:
+        downloads.remove()
+    if lifecycle.phase is Phase.FAILED:
+        print(f"error: {lifecycle.load_error}", file=sys.stderr)
+        return exit_code[0] if exit_code[0] != EXIT_OK else EXIT_INPUT
+    log.info("event=stopped still_running=%d", server.still_running)
+    if server.still_running or loader.is_alive():
+        # Worker threads still inside a forward pass (drain deadline passed) or a load in progress would
+        # hold the interpreter open at exit; the process must end now, as promised to the supervisor.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
+    return EXIT_OK

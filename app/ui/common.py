@@ -1,0 +1,89 @@
+"""What every tab shares: turning errors into readable toasts, counting events, the banner and the footer.
+
+A handler never shows a traceback: errors from the error tree become `gr.Error` with their message (busy
+gets its own title so people know to retry); anything else is logged with an id the toast names.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+
+from app.context import ServerContext
+from app.errors import InputError, ModelUnavailableError, OverloadedError, WenmoError
+
+log = logging.getLogger(__name__)
+
+DEMO_BANNER = "演示模式：随机权重，结果无意义 (demo mode: random weights, the outputs are meaningless)"
+
+
+def guarded(ctx: ServerContext, name: str) -> Callable[[Callable], Callable]:
+    """Decorator for handlers: errors → gr.Error toasts, and one metrics sample per event."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def handler(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            outcome = "error"
+            try:
+                out = fn(*args, **kwargs)
+                outcome = "ok"
+                return out
+            except OverloadedError as e:
+                outcome = "busy"
+                raise gr.Error(e.message, title="繁忙 Busy", duration=8, print_exception=False) from None
+            except InputError as e:
+                outcome = "invalid"
+                raise gr.Error(e.message, title="输入有误 Invalid input", print_exception=False) from None
+            except ModelUnavailableError as e:
+                _record(ctx, name, e.message)
+                raise gr.Error(e.message, title="模型不可用 Model unavailable", print_exception=False) from None
+            except WenmoError as e:
+                _record(ctx, name, e.message)
+                raise gr.Error(e.message, title="推理失败 Inference failed", print_exception=False) from None
+            except gr.Error:
+                raise
+            except Exception as e:
+                rid = secrets.token_hex(4)
+                log.error("event=ui_error id=%s handler=%s", rid, name, exc_info=e)
+                _record(ctx, name, f"internal error id={rid}: {type(e).__name__}")
+                raise gr.Error(f"内部错误 (internal error, id {rid}); the server log has the detail",
+                               title="错误 Error", print_exception=False) from None
+            finally:
+                ctx.metrics.observe_event(name, outcome, time.perf_counter() - start)
+
+        return handler
+
+    return wrap
+
+
+def _record(ctx: ServerContext, operation: str, message: str) -> None:
+    if ctx.lifecycle.loaded:
+        ctx.service.stats.record_error(f"ui:{operation}", message)
+
+
+def footer_text(ctx: ServerContext) -> str:
+    """Models and vector dimension, for the footer of every page."""
+    if not ctx.lifecycle.loaded:
+        return "模型加载中 (models loading)…"
+    service = ctx.service
+    parts = []
+    labels = {"embedding": "向量 embeddings", "cross_encoder": "交叉编码器 cross-encoder", "nlu": "通用理解 NLU"}
+    for info in service.models():
+        parts.append(f"{labels.get(info['family'], info['family'])}: `{info['name']}`")
+    for role, why in ctx.skipped_roles.items():
+        parts.append(f"{role}: 未加载 (not loaded: {why})")
+    dim = service.embedder.dimension if service.embedder is not None else "—"
+    device = service.models()[0]["device"] if service.models() else "?"
+    return f"{' · '.join(parts)} · 向量维度 dimension **{dim}** · {device}"
+
+
+def short(text: str, limit: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,164 @@
+"""The HTTP routes with values checked: embeddings against the CLI and base64 against floats, similarity
+against the embeddings, NLU offsets against the text, metrics against the requests made."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from server_harness import REPO_ROOT, clean_env
+
+TEXTS = ["今天天气很好", "我喜欢看电影", "北京天安门", "hello world 123"]
+
+
+def embed_api(client, texts, **extra):
+    r = client.post("/v1/embeddings", json={"input": texts, "model": "anything", **extra})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.fixture(scope="module")
+def cli_vectors(server, tmp_path_factory) -> np.ndarray:
+    """`python -m app embed --demo` on the same demo checkpoints: an independent path to the same model."""
+    src = tmp_path_factory.mktemp("cli") / "in.txt"
+    src.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "app", "embed", "--demo", "--state-dir", str(server.state_dir),
+                          "--input", str(src)], cwd=REPO_ROOT, env=clean_env(), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["text"] for r in rows] == TEXTS
+    return np.array([r["vector"] for r in rows], dtype=np.float32)
+
+
+def test_probes_answer_without_auth_and_say_nothing_else(server):
+    import httpx
+
+    h = httpx.get(server.url + "/healthz")
+    r = httpx.get(server.url + "/readyz")
+    assert (h.status_code, h.json()) == (200, {"status": "ok"})
+    assert (r.status_code, r.json()) == (200, {"status": "ready"})
+
+
+def test_embeddings_openai_shape_and_values_match_the_cli(client, cli_vectors):
+    body = embed_api(client, TEXTS)
+    assert body["object"] == "list"
+    assert body["model"] == "demo:gte"
+    assert [d["index"] for d in body["data"]] == list(range(len(TEXTS)))
+    assert all(d["object"] == "embedding" and d["truncated"] is False for d in body["data"])
+    vectors = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
+    assert vectors.shape == (len(TEXTS), 32)
+    np.testing.assert_allclose(vectors, cli_vectors, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"]
+    # [CLS] + one token per Chinese character + [SEP] for the first text
+    assert body["usage"]["prompt_tokens"] >= len(TEXTS[0]) + 2
+
+
+def test_embeddings_single_string_and_base64_decode_to_the_same_floats(client):
+    floats = embed_api(client, TEXTS[0])["data"]
+    b64 = embed_api(client, TEXTS[0], encoding_format="base64")["data"]
+    assert len(floats) == len(b64) == 1
+    decoded = np.frombuffer(base64.b64decode(b64[0]["embedding"]), dtype="<f4")
+    assert decoded.shape == (32,)
+    np.testing.assert_array_equal(decoded, np.array(floats[0]["embedding"], dtype=np.float32))
+
+
+def test_embeddings_flag_truncated_texts(client):
+    long_text = "北京" * 400  # 800 characters, more than the model's 512 tokens
+    data = embed_api(client, [long_text, "短"])["data"]
+    assert [d["truncated"] for d in data] == [True, False]
+
+
+def test_embeddings_dimensions_must_match(client):
+    assert client.post("/v1/embeddings", json={"input": "x", "dimensions": 32}).status_code == 200
+    r = client.post("/v1/embeddings", json={"input": "x", "dimensions": 64})
+    assert r.status_code == 400
+    assert "gives 32" in r.json()["error"]["message"]
+
+
+def test_similarity_sorted_and_equal_to_embedding_cosines(client):
+    source, candidates = TEXTS[0], TEXTS[1:]
+    r = client.post("/v1/similarity", json={"source": source, "candidates": candidates})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    cos = [x["cosine"] for x in out["results"]]
+    assert cos == sorted(cos, reverse=True)
+    assert sorted(x["text"] for x in out["results"]) == sorted(candidates)
+    vecs = np.array([d["embedding"] for d in embed_api(client, [source, *candidates])["data"]])
+    for x in out["results"]:
+        assert x["cosine"] == pytest.approx(float(vecs[0] @ vecs[1 + x["index"]]), abs=1e-5)
+        assert x["cross_score"] is None
+    assert out["reranked"] is False and out["model"] == "demo:gte"
+
+
+def test_similarity_rerank_sorts_by_cross_encoder_probability(client):
+    r = client.post("/v1/similarity", json={"source": TEXTS[0], "candidates": TEXTS[1:], "rerank": True})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    probs = [x["cross_score"] for x in out["results"]]
+    assert probs == sorted(probs, reverse=True)
+    assert all(0.0 <= p <= 1.0 for p in probs)
+    assert out["reranked"] is True and out["cross_model"] == "demo:structbert"
+
+
+def test_nlu_offsets_point_into_the_text(client):
+    text = "北大西洋议会春季会议日在西班牙巴塞罗那闭幕"
+    schema = {"人物": None, "地理位置": None, "组织机构": None}
+    r = client.post("/v1/nlu", json={"text": text, "schema": schema})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["task"] == "extract" and out["model"] == "demo:rex-uninlu"
+    assert out["output"], "random weights still find spans in the tiny model"
+    for path in out["output"]:
+        for el in path:
+            start, end = el["offset"]
+            assert text[start:end] == el["span"]
+            assert el["type"] in schema
+            assert 0.0 <= el["score"] <= 1.0
+    # Deterministic: the same call gives the same answer (nothing random, nothing cached to hide it).
+    assert client.post("/v1/nlu", json={"text": text, "schema": json.dumps(schema)}).json() == out
+
+
+def test_nlu_classification_returns_a_label_of_the_schema(client):
+    schema = {"正向情感": None, "负向情感": None}
+    r = client.post("/v1/nlu", json={"text": "很满意，音质很好", "schema": schema, "task": "classify"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["task"] == "classify"
+    assert len(out["output"]) == 1 and out["output"][0][0]["type"] in schema
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if labels else "") + r" ([0-9.e+-]+)$"
+    m = re.search(pattern, text, re.M)
+    assert m, f"{name}{{{want}}} not in /metrics"
+    return float(m.group(1))
+
+
+def test_metrics_count_requests_and_show_gauges(client):
+    before = client.get("/metrics").text
+    n0 = metric(before, "wenmo_http_requests_total", route="/v1/embeddings", method="POST", status="200")
+    for _ in range(3):
+        embed_api(client, "计数")
+    text = client.get("/metrics")
+    assert text.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = text.text
+    assert metric(text, "wenmo_http_requests_total", route="/v1/embeddings", method="POST", status="200") == n0 + 3
+    count = metric(text, "wenmo_http_request_duration_seconds_count", route="/v1/embeddings")
+    inf = metric(text, "wenmo_http_request_duration_seconds_bucket", route="/v1/embeddings", le="+Inf")
+    assert count == inf >= n0 + 3
+    assert metric(text, "wenmo_ready") == 1
+    assert metric(text, "wenmo_in_flight") == 0
+    assert metric(text, "wenmo_queue_depth") == 0
+    assert metric(text, "wenmo_max_concurrent") == 1
+    # tiny GTE: 2 layers of hidden 32 over a ~1500-token vocabulary, in fp32
+    assert 50_000 < metric(text, "wenmo_model_memory_bytes", role="embed") < 2_000_000
+    assert metric(text, "wenmo_process_resident_memory_bytes") > 50 * 2**20
+    assert "# TYPE wenmo_busy_total counter" in text
