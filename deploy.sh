@@ -293,9 +293,13 @@ check_writable() {  # check_writable PATH WHAT
     die "cannot write $what $path: $base is not writable$([[ $(id -u) == 0 ]] && printf ' (read-only file system?)' || printf ' by %s' "$(id -un)")" \
       "choose another location (--prefix / --models-dir)$([[ $(id -u) == 0 ]] || printf ', or run with sudo')"
   fi
+  return 0
+}
+
+# access(2) can be wrong (NFS root squash, ACLs): create the directory for real before anything else.
+create_writable() {  # create_writable PATH WHAT
+  local path=$1 what=$2 err
   ((DRY_RUN)) && return 0
-  # access(2) can be wrong (NFS root squash, ACLs): create the directory for real, now, before anything else.
-  local err
   if ! err=$(mkdir -p "$path" 2>&1) || ! err=$(touch "$path/.wenmo-write-test" 2>&1); then
     die "cannot write $what $path: ${err#*: }" "choose another location (--prefix / --models-dir)"
   fi
@@ -726,6 +730,7 @@ python=$PY
 state_dir=$STATE_DIR
 installed=$(date -u +%Y-%m-%dT%H:%MZ)
 EOF
+  ((DRY_RUN)) || rm -f "$ETC/.deploy.conf.uninstalled"
 }
 
 # ---- install steps --------------------------------------------------------------------------------------
@@ -879,8 +884,9 @@ download_models() {
   while read -r role id; do
     target=$MODEL_DIR/$id
     say "$role model: downloading $id from ModelScope into $target"
-    # The app's own resolver: the same layout and completion marker the service looks for.
-    if ! (cd "$SRC" && run "$VENV/bin/python" -c \
+    # The app's own resolver: the same layout and completion marker the service looks for
+    # (in a dry run $SRC does not exist yet: the command is only printed).
+    if ! (cd "$SRC" 2>/dev/null || ((DRY_RUN)); run "$VENV/bin/python" -c \
       'import sys; from app.engine.loading import resolve_model; print(resolve_model(sys.argv[1], sys.argv[2]))' \
       "$id" "$MODEL_DIR"); then
       die "downloading the $role model $id into $target failed (see the message above)" \
@@ -1195,6 +1201,8 @@ cmd_install() {
   say "profile: $PROFILE"
 
   step "installing into $PREFIX"
+  create_writable "$PREFIX" "the prefix"
+  if [[ $DEMO != 1 && -n $(missing_models) ]]; then create_writable "$MODEL_DIR" "the models directory"; fi
   if ((!DRY_RUN)); then
     exec 9>"$PREFIX/.deploy.lock"
     flock -n 9 || die "another deploy.sh is working on $PREFIX" "wait for it to finish"
@@ -1309,9 +1317,12 @@ cmd_start() {
 }
 
 cmd_uninstall() {
+  local kept=$ETC/.deploy.conf.uninstalled
   load_conf
-  if [[ ! -f $CONF_FILE && ! -e $MARKER ]]; then
-    die "no Wenmo installation in $PREFIX" "give its --prefix"
+  # After a plain uninstall the record is kept aside, so that a later --purge knows what to remove.
+  [[ -f $CONF_FILE ]] || read_env_file "$kept" CONF
+  if [[ ! -f $CONF_FILE && ! -f $kept ]]; then
+    die "no Wenmo installation in $PREFIX ($CONF_FILE is missing)" "give its --prefix"
   fi
   MODE=${CONF[mode]:-systemd} SVC_USER=${CONF[user]:-wenmo} STATE_DIR=${CONF[state_dir]:-$PREFIX/state}
   DRAIN_S=30
@@ -1322,7 +1333,8 @@ cmd_uninstall() {
     run systemctl daemon-reload || true
   fi
   stop_background
-  run rm -rf "$VENV" "$SRC" "$RUN_DIR" "$LOG_DIR" "$GEN_FILE" "$GEN_WRITTEN" "$GEN_FILE.bak" "$CONF_FILE" \
+  [[ -f $CONF_FILE ]] && run mv "$CONF_FILE" "$kept"
+  run rm -rf "$VENV" "$SRC" "$RUN_DIR" "$LOG_DIR" "$GEN_FILE" "$GEN_WRITTEN" "$GEN_FILE.bak" \
     "$DS_FILE.new" "$ETC/.ds_config.json.dist" "$PREFIX/.deploy.lock"
   [[ $MODE == background ]] && run rm -rf "$STATE_DIR"
   if ((OPT_PURGE)); then
@@ -1331,15 +1343,17 @@ cmd_uninstall() {
     if [[ -n ${files[WENMO_MODEL_DIR]:-} && ${files[WENMO_MODEL_DIR]} != "$PREFIX"/* ]]; then
       say "not deleting your models directory ${files[WENMO_MODEL_DIR]} (outside $PREFIX)"
     fi
-    run rm -rf "$PREFIX/models" "$CRED_DIR" "$OVR_FILE" "$DS_FILE" "$STATE_DIR"
-    [[ $MODE == systemd ]] && run rm -rf "/var/lib/$SERVICE"
+    run rm -rf "$PREFIX/models" "$CRED_DIR" "$OVR_FILE" "$DS_FILE" "$kept"
+    [[ $STATE_DIR == "/var/lib/$SERVICE" || $STATE_DIR == "$PREFIX"/* ]] && run rm -rf "$STATE_DIR"
     if [[ ${CONF[user_created]:-0} == 1 ]] && id -u "$SVC_USER" >/dev/null 2>&1; then run userdel "$SVC_USER" || true; fi
     run rm -f "$MARKER"
     run rmdir "$ETC" "$PREFIX" 2>/dev/null || true
     say "purged $PREFIX"
   else
-    say "removed the service, code and virtualenv; kept: models ($PREFIX/models), password ($CRED_FILE),"
-    say "your settings ($OVR_FILE) and $DS_FILE. --purge deletes them too."
+    local item kept_items=()
+    for item in "$PREFIX/models" "$CRED_FILE" "$OVR_FILE" "$DS_FILE"; do [[ -e $item ]] && kept_items+=("$item"); done
+    say "removed the service, the code and the virtualenv"
+    ((${#kept_items[@]} == 0)) || say "kept (--purge deletes them too): ${kept_items[*]}"
   fi
 }
 

@@ -88,6 +88,9 @@ def bench_text(r: dict[str, Any]) -> str:
         out.append(table(headers, rows))
         if any(c.get("subset") for c in f["configs"]):
             out.append(f"  * naive ran on a length-stratified subset; its {unit}/s is per input")
+        if f.get("padding_ceiling_vs_naive") is not None:
+            out.append(f"  padding ceiling: doing only the real tokens' work at naive's FLOP/s would be "
+                       f"{f['padding_ceiling_vs_naive']:.2f}× naive")
     if r.get("checks"):
         out.append("")
         out.append("issue targets (GTE, mixed lengths):")

@@ -7,7 +7,7 @@ timings, token and FLOP counts, memory figures and a few outputs for the cross-c
 
 Order inside the process: load the model → warm up on two inputs → reset the peak-RSS counter → run every
 input once, timed end to end (tokenization, padding, forwards, pooling, copying results out) and per
-forward (TimedForward).
+forward (TimedForward); with `passes` > 1 the inputs run that many times and the fastest pass counts.
 """
 
 from __future__ import annotations
@@ -93,21 +93,36 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
     peak = memory.RssPeak()
     peak.start()
-    t0 = time.perf_counter()
-    outputs = _call(runner, family, items)
-    if on_cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
+    # `passes` timed passes over the same inputs; the fastest counts (best-of-N, as timeit does: on a shared
+    # machine the slower passes measure the neighbours, not the code).
+    seconds = float("inf")
+    pass_seconds = []
+    best_records: list = []
+    outputs: list = []
+    item_seconds: list[float] = []
+    for _ in range(max(1, int(job.get("passes", 1)))):
+        records.clear()
+        t0 = time.perf_counter()
+        out = _call(runner, family, items)
+        if on_cuda:
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        pass_seconds.append(dt)
+        if dt < seconds:
+            seconds, outputs, best_records = dt, out, list(records)
+            item_seconds = list(getattr(runner, "seconds", []))
+    records = best_records
     mem["run_peak_rss_mib"] = peak.stop()
     mem["run_peak_method"] = peak.method
     mem["lifetime_peak_rss_mib"] = memory.lifetime_peak_rss_mib()
     if on_cuda:
         mem.update(memory.gpu_memory(job["device"]))
 
-    result: dict[str, Any] = {"ok": True, "items": len(items), "seconds": seconds, "load_s": load_s,
+    result: dict[str, Any] = {"ok": True, "items": len(items), "seconds": seconds, "pass_seconds": pass_seconds,
+                              "load_s": load_s,
                               "plan": plan, "torch_threads": torch.get_num_threads(), "memory": mem}
     if family == "nlu":
-        result["item_ms"] = [s * 1000 for s in runner.seconds]
+        result["item_ms"] = [s * 1000 for s in item_seconds]
         result["item_family"] = [it["family"] for it in items]
         result["item_outputs"] = outputs
         return result

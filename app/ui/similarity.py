@@ -33,10 +33,9 @@ def run(ctx: ServerContext, source: str, candidates_text: str, upload: str | Non
         for rank, r in enumerate(out["results"], start=1)
     ]
     table = pd.DataFrame(rows, columns=COLUMNS)
-    metric = "交叉编码器 P(similar)" if out["reranked"] else "余弦 cosine"
     key = "cross_score" if out["reranked"] else "cosine"
     bars = pd.DataFrame(
-        [{"candidate": f"{rank}. {short(r['text'], 14)}", "score": r[key], "metric": metric}
+        [{"candidate": f"{rank}. {short(r['text'], 14)}", "score": r[key]}
          for rank, r in enumerate(out["results"][:BAR_MAX], start=1)]
     )
     texts = [source, *candidates]
@@ -93,14 +92,16 @@ def build(ctx: ServerContext) -> gr.Tab:
                 with gr.Row():
                     rerank = gr.Checkbox(label="用交叉编码器重排 Rerank with the cross-encoder", value=False,
                                          elem_id="sim-rerank")
-                    skip_blank = gr.Checkbox(label="跳过空行 Skip blank lines", value=False)
+                    skip_blank = gr.Checkbox(label="跳过空行 Skip blank lines", value=False, elem_id="sim-skip-blank")
                 button = gr.Button("计算相似度 Compare", variant="primary", elem_id="sim-run")
             with gr.Column(scale=2):
                 summary = gr.Markdown(elem_id="sim-summary")
                 table = gr.Dataframe(headers=COLUMNS, label="排序结果 Ranked", interactive=False,
                                      elem_id="sim-table", wrap=True)
-                bars = gr.BarPlot(x="candidate", y="score", color="metric", sort="-y", y_lim=[-1, 1],
-                                  label="得分 Scores", x_label_angle=-30, elem_id="sim-bars")
+                bars = gr.BarPlot(x="candidate", y="score", sort="-y", y_lim=[-1, 1], y_title="得分 score",
+                                  x_title="候选 candidate", x_label_angle=-30, elem_id="sim-bars",
+                                  label=f"得分：余弦，重排时为交叉编码器概率 (score: cosine, or the cross-encoder's "
+                                        f"P(similar) when reranked; top {BAR_MAX})")
                 heat = gr.HTML(label="两两余弦 Pairwise cosine", elem_id="sim-heatmap")
         fn = guarded(ctx, "similarity")(functools.partial(run, ctx))
         inputs = [source, candidates, upload, rerank, skip_blank]

@@ -98,7 +98,7 @@ def build(ctx: ServerContext, downloads: DownloadDir) -> gr.Tab:
                                  file_types=[".txt", ".csv"], type="filepath", elem_id="vec-upload")
                 with gr.Row():
                     normalize = gr.Checkbox(label="归一化 Normalise (unit length)", value=True, elem_id="vec-norm")
-                    skip_blank = gr.Checkbox(label="跳过空行 Skip blank lines", value=False)
+                    skip_blank = gr.Checkbox(label="跳过空行 Skip blank lines", value=False, elem_id="vec-skip-blank")
                 button = gr.Button("生成向量 Embed", variant="primary", elem_id="vec-run")
             with gr.Column(scale=2):
                 summary = gr.Markdown(elem_id="vec-summary")

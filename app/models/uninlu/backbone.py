@@ -53,10 +53,16 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(*lead, length, heads, hidden // heads).transpose(-3, -2)
 
 
-def disentangled_attention(att: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, rel: torch.Tensor,
-                           rel_embeddings: torch.Tensor) -> torch.Tensor:
-    """One DisentangledSelfAttention (its weights) over a batch: hidden (B, L, H), mask (B, L, L) bool,
-    rel (B, L, L) relative positions, rel_embeddings (2S, H) already layer-normed. Returns (B, L, H)."""
+def relative_index(rel: torch.Tensor, span: int) -> torch.Tensor:
+    """Row of the relative-embedding table for every (q, k): clamp(rel + S, 0, 2S − 1), shape (B, 1, L, L)."""
+    return torch.clamp(rel + span, 0, span * 2 - 1)[:, None]
+
+
+def disentangled_attention(att: nn.Module, hidden: torch.Tensor, blocked: torch.Tensor, c: torch.Tensor | None,
+                           rel_embeddings: torch.Tensor | None) -> torch.Tensor:
+    """One DisentangledSelfAttention (its weights) over a batch: hidden (B, L, H), blocked (B, 1, L, L) True
+    where attention is not allowed, c (B, 1, L, L) from `relative_index`, rel_embeddings (2S, H) already
+    layer-normed. Returns (B, L, H)."""
     heads = att.num_attention_heads
     q = _heads(att.query_proj(hidden), heads)  # (B, h, L, d)
     k = _heads(att.key_proj(hidden), heads)
@@ -69,7 +75,6 @@ def disentangled_attention(att: nn.Module, hidden: torch.Tensor, mask: torch.Ten
     if att.relative_attention:
         span = att.pos_ebd_size
         table = rel_embeddings[: span * 2]
-        c = torch.clamp(rel + span, 0, span * 2 - 1)[:, None]  # (B, 1, L, L)
         if "c2p" in kinds:
             pos_key = _heads(att.key_proj(table) if att.share_att_key else att.pos_key_proj(table), heads)
             c2p = torch.matmul(q, pos_key.transpose(-1, -2))  # (B, h, L, 2S)
@@ -81,7 +86,7 @@ def disentangled_attention(att: nn.Module, hidden: torch.Tensor, mask: torch.Ten
             # out[q, k] = K_k · PQ[c[q, k]]: gather along the key's row with the transposed index.
             p2c = torch.gather(p2c, -1, c.transpose(-1, -2).expand(-1, heads, -1, -1)).transpose(-1, -2)
             scores = scores + p2c / scale
-    scores = scores.masked_fill(~mask[:, None], torch.finfo(scores.dtype).min)
+    scores = scores.masked_fill(blocked, torch.finfo(scores.dtype).min)
     probs = torch.softmax(scores, dim=-1)
     context = torch.matmul(probs, v)  # (B, h, L, d)
     return context.transpose(1, 2).reshape(hidden.shape[0], hidden.shape[1], -1)
@@ -94,11 +99,15 @@ def encode(plm: nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor, 
     rows = mask.any(dim=-2).to(torch.long)
     embeddings = plm.embeddings(input_ids=input_ids, mask=rows)
     encoder = plm.encoder
-    rel = relative_positions(position_ids, plm.config)
     rel_embeddings = encoder.get_rel_embedding()
+    c = None
+    if getattr(plm.config, "relative_attention", False):
+        span = encoder.layer[0].attention.self.pos_ebd_size
+        c = relative_index(relative_positions(position_ids, plm.config), span)
+    blocked = ~mask[:, None]
     hidden = embeddings
     for i, layer in enumerate(encoder.layer):
-        context = disentangled_attention(layer.attention.self, hidden, mask, rel, rel_embeddings)
+        context = disentangled_attention(layer.attention.self, hidden, blocked, c, rel_embeddings)
         attended = layer.attention.output(context, hidden)
         hidden = layer.output(layer.intermediate(attended), attended)
         if i == 0 and encoder.conv is not None:

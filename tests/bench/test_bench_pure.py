@@ -1,0 +1,179 @@
+"""The measurement tools' pure pieces: workload, statistics, FLOP counts, Prometheus parsing, stage rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.bench import flops, prometheus, stats
+from app.bench import workload as wl
+from app.bench.loadtest import Outcome, classify, parse_mix, ramp_users, safe_concurrency, summarize
+from app.errors import InputError
+
+# ---- workload ---------------------------------------------------------------------------------------------
+
+
+def test_workload_is_deterministic_and_follows_the_stated_bands():
+    a, bands_a = wl.make_texts(2000, seed=7)
+    b, bands_b = wl.make_texts(2000, seed=7)
+    c, _ = wl.make_texts(50, seed=8)
+    assert a == b and bands_a == bands_b and a[:50] != c
+    by_name = {band.name: band for band in wl.BANDS}
+    for text, name in zip(a, bands_a, strict=True):
+        band = by_name[name]
+        assert band.min_chars <= len(text) <= band.max_chars
+    shares = {name: bands_a.count(name) / len(a) for name in by_name}
+    for name, band in by_name.items():
+        assert shares[name] == pytest.approx(band.weight, abs=0.04)
+    assert max(len(t) for t in a) <= 510  # + [CLS], [SEP] = the 512-token maximum
+    assert "40% query 4–24 chars" in wl.describe()
+
+
+def test_workload_uses_only_single_token_characters(tiny_dirs):
+    from app.models.checkpoint import load_tokenizer
+
+    tok = load_tokenizer(tiny_dirs["embed"])
+    texts, _ = wl.make_texts(40, seed=1)
+    ids = tok(texts, add_special_tokens=True)["input_ids"]
+    assert [len(x) for x in ids] == [len(t) + 2 for t in texts]
+    assert tok.unk_token_id not in {i for row in ids for i in row}
+
+
+def test_pairs_and_spread_subset():
+    first, second = wl.make_pairs(300, seed=3)
+    assert len(first) == len(second) == 300 and all(4 <= len(q) <= 24 for q in first)
+    assert all(16 <= len(p) <= 510 for p in second)
+    lengths = [len(t) for t in wl.make_texts(200, seed=2)[0]]
+    sub = wl.spread_subset(lengths, 10)
+    assert len(sub) == 10 and sub == sorted(sub) and len(set(sub)) == 10
+    picked = sorted(lengths[i] for i in sub)
+    ranked = sorted(lengths)
+    assert picked[0] <= ranked[20] and picked[-1] >= ranked[-21]  # spread over the whole range
+    assert wl.spread_subset(lengths[:5], 10) == [0, 1, 2, 3, 4]
+
+
+def test_nlu_items_cover_every_family():
+    items = wl.nlu_items(2)
+    fams = {i["family"] for i in items}
+    assert {"ner", "relation", "event", "classification"} <= fams
+    assert all(sum(1 for i in items if i["family"] == f) == 2 for f in fams)
+    assert all(i["task"] in ("extract", "classify", "multi_classify") and i["schema"] for i in items)
+
+
+# ---- statistics -------------------------------------------------------------------------------------------
+
+
+def test_percentile_matches_numpy():
+    import numpy as np
+
+    xs = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0]
+    for q in (0, 25, 50, 95, 99, 100):
+        assert stats.percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
+    assert stats.percentile([], 50) is None and stats.summarize([])["p50"] is None
+    assert stats.slope([0, 1, 2, 3], [1, 3, 5, 7]) == pytest.approx(2.0)
+    assert stats.slope([1, 1], [2, 3]) is None and stats.ratio(1, 0) is None
+
+
+# ---- FLOPs ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [1, 17, 64])
+def test_bert_flops_match_torch_flop_counter(length):
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import BertConfig, BertModel
+
+    cfg = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+           "vocab_size": 100, "model_type": "bert"}
+    model_cfg = BertConfig(**{k: v for k, v in cfg.items() if k != "model_type"})
+    model_cfg._attn_implementation = "eager"  # the counter does not see the CPU SDPA kernel's matmuls
+    model = BertModel(model_cfg, add_pooling_layer=False).eval()
+    ids = torch.randint(5, 100, (3, length))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert flops.useful_flops(cfg, [length] * 3) == counter.get_total_flops()
+    assert flops.executed_flops(cfg, [(3, length)]) == counter.get_total_flops()
+
+
+def test_padding_costs_show_in_executed_flops():
+    cfg = {"hidden_size": 1024, "num_hidden_layers": 24, "intermediate_size": 4096, "model_type": "bert"}
+    useful = flops.useful_flops(cfg, [10, 500])
+    executed = flops.executed_flops(cfg, [(2, 500)])
+    assert executed == 2 * flops.forward_flops(cfg, 500) and useful < executed
+    # BERT-large at 512 tokens: ≈ 335 GFLOP (24 × (8·512·H² + 4·512·H·I + 4·512²·H)).
+    assert flops.forward_flops(cfg, 512) == 24 * (8 * 512 * 1024**2 + 4 * 512 * 1024 * 4096 + 4 * 512**2 * 1024)
+    deberta = {**cfg, "model_type": "deberta-v2", "relative_attention": True, "position_buckets": 256,
+               "pos_att_type": ["c2p", "p2c"]}
+    extra = flops.layer_flops(deberta, 100) - flops.layer_flops(cfg, 100)
+    assert extra == 2 * 2 * 100 * 512 * 1024 + 2 * 2 * 512 * 1024 * 1024
+
+
+# ---- Prometheus -------------------------------------------------------------------------------------------
+
+METRICS = """# HELP process_resident_memory_bytes Resident memory size in bytes.
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 2.097152e+08
+wenmo_gpu_memory_used_bytes{device="0",kind="process"} 1073741824
+wenmo_http_requests_total{route="/v1/embeddings",status="200"} 12
+wenmo_model_memory_ratio 0.5
+garbage line without value
+process_virtual_memory_bytes NaN
+"""
+
+
+def test_memory_gauges_are_parsed_and_others_ignored():
+    g = prometheus.memory_gauges(METRICS)
+    assert g == {"process_resident_memory_bytes": 209715200.0,
+                 'wenmo_gpu_memory_used_bytes{device="0",kind="process"}': 1073741824.0,
+                 "wenmo_model_memory_ratio": 0.5}
+    assert prometheus.memory_gauges("") == {} and prometheus.memory_gauges("up 1\n") == {}
+
+
+def test_memory_trend_flags_growth_only_beyond_both_thresholds():
+    mib = 1 << 20
+    flat = [(t, {"process_resident_memory_bytes": (500 + (t % 2)) * mib}) for t in range(0, 60, 5)]
+    leak = [(t, {"process_resident_memory_bytes": (500 + 2 * t) * mib}) for t in range(0, 60, 5)]
+    small = [(t, {"process_resident_memory_bytes": (500 + 0.2 * t) * mib}) for t in range(0, 60, 5)]
+    assert prometheus.memory_trend(flat)["process_resident_memory_bytes"]["growing"] is False
+    t = prometheus.memory_trend(leak)["process_resident_memory_bytes"]
+    assert t["growing"] is True and t["slope_per_min"] == pytest.approx(120) and t["first"] == 500
+    assert t["last"] == 610 and t["max"] == 610 and t["fitted_growth"] == pytest.approx(110)
+    assert prometheus.memory_trend(small)["process_resident_memory_bytes"]["growing"] is False  # 11 MiB < 16
+    assert prometheus.memory_trend([]) == {}
+
+
+# ---- stage rules ------------------------------------------------------------------------------------------
+
+
+def step(users, p95, errors=0, busy=0, ok=10):
+    return {"users": users, "latency_p95_ms": p95, "errors": errors, "busy": busy, "ok": ok}
+
+
+def test_safe_concurrency_is_the_last_of_the_leading_passing_steps():
+    assert safe_concurrency([step(1, 50), step(2, 90), step(4, 200)], 100) == 2
+    assert safe_concurrency([step(4, 50), step(1, 50), step(2, 50)], 100) == 4
+    assert safe_concurrency([step(1, 50), step(2, 90, errors=1), step(4, 60)], 100) == 1
+    assert safe_concurrency([step(1, 50), step(2, 90, busy=3), step(4, 60)], 100) == 1
+    assert safe_concurrency([step(1, 150), step(2, 90)], 100) is None
+    assert safe_concurrency([step(1, None, ok=0)], 100) is None
+    assert safe_concurrency([], 100) is None
+
+
+def test_outcome_summary_counts_busy_apart_from_errors():
+    outs = [Outcome("vectors", classify(s), s, ms / 1000, 0.0, detail="" if s in (200, 429, 503) else f"HTTP {s}")
+            for s, ms in [(200, 10), (200, 20), (200, 30), (503, 1), (429, 1), (500, 5), (None, 9)]]
+    outs[-1].detail = "timeout"
+    s = summarize(outs, users=3, elapsed_s=2.0)
+    assert (s["requests"], s["ok"], s["busy"], s["errors"]) == (7, 3, 2, 2)
+    assert s["latency_p50_ms"] == pytest.approx(20) and s["throughput_rps"] == pytest.approx(1.5)
+    assert s["error_reasons"] == {"HTTP 500": 1, "timeout": 1} and s["busy_statuses"] == {"503": 1, "429": 1}
+    assert classify(204) == "ok" and classify(401) == "error" and classify(None) == "error"
+
+
+def test_mix_and_ramp_parsing():
+    assert parse_mix("vectors=6,similarity=3,nlu=1") == pytest.approx({"vectors": .6, "similarity": .3, "nlu": .1})
+    assert parse_mix("vectors=1,nlu=0") == {"vectors": 1.0}
+    for bad in ("vectors=x", "bogus=1", "vectors=0", "vectors=-1"):
+        with pytest.raises(InputError):
+            parse_mix(bad)
+    assert ramp_users(8) == [1, 2, 4, 8] and ramp_users(6) == [1, 2, 4, 6] and ramp_users(1) == [1]
+    assert ramp_users(8, (4, 1, 4)) == [1, 4]

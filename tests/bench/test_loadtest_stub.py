@@ -1,0 +1,173 @@
+"""The load generator against a stub server whose behaviour is known: stage logic, safe concurrency,
+busy-versus-error counting, the memory trend and the overhead figure, checked with values."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from bench_stub import MIB, StubServer
+
+from app.bench.loadtest import LoadOptions, LoadTester, run
+from app.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[2]
+AUTH = ("u", "p")
+
+
+def opts(url: str, **kw) -> LoadOptions:
+    base = dict(url=url, stages=("baseline",), users=1, baseline_requests=10, baseline_s=20, step_s=20,
+                step_requests=20, soak_s=2, mixed_s=20, mixed_requests=20, request_timeout_s=10,
+                ready_timeout_s=10, metrics_interval_s=0.2, model="stub")
+    base.update(kw)
+    return LoadOptions(**base)
+
+
+def test_ramp_finds_the_safe_concurrency():
+    # One request at a time, 100 ms each: with n users a request takes ≈ n × 100 ms (100, 200, 400 ms).
+    # A loaded machine only adds latency, so the 300 ms target leaves 100 ms of slack where it matters.
+    with StubServer(service_s=0.1) as stub:
+        r = run(opts(stub.url, stages=("ramp",), users=4, step_requests=12, p95_target_ms=300), AUTH)
+    steps = r["stages"]["ramp"]["steps"]
+    assert [s["users"] for s in steps] == [1, 2, 4]
+    assert [s["requests"] for s in steps] == [12, 12, 12]  # the request cap, exactly
+    assert all(s["ok"] == 12 and s["busy"] == 0 and s["errors"] == 0 for s in steps)
+    p50 = [s["latency_p50_ms"] for s in steps]
+    assert 95 <= p50[0] < 200 and 190 <= p50[1] and 380 <= p50[2]
+    assert [s["passes"] for s in steps] == [True, True, False]
+    assert r["stages"]["ramp"]["safe_concurrency"] == 2
+    # Throughput is bounded by the one-at-a-time server: at most 10 per second whatever the users.
+    assert all(3 < s["throughput_rps"] <= 10.5 for s in steps)
+
+
+def test_busy_answers_are_counted_apart_from_errors():
+    with StubServer(busy_every=4) as stub:  # embeddings number 4, 8, 12, … answer 503 + Retry-After: 0
+        r = run(opts(stub.url, baseline_requests=20), AUTH)
+    b = r["stages"]["baseline"]
+    assert (b["requests"], b["ok"], b["busy"], b["errors"]) == (20, 15, 5, 0)
+    assert b["busy_statuses"] == {"503": 5} and b["busy_with_retry_after"] == 5
+    assert b["error_reasons"] == {}
+
+
+def test_busy_429_fails_a_ramp_step_and_errors_are_reasons():
+    with StubServer(busy_every=5, busy_status=429) as stub:
+        r = run(opts(stub.url, stages=("ramp", "mixed"), users=2, step_requests=10, p95_target_ms=10_000,
+                     soak_users=2, mix="vectors=1,nlu=1"), AUTH)
+    steps = r["stages"]["ramp"]["steps"]
+    assert [s["busy"] for s in steps] == [2, 2]  # embeddings 5, 10 | 15, 20
+    assert all(s["busy_statuses"] == {"429": 2} for s in steps)
+    assert r["stages"]["ramp"]["safe_concurrency"] is None  # busy answers make a step unsafe
+    mixed = r["stages"]["mixed"]
+    nlu, vec = mixed["by_kind"]["nlu"], mixed["by_kind"]["vectors"]
+    assert nlu["requests"] > 0 and nlu["errors"] == nlu["requests"] and nlu["ok"] == 0
+    assert nlu["error_reasons"] == {"HTTP 500": nlu["requests"]}
+    assert vec["errors"] == 0 and vec["ok"] + vec["busy"] == vec["requests"]
+    assert mixed["requests"] == 20 and mixed["errors"] == nlu["requests"]
+    assert mixed["busy"] == vec["busy"]
+    assert set(mixed["mix"]) == {"vectors", "nlu"} and abs(sum(mixed["mix"].values()) - 1) < 1e-9
+    assert any("HTTP 500" in e for e in r["error_samples"])
+
+
+def test_soak_watches_memory_and_sees_growth():
+    with StubServer(leak_mib=32) as stub:
+        r = run(opts(stub.url, stages=("soak",), soak_users=2, soak_s=1.5, soak_requests=100_000), AUTH)
+        scrapes = stub.scrapes
+    soak = r["stages"]["soak"]
+    assert soak["users"] == 2 and soak["ok"] > 0 and soak["errors"] == 0
+    assert len(soak["memory_samples"]) == scrapes >= 5
+    rss = soak["memory"]["process_resident_memory_bytes"]
+    gpu = soak["memory"]['wenmo_gpu_memory_used_bytes{device="0"}']
+    assert rss["unit"] == "MiB" and rss["first"] == 300 and rss["last"] == 300 + 32 * (scrapes - 1)
+    assert rss["growing"] is True and rss["slope_per_min"] > 0
+    assert gpu["first"] == gpu["last"] == 2048 and gpu["growing"] is False and gpu["slope_per_min"] == 0
+    assert "wenmo_http_requests_total" not in str(soak["memory"])  # only memory gauges
+
+
+def test_overhead_is_http_minus_engine_time():
+    with StubServer(service_s=0.02) as stub:
+        r = run(opts(stub.url, baseline_requests=15), AUTH)
+    ov = r["overhead"]
+    assert ov["requests"] == 15
+    assert 19 <= ov["engine_p50_ms"] <= 40
+    assert ov["overhead_ms"] == pytest.approx(ov["http_p50_ms"] - ov["engine_p50_ms"])
+    assert ov["overhead_ms"] >= 0 and ov["target_met"] == (ov["overhead_ms"] <= 15)
+
+
+def test_overhead_without_engine_header_is_not_available():
+    with StubServer(engine_header=False) as stub:
+        r = run(opts(stub.url, baseline_requests=3), AUTH)
+    assert r["overhead"]["overhead_ms"] is None and r["overhead"]["target_met"] is None
+    assert "X-Wenmo-Engine-Ms" in r["overhead"]["note"]
+
+
+def test_every_loop_stops_by_itself():
+    with StubServer(service_s=0.005) as stub:
+        t0 = time.perf_counter()
+        r = run(opts(stub.url, stages=("soak",), soak_users=3, soak_s=1.0, soak_requests=10**9), AUTH)
+        elapsed = time.perf_counter() - t0
+    assert 1.0 <= r["stages"]["soak"]["elapsed_s"] < 1.5 and elapsed < 3
+    assert 0 < r["stages"]["soak"]["requests"] < 10**9
+
+
+def test_waits_for_readiness_and_refuses_bad_credentials():
+    with StubServer(ready_after_polls=2) as stub:
+        r = run(opts(stub.url, baseline_requests=2), AUTH)
+        assert stub.ready_polls == 3 and r["stages"]["baseline"]["ok"] == 2
+        with pytest.raises(InputError, match="WENMO_AUTH"):
+            run(opts(stub.url), ("u", "wrong"))
+
+
+def test_only_loopback_without_allow_remote():
+    with pytest.raises(InputError, match="--allow-remote"):
+        LoadTester(opts("http://10.1.2.3:7860"), AUTH)
+    with pytest.raises(InputError, match="http"):
+        LoadTester(opts("ftp://127.0.0.1:7860"), AUTH)
+    for url in ("http://127.0.0.1:1", "http://localhost:1/", "http://[::1]:7860"):
+        assert LoadTester(opts(url), AUTH).url == url.rstrip("/")
+    assert LoadTester(opts("http://10.1.2.3:7860", allow_remote=True), AUTH).url == "http://10.1.2.3:7860"
+
+
+def test_cli_reads_credentials_from_the_environment_and_writes_json_and_png(tmp_path):
+    with StubServer(service_s=0.01, busy_every=7, leak_mib=1) as stub:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WENMO_")}
+        env.update({"WENMO_AUTH": "u:p", "WENMO_LOG_LEVEL": "WARNING", "WENMO_STATE_DIR": str(tmp_path),
+                    "PYTHONPATH": str(ROOT)})
+        out_json, out_png = tmp_path / "lt.json", tmp_path / "lt.png"
+        proc = subprocess.run(
+            [sys.executable, "-m", "app.bench", "loadtest", "--url", stub.url, "--users", "2", "--step-s", "5",
+             "--step-requests", "14", "--baseline-requests", "14", "--soak-s", "1", "--mixed-s", "1",
+             "--metrics-interval-s", "0.25", "--p95-target-ms", "5000", "--json", str(out_json),
+             "--plot", str(out_png)],
+            cwd=ROOT, env=env, capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    r = json.loads(out_json.read_text(encoding="utf-8"))
+    assert r["auth"].startswith("basic") and set(r["stages"]) == {"baseline", "ramp", "soak", "mixed"}
+    assert r["stages"]["baseline"]["busy"] == 2  # embeddings 7 and 14 of 14
+    assert [s["users"] for s in r["stages"]["ramp"]["steps"]] == [1, 2]
+    text = proc.stdout.decode()
+    assert "safe concurrency" in text and "server overhead" in text and "process_resident_memory_bytes" in text
+    data = out_png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width > 100 and height > 100
+
+
+def test_outer_bound_cancels_a_stuck_user():
+    # The server never answers within the request timeout: the stage still ends, as errors ("timeout").
+    with StubServer(service_s=2.0) as stub:
+        tester = LoadTester(opts(stub.url, request_timeout_s=0.3), AUTH)
+
+        async def go():
+            async with tester.client(2) as client:
+                return await tester.run_stage(client, 2, 0.5, 100, {"vectors": 1}, 0)
+
+        outcomes, elapsed = asyncio.run(go())
+    assert elapsed < 1.5 and outcomes and all(o.category == "error" and o.detail == "timeout" for o in outcomes)
+    assert MIB == 1 << 20

@@ -1,0 +1,526 @@
+"""deploy.sh: checks, GPU profiles, dry run, bad environments, and a real install on this machine.
+
+Everything except the end-to-end test runs in seconds: the checks stop before anything is installed,
+and bad environments are simulated with a fake `python3` (`--python`), a fake `nvidia-smi` and `df` on
+PATH, `WENMO_DEPLOY_NVIDIA_SMI` / `WENMO_DEPLOY_OS_RELEASE`, a prefix whose parent is a file, and an
+unprivileged user. The end-to-end test builds a real virtualenv (pip's cache and WENMO_DEPLOY_PIP_ARGS
+make it a couple of minutes) and runs the service with `--demo --no-systemd`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import pwd
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy.sh"
+UNIT_PATH = "/etc/systemd/system/wenmo.service"
+IS_ROOT = os.geteuid() == 0
+
+
+# ---- helpers --------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(extra: dict[str, str] | None = None, path_prefix: Path | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WENMO_", "PYTHONPATH"))}
+    if os.environ.get("WENMO_DEPLOY_PIP_ARGS"):
+        env["WENMO_DEPLOY_PIP_ARGS"] = os.environ["WENMO_DEPLOY_PIP_ARGS"]
+    if path_prefix is not None:
+        env["PATH"] = f"{path_prefix}:{env.get('PATH', '/usr/bin:/bin')}"
+    env.update(extra or {})
+    return env
+
+
+def deploy(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
+           user: str | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [str(DEPLOY), *args]
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={pwd.getpwnam(user).pw_gid}", "--clear-groups", *cmd]
+    return subprocess.run(cmd, cwd=ROOT, env=env if env is not None else clean_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def output(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout + result.stderr
+
+
+def write_script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def fake_nvidia_smi(bin_dir: Path, *lines: str, exit_code: int = 0) -> Path:
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    text = "".join(f"{line}\n" for line in lines)
+    return write_script(bin_dir / "nvidia-smi", f"printf '%s' '{text}'\nexit {exit_code}\n")
+
+
+def profile(*args: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    r = deploy("profile", *args, env=env)
+    assert r.returncode == 0, output(r)
+    values = dict(line.split("=", 1) for line in r.stdout.splitlines() if line and not line.startswith("#"))
+    assert all(k.startswith("WENMO_") for k in values), r.stdout
+    return values
+
+
+def env_keys(path: Path) -> list[str]:
+    return [line.split("=", 1)[0].strip() for line in path.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#") and "=" in line]
+
+
+def written_block(text: str, path: str) -> str:
+    m = re.search(rf"^----- {re.escape(path)} -----\n(.*?)\n----- end of {re.escape(path)} -----$", text, re.S | re.M)
+    assert m, f"{path} not in the dry-run output:\n{text}"
+    return m.group(1)
+
+
+def pids_of(*argv_prefix: str) -> list[int]:
+    """Processes whose argv starts with exactly these words."""
+    want = list(argv_prefix)
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if [a.decode(errors="replace") for a in argv[: len(want)]] == want:
+            found.append(int(proc.name))
+    return found
+
+
+def http(url: str, auth: str | None = None, body: dict | None = None) -> tuple[int, bytes]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    if data:
+        req.add_header("Content-Type", "application/json")
+    if auth:
+        req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.fixture
+def world_dir():
+    """A scratch directory that an unprivileged service user can traverse (pytest's tmp_path is 0700)."""
+    d = Path(tempfile.mkdtemp(prefix="wenmo-deploy-test-", dir="/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# ---- the script itself ----------------------------------------------------------------------------------
+def test_strict_mode_and_shellcheck():
+    text = DEPLOY.read_text()
+    assert "\nset -euo pipefail\n" in text
+    assert os.access(DEPLOY, os.X_OK)
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    r = subprocess.run(["shellcheck", "-x", str(DEPLOY)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_help_lists_every_option():
+    r = deploy("--help")
+    assert r.returncode == 0
+    for flag in ("--prefix", "--port", "--host", "--user", "--models-dir", "--cpu", "--demo", "--no-systemd",
+                 "--dry-run", "--rotate-password", "--purge", "status", "logs", "stop", "uninstall",
+                 "--max-batch-tokens", "--threshold-mib", "--set", "WENMO_DEPLOY_PIP_ARGS"):
+        assert flag in r.stdout, flag
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bogus"], "unknown option or command '--bogus'"),
+    (["--port", "http"], "--port needs a whole number"),
+    (["--port", "70000"], "--port must be 1..65535"),
+    (["--prefix", "relative/dir"], "--prefix needs an absolute path"),
+    (["--set", "MAX_QUEUE=3"], "--set needs WENMO_NAME=VALUE"),
+    (["--set", "WENMO_AUTH=a:b"], "the password is not a setting"),
+])
+def test_bad_options_are_usage_errors(args, message):
+    r = deploy(*args)
+    assert r.returncode == 2
+    assert message in r.stderr
+
+
+def test_model_ids_match_the_app():
+    """deploy.sh downloads the models the app loads by default."""
+    config = (ROOT / "app" / "config.py").read_text()
+    script = DEPLOY.read_text()
+    for name in ("EMBED", "CROSS", "NLU"):
+        app_id = re.search(rf'^DEFAULT_{name}_MODEL = "([^"]+)"', config, re.M).group(1)
+        deploy_id = re.search(rf"^readonly DEFAULT_{name}_MODEL=(\S+)$", script, re.M).group(1)
+        assert deploy_id == app_id
+
+
+# ---- GPU profiles ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, mib, tokens, size, length, concurrent", [
+    ("NVIDIA A10", 23028, 16384, 128, 512, 2),
+    ("NVIDIA L4", 23034, 16384, 128, 512, 2),
+    ("Tesla T4", 15360, 8192, 64, 512, 2),
+    ("NVIDIA A100-SXM4-40GB", 40960, 32768, 256, 512, 4),
+    ("NVIDIA A100-SXM4-80GB", 81920, 65536, 256, 512, 4),
+    ("NVIDIA H100 80GB HBM3", 81559, 65536, 256, 512, 4),
+    ("NVIDIA H200", 143771, 65536, 256, 512, 4),
+    ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", 4864, 4096, 32, 256, 1),
+])
+def test_profile_by_gpu(name, mib, tokens, size, length, concurrent):
+    p = profile("--gpu-name", name, "--gpu-mib", str(mib))
+    assert p["WENMO_DEVICE"] == "cuda"
+    assert int(p["WENMO_MAX_BATCH_TOKENS"]) == tokens
+    assert int(p["WENMO_MAX_BATCH_SIZE"]) == size
+    assert int(p["WENMO_MAX_LENGTH"]) == length
+    assert int(p["WENMO_MAX_CONCURRENT"]) == concurrent
+    assert int(p["WENMO_LAUNCHER_THRESHOLD_MIB"]) == mib * 85 // 100
+    assert "WENMO_LAUNCHER_THRESHOLD_RATIO" not in p  # the launcher refuses both
+
+
+def test_profile_memory_grows_with_the_gpu():
+    budgets = [int(profile("--gpu-name", "X", "--gpu-mib", str(m))["WENMO_MAX_BATCH_TOKENS"])
+               for m in (8192, 16384, 24576, 49152, 81920)]
+    assert budgets == sorted(budgets) and budgets[0] < budgets[-1]
+
+
+def test_profile_pre_ampere_gpu_uses_fp16_and_ampere_leaves_dtype_to_the_app():
+    assert profile("--gpu-name", "Tesla T4", "--gpu-mib", "15360")["WENMO_DTYPE"] == "fp16"
+    assert profile("--gpu-name", "Tesla V100-SXM2-16GB", "--gpu-mib", "16384")["WENMO_DTYPE"] == "fp16"
+    assert "WENMO_DTYPE" not in profile("--gpu-name", "NVIDIA A10", "--gpu-mib", "23028")
+
+
+def test_profile_cpu():
+    p = profile("--cpu")
+    assert p["WENMO_DEVICE"] == "cpu"
+    assert float(p["WENMO_LAUNCHER_THRESHOLD_RATIO"]) == pytest.approx(0.8)
+    assert "WENMO_LAUNCHER_THRESHOLD_MIB" not in p
+
+
+def test_profile_reads_nvidia_smi(tmp_path):
+    bin_dir = tmp_path / "bin"
+    fake_nvidia_smi(bin_dir, "NVIDIA A10, 23028, 535.104.05", "NVIDIA A10, 23028, 535.104.05")
+    p = profile(env=clean_env(path_prefix=bin_dir))
+    assert p["WENMO_MAX_BATCH_TOKENS"] == "16384"
+    assert p["WENMO_LAUNCHER_THRESHOLD_MIB"] == str(23028 * 85 // 100)
+
+
+# ---- dry run --------------------------------------------------------------------------------------------
+def test_dry_run_changes_nothing_and_prints_a_valid_unit(tmp_path):
+    prefix = tmp_path / "opt" / "wenmo"
+    port = free_port()
+    r = deploy("--dry-run", "--demo", "--prefix", str(prefix), "--port", str(port),
+               env=clean_env({"WENMO_DEPLOY_NVIDIA_SMI": "/nonexistent/nvidia-smi"}))
+    text = output(r)
+    assert r.returncode == 0, text
+    assert not prefix.exists() and not (tmp_path / "opt").exists()
+    assert "dry run" in text
+    for action in ("would run: ", "-m venv", "pip install", "would write " + str(prefix / "etc" / "wenmo.env"),
+                   "systemctl enable wenmo.service", "systemctl restart wenmo.service", "/readyz"):
+        assert action in text, action
+
+    unit = written_block(r.stdout, UNIT_PATH)
+    lines = set(unit.splitlines())
+    for expected in ("Restart=on-failure", "KillMode=control-group", "StartLimitBurst=3", "StateDirectory=wenmo",
+                     f"WorkingDirectory={prefix}/src", f"ExecStart={prefix}/venv/bin/python -m launcher --demo",
+                     f"EnvironmentFile={prefix}/etc/wenmo.env", f"EnvironmentFile=-{prefix}/etc/wenmo.override.env",
+                     f"LoadCredential=wenmo-auth:{prefix}/etc/credentials/wenmo-auth", "NoNewPrivileges=yes"):
+        assert expected in lines, expected
+    assert any(re.fullmatch(r"Environment=WENMO_AUTH_FILE=(%d|/run/credentials/%n)/wenmo-auth", x) for x in lines)
+    user = re.search(r"^User=(.+)$", unit, re.M).group(1)
+    assert user not in ("root", "0")
+    stop_s = int(re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M).group(1))
+    assert stop_s > 30  # longer than the default drain
+    assert "WENMO_AUTH=" not in unit
+
+    settings = written_block(r.stdout, str(prefix / "etc" / "wenmo.env"))
+    keys = env_keys_from_text(settings)
+    assert len(keys) == len(set(keys))
+    assert "WENMO_DEVICE=cpu" in settings  # --demo without a GPU runs on the CPU
+    assert f"WENMO_PORT={port}" in written_block(r.stdout, str(prefix / "etc" / "wenmo.override.env"))
+
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd): unit syntax not verified")
+    # verify wants ExecStart to exist; the unit itself is checked exactly as printed.
+    (prefix / "venv" / "bin").mkdir(parents=True)
+    (prefix / "venv" / "bin" / "python").symlink_to(sys.executable)
+    unit_file = tmp_path / "wenmo.service"
+    unit_file.write_text(unit + "\n")
+    v = subprocess.run(["systemd-analyze", "verify", str(unit_file)], capture_output=True, text=True, cwd=tmp_path)
+    complaints = [x for x in (v.stdout + v.stderr).splitlines() if "wenmo.service" in x]
+    assert v.returncode == 0 and not complaints, v.stdout + v.stderr
+
+
+def env_keys_from_text(text: str) -> list[str]:
+    return [x.split("=", 1)[0] for x in text.splitlines() if x and not x.startswith("#") and "=" in x]
+
+
+def test_dry_run_tunes_for_the_gpu_it_finds(tmp_path):
+    bin_dir = tmp_path / "bin"
+    fake_nvidia_smi(bin_dir, "NVIDIA A100-SXM4-80GB, 81920, 550.54.15")
+    prefix = tmp_path / "p"
+    r = deploy("--dry-run", "--no-systemd", "--prefix", str(prefix), "--port", str(free_port()),
+               "--max-concurrent", "3", env=clean_env(path_prefix=bin_dir))
+    text = output(r)
+    assert r.returncode == 0, text
+    assert "GPU: NVIDIA A100-SXM4-80GB, 81920 MiB, driver 550.54.15" in text
+    settings = written_block(r.stdout, str(prefix / "etc" / "wenmo.env"))
+    assert "WENMO_MAX_BATCH_TOKENS=65536" in settings
+    assert f"WENMO_LAUNCHER_THRESHOLD_MIB={81920 * 85 // 100}" in settings
+    assert "WENMO_DEVICE=cuda" in settings
+    # A flag goes to the override file, and the generated file leaves that key to it (no duplicate).
+    assert "WENMO_MAX_CONCURRENT=3" in written_block(r.stdout, str(prefix / "etc" / "wenmo.override.env"))
+    assert "WENMO_MAX_CONCURRENT=" not in settings
+    # The three models are downloaded before the service starts, into the models directory.
+    for role, model_id in (("embed", "iic/nlp_gte_sentence-embedding_chinese-large"),
+                           ("cross", "iic/nlp_structbert_sentence-similarity_chinese-large"),
+                           ("nlu", "iic/nlp_deberta_rex-uninlu_chinese-base")):
+        assert f"{role} model: downloading {model_id} from ModelScope into {prefix}/models/{model_id}" in text
+    assert text.index("downloading") < text.index("would start in the background")
+    assert "models (5120 MiB)" in text
+
+
+# ---- bad environments: each stops early, says why and what to do, exits non-zero ------------------------
+def assert_stopped_early(r: subprocess.CompletedProcess[str], *phrases: str, prefix: Path | None = None) -> None:
+    text = output(r)
+    assert r.returncode != 0, text
+    assert "deploy.sh: error:" in r.stderr, text
+    for phrase in phrases:
+        assert phrase in r.stderr, f"{phrase!r} not in:\n{r.stderr}"
+    assert "[2/6]" not in r.stdout, "it went on to install"
+    if prefix is not None:
+        assert not prefix.exists(), "it created the prefix before stopping"
+
+
+def test_python_without_venv_module(tmp_path):
+    # A real Python whose `venv` and `ensurepip` cannot be imported, as on Debian without python3-venv.
+    shim = tmp_path / "pylib"
+    shim.mkdir()
+    for mod in ("venv", "ensurepip"):
+        (shim / f"{mod}.py").write_text(f"raise ModuleNotFoundError(\"No module named '{mod}'\")\n")
+    fake = write_script(tmp_path / "python3", f'PYTHONPATH={shim} exec {sys.executable} "$@"\n')
+    # If deploy.sh reached for apt-get anyway, it gets a failing fake instead of the real one.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    write_script(bin_dir / "apt-get", f"echo called >> {tmp_path}/apt-called\nexit 100\n")
+    prefix = tmp_path / "p"
+    r = deploy("--demo", "--no-systemd", "--prefix", str(prefix), "--python", str(fake), "--port", str(free_port()),
+               env=clean_env(path_prefix=bin_dir))
+    assert_stopped_early(r, "has no venv module", "venv", prefix=prefix)
+    assert "--python /usr/bin/python3" in r.stderr or "apt-get install" in r.stderr
+    assert not (tmp_path / "apt-called").exists()
+
+
+def test_python_too_old(tmp_path):
+    fake = write_script(tmp_path / "python3",
+                        'case "$*" in *version_info*) echo 3.8;; *) exit 0;; esac\n')
+    r = deploy("--demo", "--no-systemd", "--prefix", str(tmp_path / "p"), "--python", str(fake))
+    assert_stopped_early(r, "Python 3.8", "3.10 or newer")
+
+
+def test_port_taken(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        prefix = tmp_path / "p"
+        r = deploy("--demo", "--no-systemd", "--prefix", str(prefix), "--port", str(port))
+    assert_stopped_early(r, f"port {port}", "not available", "--port", prefix=prefix)
+
+
+def test_prefix_under_a_file(tmp_path):
+    (tmp_path / "a-file").write_text("not a directory\n")
+    prefix = tmp_path / "a-file" / "wenmo"
+    r = deploy("--demo", "--no-systemd", "--prefix", str(prefix), "--port", str(free_port()))
+    assert_stopped_early(r, f"cannot create the prefix {prefix}", "is not a directory", "--prefix")
+    assert (tmp_path / "a-file").read_text() == "not a directory\n"
+
+
+@pytest.mark.skipif(not IS_ROOT or shutil.which("setpriv") is None, reason="needs root and setpriv to become nobody")
+def test_prefix_not_writable_for_an_unprivileged_user(world_dir):
+    locked = world_dir / "root-owned"
+    locked.mkdir(mode=0o755)
+    prefix = locked / "wenmo"
+    r = deploy("--demo", "--no-systemd", "--prefix", str(prefix), "--port", str(free_port()), user="nobody",
+               env=clean_env({"HOME": str(world_dir)}))
+    assert_stopped_early(r, f"cannot write the prefix {prefix}", "not writable by nobody", "sudo")
+    assert not prefix.exists()
+
+
+@pytest.mark.skipif(not IS_ROOT or shutil.which("setpriv") is None, reason="needs root and setpriv to become nobody")
+def test_systemd_install_needs_root(world_dir):
+    r = deploy("--demo", "--prefix", str(world_dir / "p"), user="nobody", env=clean_env({"HOME": str(world_dir)}))
+    assert_stopped_early(r, "needs root", "sudo")
+
+
+def test_no_gpu_without_cpu_flag(tmp_path):
+    prefix = tmp_path / "p"
+    r = deploy("--no-systemd", "--prefix", str(prefix), "--port", str(free_port()),
+               env=clean_env({"WENMO_DEPLOY_NVIDIA_SMI": "/nonexistent/nvidia-smi"}))
+    assert_stopped_early(r, "no NVIDIA GPU driver found", "nvidia-smi", "--cpu", "--demo", prefix=prefix)
+
+
+def test_broken_driver(tmp_path):
+    bin_dir = tmp_path / "bin"
+    fake_nvidia_smi(bin_dir, "Failed to initialize NVML: Driver/library version mismatch", exit_code=18)
+    r = deploy("--no-systemd", "--prefix", str(tmp_path / "p"), env=clean_env(path_prefix=bin_dir))
+    assert_stopped_early(r, "nvidia-smi is installed but failed (exit 18)", "Driver/library version mismatch",
+                         "reboot", "--cpu")
+
+
+def test_old_driver(tmp_path):
+    bin_dir = tmp_path / "bin"
+    fake_nvidia_smi(bin_dir, "Tesla T4, 15360, 470.82.01")
+    r = deploy("--no-systemd", "--prefix", str(tmp_path / "p"), env=clean_env(path_prefix=bin_dir))
+    assert_stopped_early(r, "driver 470.82.01 is too old", "525", "--cpu")
+
+
+def test_unsupported_os(tmp_path):
+    release = tmp_path / "os-release"
+    release.write_text('NAME="Fedora Linux"\nID=fedora\nPRETTY_NAME="Fedora Linux 41"\n')
+    r = deploy("--demo", "--no-systemd", "--prefix", str(tmp_path / "p"),
+               env=clean_env({"WENMO_DEPLOY_OS_RELEASE": str(release)}))
+    assert_stopped_early(r, "unsupported OS: Fedora Linux 41", "Debian and Ubuntu")
+
+
+def test_not_enough_disk(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    write_script(bin_dir / "df", "echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'\n"
+                                 "echo '/dev/vda 10485760 10000000 512000 98% /'\n")
+    prefix = tmp_path / "p"
+    r = deploy("--cpu", "--no-systemd", "--prefix", str(prefix), "--port", str(free_port()),
+               env=clean_env(path_prefix=bin_dir))
+    assert_stopped_early(r, "not enough disk space on /", "500 MiB free", "--models-dir")
+
+
+@pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="systemd is running here")
+def test_systemd_mode_without_systemd(tmp_path):
+    r = deploy("--demo", "--prefix", str(tmp_path / "p"), "--port", str(free_port()))
+    assert_stopped_early(r, "systemd is not running", "--no-systemd")
+
+
+def test_subcommands_need_an_installation(tmp_path):
+    r = deploy("status", "--prefix", str(tmp_path / "nothing"))
+    assert r.returncode != 0
+    assert "no Wenmo installation" in r.stderr
+
+
+# ---- end to end on this machine -------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not (ROOT / "app" / "server.py").exists(), reason="app/server.py does not exist yet")
+def test_demo_install_serves_protected_and_reruns_idempotently(world_dir):
+    prefix = world_dir / "p"
+    port = free_port()
+    venv_python = str(prefix / "venv" / "bin" / "python")
+    args = ["--demo", "--no-systemd", "--prefix", str(prefix), "--port", str(port)]
+    if IS_ROOT:
+        args += ["--user", "nobody"]  # an existing unprivileged account: the test adds none to the system
+    try:
+        # -- install and start
+        t0 = time.monotonic()
+        first = deploy(*args, timeout=720)
+        install_s = time.monotonic() - t0
+        text = output(first)
+        assert first.returncode == 0, text[-6000:]
+        assert "Wenmo is running and ready" in text and f"http://127.0.0.1:{port}/" in text
+
+        cred = prefix / "etc" / "credentials" / "wenmo-auth"
+        mode = stat.S_IMODE(cred.stat().st_mode)
+        assert mode == 0o600 and stat.S_IMODE(cred.parent.stat().st_mode) == 0o700
+        user, password = cred.read_text().strip().split(":", 1)
+        assert user == "wenmo" and len(password) >= 20
+        assert password not in text, "the password leaked into deploy.sh's output"
+
+        # -- a protected service that works
+        base = f"http://127.0.0.1:{port}"
+        assert http(base + "/readyz")[0] == 200
+        assert http(base + "/")[0] == 401
+        assert http(base + "/v1/embeddings", body={"input": ["你好"]})[0] == 401
+        assert http(base + "/", auth=f"{user}:wrong-password")[0] == 401
+        assert http(base + "/", auth=f"{user}:{password}")[0] == 200
+        code, body = http(base + "/v1/embeddings", auth=f"{user}:{password}", body={"input": ["你好", "世界"]})
+        assert code == 200, body
+        data = json.loads(body)["data"]
+        assert [d["index"] for d in data] == [0, 1]
+        assert len(data[0]["embedding"]) > 0 and all(isinstance(x, float) for x in data[0]["embedding"])
+
+        launchers = pids_of(venv_python, "-m", "launcher")
+        apps = pids_of(venv_python, "-m", "app", "serve")
+        assert len(launchers) == 1 and len(apps) == 1
+        if IS_ROOT:
+            assert Path(f"/proc/{launchers[0]}").stat().st_uid == pwd.getpwnam("nobody").pw_uid
+        env_in_proc = (Path(f"/proc/{apps[0]}") / "environ").read_bytes()
+        assert password.encode() not in env_in_proc and b"WENMO_AUTH=" not in env_in_proc
+        cmdline = (Path(f"/proc/{apps[0]}") / "cmdline").read_bytes()
+        assert password.encode() not in cmdline
+        log = (prefix / "log" / "wenmo.log").read_text(errors="replace")
+        assert password not in log
+
+        status = deploy("status", "--prefix", str(prefix))
+        assert status.returncode == 0, output(status)
+        assert "HTTP 200" in status.stdout
+
+        # -- re-run: same password, reused virtualenv, no duplicate state, one process
+        second = deploy(*args, timeout=300)
+        text2 = output(second)
+        assert second.returncode == 0, text2[-6000:]
+        assert "up to date with requirements.txt (reused)" in text2
+        assert "password: kept" in text2
+        assert cred.read_text().strip() == f"{user}:{password}"
+        for name in ("wenmo.env", "wenmo.override.env"):
+            keys = env_keys(prefix / "etc" / name)
+            assert len(keys) == len(set(keys)), f"duplicate keys in {name}: {keys}"
+        generated = set(env_keys(prefix / "etc" / "wenmo.env"))
+        assert not generated & set(env_keys(prefix / "etc" / "wenmo.override.env"))
+        pid_files = list((prefix / "run").glob("*.pid"))
+        assert len(pid_files) == 1 and len(pid_files[0].read_text().split()) == 1
+        launchers = pids_of(venv_python, "-m", "launcher")
+        assert launchers == [int(pid_files[0].read_text())]
+        assert len(pids_of(venv_python, "-m", "app", "serve")) == 1
+        assert http(base + "/", auth=f"{user}:{password}")[0] == 200
+
+        # -- stop
+        stop = deploy("stop", "--prefix", str(prefix), timeout=120)
+        assert stop.returncode == 0, output(stop)
+        assert not pids_of(venv_python, "-m", "launcher") and not pids_of(venv_python, "-m", "app", "serve")
+        assert http(base + "/readyz")[0] != 200
+        assert deploy("status", "--prefix", str(prefix)).returncode == 3
+
+        # -- uninstall keeps the password and the models directory; --purge removes everything
+        gone = deploy("uninstall", "--prefix", str(prefix), timeout=120)
+        assert gone.returncode == 0, output(gone)
+        assert not (prefix / "venv").exists() and not (prefix / "src").exists()
+        assert cred.exists() and (prefix / "etc" / "wenmo.override.env").exists()
+        purged = deploy("uninstall", "--purge", "--prefix", str(prefix), timeout=120)
+        assert purged.returncode == 0, output(purged)
+        assert not prefix.exists()
+        print(f"first install {install_s:.0f} s")
+    finally:
+        for pid in pids_of(venv_python, "-m", "launcher") + pids_of(venv_python, "-m", "app", "serve"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
