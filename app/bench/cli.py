@@ -117,7 +117,8 @@ def add_loadtest_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.A
     t.add_argument("--stages", type=_names(("baseline", "ramp", "soak", "mixed")), default=d.stages,
                    help="stages to run, in order (default: baseline,ramp,soak,mixed)")
     t.add_argument("--users", type=_positive_int, default=d.users, help=f"most concurrent users (default {d.users})")
-    t.add_argument("--ramp-steps", type=_ints, default=(), help="user counts of the ramp (default 1,2,4,… up to --users)")
+    t.add_argument("--ramp-steps", type=_ints, default=(),
+                   help="user counts of the ramp (default 1,2,4,… up to --users)")
     t.add_argument("--step-s", type=_positive_float, default=d.step_s, help=f"seconds per ramp step ({d.step_s:g})")
     t.add_argument("--step-requests", type=_positive_int, default=d.step_requests,
                    help=f"request cap per ramp step ({d.step_requests})")

@@ -18,11 +18,12 @@ def fmt(x: Any, digits: int = 1, scale: float = 1.0, suffix: str = "") -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
-    out = [line, "-" * len(line)]
-    for r in rows:
-        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
-    return "\n".join(out)
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths,
+                                                                                              strict=True)))
+
+    head = line(headers)
+    return "\n".join([head, "-" * len(head), *(line(r) for r in rows)])
 
 
 def _tokens(s: dict[str, Any] | None) -> str:
@@ -59,8 +60,9 @@ def bench_text(r: dict[str, Any]) -> str:
         if f.get("skipped"):
             out.append(f"{family}: skipped — {f['skipped']}")
             continue
-        out.append(f"{family} — {f['model']} ({f['architecture'].get('model_type')}, "
-                   f"{f['architecture'].get('num_hidden_layers')} layers, hidden {f['architecture'].get('hidden_size')})")
+        arch = f["architecture"]
+        out.append(f"{family} — {f['model']} ({arch.get('model_type')}, {arch.get('num_hidden_layers')} layers, "
+                   f"hidden {arch.get('hidden_size')})")
         if family == "nlu":
             out.append(_nlu_table(f, gpu))
             continue

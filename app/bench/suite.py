@@ -300,8 +300,9 @@ def checks(families: dict[str, Any], device: str) -> list[dict[str, Any]]:
         out.append({"config": name, "device": device, "target": f"texts/s ≥ {TARGET_VS_LIBRARY:g}× library",
                      "value": vs_lib, "pass": vs_lib is not None and vs_lib >= TARGET_VS_LIBRARY})
         if device == "cpu":
+            ok = rss is not None and lib_rss is not None and rss <= lib_rss
             out.append({"config": name, "device": device, "target": "peak RSS ≤ library (whole process)",
-                        "value": ratio(rss, lib_rss), "pass": rss is not None and lib_rss is not None and rss <= lib_rss})
+                        "value": ratio(rss, lib_rss), "pass": ok})
     return out
 
 

@@ -68,6 +68,8 @@ def shot(page):
     def take(name: str, *, full_page: bool = True) -> Path:
         # Toasts are fixed to the viewport: take those with full_page=False so they are in the picture.
         path = SCREENSHOTS / f"{name}.png"
+        if not full_page:
+            page.wait_for_timeout(600)  # let a toast finish sliding in
         page.screenshot(path=str(path), full_page=full_page)
         return path
 

@@ -73,6 +73,11 @@ def embed(port: int, n_texts: int, timeout_s: float = 120) -> Call:
         return Call(sent, time.time(), None, n_texts, None, f"{type(exc).__name__}: {exc}")
 
 
+def around(calls: list[Call], t: float) -> list[Call]:
+    """The calls near ``t``, for a failure message that stays readable."""
+    return [c for c in calls if c.done > t - 3 and c.sent < t + 3]
+
+
 def launcher_args(port: int, *extra: str) -> list[str]:
     return [
         "--probe", "rss",
@@ -103,16 +108,30 @@ def test_memory_restart_drains_in_flight_request_and_app_comes_back(tmp_path: Pa
         exit_event = run.named("exit")[0]
         assert exit_event["exit_code"] == 0 and exit_event["killed"] is False, run.describe()
 
-    # Run 2: over a 1 MiB threshold as soon as the grace period ends, i.e. shortly after ready.
-    grace_s = max(5.0, 1.5 * startup_s + 3.0)
+    # Run 2: over a 1 MiB threshold as soon as the grace period ends, i.e. some seconds after ready.
+    # Start-up time varies a lot on a busy machine (seen: 9 to 23 s), hence the generous grace, and
+    # a restart budget that survives an incarnation killed before it got ready.
+    grace_s = max(10.0, 2.0 * startup_s + 5.0)
     port = free_port()
     (tmp_path / "run2").mkdir()
-    args = launcher_args(port, "--threshold-mib", "1", "--consecutive", "1", "--grace-s", f"{grace_s:.1f}")
+    args = launcher_args(
+        port,
+        "--threshold-mib",
+        "1",
+        "--consecutive",
+        "1",
+        "--grace-s",
+        f"{grace_s:.1f}",
+        "--max-restarts",
+        "50",
+    )
     with LauncherProcess(args, tmp_path / "run2", env) as run:
-        run.wait_for("ready", STARTUP_TIMEOUT_S, match=lambda e: e["attempt"] == 1)
-        assert not run.named("restart"), (
-            f"app took longer than the grace period ({grace_s:.1f} s) to be ready"
-        )
+        try:
+            run.wait_for("ready", grace_s, match=lambda e: e["attempt"] == 1)
+        except AssertionError:
+            pytest.fail(
+                f"the app needed {startup_s:.1f} s to start in run 1, but more than {grace_s:.1f} s now"
+            )
 
         # Requests of about a second each, so that one is surely in flight at the restart. The first
         # request after start-up is slow (warm-up): time the later ones.
@@ -129,24 +148,28 @@ def test_memory_restart_drains_in_flight_request_and_app_comes_back(tmp_path: Pa
             while not stop.is_set():
                 calls.append(embed(port, n_texts))
                 if calls[-1].status != 200:
-                    time.sleep(0.05)  # the app is draining or restarting: do not spin
+                    time.sleep(0.25)  # the app is draining or restarting: do not spin
 
         threads = [threading.Thread(target=client, daemon=True) for _ in range(2)]
         for thread in threads:
             thread.start()
         try:
             restart = run.wait_for("restart", grace_s + 60)
-            run.wait_for("ready", STARTUP_TIMEOUT_S, match=lambda e: e["attempt"] == 2)
+            run.wait_for("exit", 60)  # drained; later requests only slow the next start-up down
         finally:
             stop.set()
             for thread in threads:
                 thread.join(timeout=130)
+        # Ready again: normally attempt 2; a later one if a slow start-up outlived the grace period.
+        run.wait_for("ready", STARTUP_TIMEOUT_S, match=lambda e: e["attempt"] >= 2)
 
         assert restart["reason"] == "memory" and restart["source"] == "rss"
         assert restart["used_mib"] > restart["threshold_mib"] == 1.0
         decided = event_time(restart)
         in_flight = [c for c in calls if c.sent < decided - ACCEPT_MARGIN_S and c.done > decided]
-        assert in_flight, f"no request was in flight at the restart ({n_texts} texts per request): {calls}"
+        assert in_flight, (
+            f"no request in flight at the restart ({n_texts} texts each): {around(calls, decided)}"
+        )
         for call in in_flight:
             assert call.status == 200 and call.n_vectors == n_texts, (
                 f"in-flight request broken by restart: {call}"

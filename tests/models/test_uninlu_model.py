@@ -23,7 +23,7 @@ from app.models.uninlu.adapter import NluAdapter
 from app.models.uninlu.decode import decode_spans
 from app.models.uninlu.fixture import build_rex_uninlu, rex_vocab
 from app.models.uninlu.presets import presets
-from app.models.uninlu.prompt import prefix_string, segment_mask
+from app.models.uninlu.prompt import prefix_string
 from app.models.uninlu.schema import parse_schema, schema_paths
 
 NER_TEXT = "北大西洋议会春季会议26日在西班牙巴塞罗那闭幕。"
@@ -380,7 +380,8 @@ def schemas(draw, depth=3):
     return out
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(alphabet=ALPHABET, min_size=1, max_size=24).filter(str.strip), schema=schemas())
 def test_properties_hold_for_any_text_and_schema(nlu, text, schema):
     with Recorder(nlu) as rec:
@@ -492,4 +493,41 @@ def test_padding_rows_never_change_real_rows(nlu):
     with torch.inference_mode():
         together = nlu.model(ids, pos, mask)[1, : len(short), : len(short)].numpy()
     assert np.allclose(alone, together, atol=1e-5, rtol=0)
-    assert segment_mask is not None
+
+
+def test_tokenizer_export_that_carries_the_prompt_tokens_loads_the_same(rex_dir, tmp_path, cpu_plan, nlu):
+    from app.models.checkpoint import load_tokenizer
+    from app.models.uninlu.schema import ADDED_TOKENS
+
+    d = _copy(rex_dir, tmp_path)
+    tok = load_tokenizer(d)
+    tok.add_special_tokens({"additional_special_tokens": list(ADDED_TOKENS)})
+    tok.save_pretrained(str(d))
+    other = NluAdapter(d, cpu_plan)
+    assert other.tokenizer.prefix_id == nlu.tokenizer.prefix_id
+    assert other.infer(NER_TEXT, RE_SCHEMA) == nlu.infer(NER_TEXT, RE_SCHEMA)
+
+
+def test_max_length_cap_shrinks_windows_but_keeps_room_for_the_prompt(rex_dir, cpu_plan):
+    capped = NluAdapter(rex_dir, cpu_plan, max_length_cap=400)
+    assert capped.info.max_length == 400
+    with Recorder(capped) as rec:
+        capped.infer(NER_TEXT * 20, NER_SCHEMA)
+    assert len(rec.windows) >= 2 and max(len(w) for w in rec.windows) == 400
+    assert NluAdapter(rex_dir, cpu_plan, max_length_cap=100).info.max_length == 320
+    assert NluAdapter(rex_dir, cpu_plan, max_length_cap=4096).info.max_length == 512
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_half_precision_agrees_with_cpu_fp32(rex_dir, nlu, ds, re_windows):
+    from app.engine.runtime import resolve_plan
+
+    cpu = nlu.window_logits(re_windows)
+    fp32 = NluAdapter(rex_dir, resolve_plan("cuda", "fp32", "torch", ds))
+    for a, b in zip(cpu, fp32.window_logits(re_windows), strict=True):
+        assert np.allclose(a, b, atol=1e-4, rtol=0)
+    half = NluAdapter(rex_dir, resolve_plan("cuda", "auto", "auto", ds))
+    assert half.info.dtype in ("fp16", "bf16") and half._module.rotary_emb.freqs.dtype == torch.float32
+    for a, b in zip(cpu, half.window_logits(re_windows), strict=True):
+        assert np.abs(a - b).max() < 0.05 * np.abs(a).max()

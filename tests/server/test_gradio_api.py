@@ -121,3 +121,10 @@ def test_status_and_footer_name_the_models(gradio):
     assert "no launcher state" in launcher_text and history["data"] in ([], [["", "", "", ""]])
     footer = gradio.predict(api_name="/footer")
     assert "demo:gte" in footer and "demo:structbert" in footer and "dimension **32**" in footer
+
+
+def test_direct_posts_cannot_skip_the_queue(server):
+    import httpx
+
+    r = httpx.post(server.url + "/gradio_api/run/embed", json={"data": ["一条", None, True, False]}, auth=server.auth)
+    assert r.status_code == 404 and "join the queue" in r.text

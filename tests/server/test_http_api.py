@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from server_harness import REPO_ROOT, clean_env
+from server_harness import REPO_ROOT, basic_header, clean_env
 
 TEXTS = ["今天天气很好", "我喜欢看电影", "北京天安门", "hello world 123"]
 
@@ -162,3 +162,15 @@ def test_metrics_count_requests_and_show_gauges(client):
     assert 50_000 < metric(text, "wenmo_model_memory_bytes", role="embed") < 2_000_000
     assert metric(text, "wenmo_process_resident_memory_bytes") > 50 * 2**20
     assert "# TYPE wenmo_busy_total counter" in text
+
+
+def test_openai_client_gets_the_same_vectors(server, client):
+    """The official client (which asks for base64 by default) pointed at Wenmo with basic auth."""
+    openai = pytest.importorskip("openai", reason="the openai package is optional (pip install openai)")
+    # default_headers replaces the client's "Bearer <api_key>" header with basic auth
+    oa = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", default_headers=basic_header(*server.auth))
+    got = oa.embeddings.create(model="wenmo", input=TEXTS)
+    assert got.model == "demo:gte" and [d.index for d in got.data] == [0, 1, 2, 3]
+    want = np.array([d["embedding"] for d in embed_api(client, TEXTS)["data"]], dtype=np.float32)
+    np.testing.assert_array_equal(np.array([d.embedding for d in got.data], dtype=np.float32), want)
+    assert got.usage.prompt_tokens > 0

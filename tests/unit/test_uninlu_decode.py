@@ -174,7 +174,8 @@ def test_prefix_groups_keep_discovery_order(tok):
     _, forward = run(tok, NER_TEXT, schema, plants)
     (level1,) = [w for w in forward.windows if w.level == 1]
     # discovery order = text order of the level-0 spans, never the plant order or a shuffle
-    assert level1.hint.text == ("[PREFIX]组织机构: 北大西洋议会[TYPE]创始人(人物)[PREFIX]组织机构: 西班牙[TYPE]创始人(人物)"
+    assert level1.hint.text == ("[PREFIX]组织机构: 北大西洋议会[TYPE]创始人(人物)"
+                                "[PREFIX]组织机构: 西班牙[TYPE]创始人(人物)"
                                 "[PREFIX]组织机构: 巴塞罗那[TYPE]创始人(人物)")
 
 
@@ -265,7 +266,9 @@ def test_hierarchical_classification_walks_the_label_tree(tok):
     result, forward = run(tok, "雨刷刮不干净怎么办", schema, [], cells, task="classify")
     assert [[it.type for it in p] for p in result.paths] == [["电器-附件", "雨刮、洗涤器故障"]]
     assert [w.hint.text for w in forward.windows] == [
-        "[PREFIX][TYPE]APP系统功能[TYPE]电器-附件", "[PREFIX]电器-附件: [CLASSIFY][TYPE]防盗报警系统[TYPE]雨刮、洗涤器故障"]
+        "[PREFIX][TYPE]APP系统功能[TYPE]电器-附件",
+        "[PREFIX]电器-附件: [CLASSIFY][TYPE]防盗报警系统[TYPE]雨刮、洗涤器故障",
+    ]
 
 
 def test_long_classification_text_is_truncated_and_flagged(tok):

@@ -234,3 +234,27 @@ def test_long_prefix_or_type_is_skipped(tok):
               ((Item("组织机构", "西班牙", 0, 3, 0.9),), {"创始人(人物)": None, "长" * 130: None})]
     hints = build_hints(groups, tok.count)
     assert [(prefix_string(a.key), a.type) for h in hints for a in h.anchors] == [("组织机构: 西班牙", "创始人(人物)")]
+
+
+def test_prompt_tokens_get_ids_right_after_the_base_vocabulary(tmp_path):
+    from app.models.checkpoint import load_tokenizer
+    from app.models.uninlu.schema import ADDED_TOKENS
+
+    vocab = rex_vocab()
+    write_rex_tokenizer(tmp_path, vocab)
+    fresh = PromptTokenizer(load_tokenizer(tmp_path), len(vocab))
+    V = len(vocab)
+    assert (fresh.prefix_id, fresh.type_id, fresh.classify_id, fresh.multi_classify_id) == (V, V + 1, V + 2, V + 3)
+    ids, offsets = fresh.encode("[PREFIX]人[TYPE]物[CLASSIFY][MULTICLASSIFY]")
+    assert ids == [V, vocab.index("人"), V + 1, vocab.index("物"), V + 2, V + 3]
+    assert offsets == [(0, 8), (8, 9), (9, 15), (15, 16), (16, 26), (26, 41)]
+    # a tokenizer export that already carries the four tokens is used as it is, not extended again
+    carried = load_tokenizer(tmp_path)
+    carried.add_special_tokens({"additional_special_tokens": list(ADDED_TOKENS)})
+    again = PromptTokenizer(carried, V)
+    assert again.prefix_id == V and len(carried) == V + 4
+    # a vocabulary whose length disagrees with the model's gives the tokens the wrong ids: refused
+    from app.errors import ModelUnavailableError
+
+    with pytest.raises(ModelUnavailableError, match="expected"):
+        PromptTokenizer(load_tokenizer(tmp_path), V - 1)

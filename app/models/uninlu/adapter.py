@@ -61,7 +61,7 @@ class NluAdapter:
                         configuration.get("task"))
         base_vocab = int(config["vocab_size"])
         tokenizer = load_tokenizer(model_dir)
-        if len(tokenizer) != base_vocab:
+        if len(tokenizer) not in (base_vocab, base_vocab + len(ADDED_TOKENS)):
             raise ModelUnavailableError(
                 f"{model_dir}: vocab.txt has {len(tokenizer)} distinct entries but config.json says vocab_size "
                 f"{base_vocab}; the prompt tokens {', '.join(ADDED_TOKENS)} would get the wrong ids"
@@ -102,6 +102,9 @@ class NluAdapter:
                          max_length_cap, self.max_length, MIN_MAX_LEN)
         self.info = ModelInfo(self.family, name or str(model_dir), str(model_dir), self.max_length, None,
                               plan.device, plan.dtype, plan.engine)
+        log.info("event=model_loaded family=nlu path=%s vocab=%d+%d hidden=%d layers=%d max_length=%d device=%s "
+                 "dtype=%s engine=%s", model_dir, base_vocab, len(ADDED_TOKENS), hidden,
+                 int(config["num_hidden_layers"]), self.max_length, plan.device, plan.dtype, plan.engine)
         # Test hooks: windows run so far (all calls), and an optional callback seeing each window before it runs.
         self.forward_count = 0
         self.window_hook: Callable[[Window], None] | None = None

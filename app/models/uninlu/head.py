@@ -55,7 +55,9 @@ class RexUniNluModel(nn.Module):
         self.ffnk = nn.Linear(hidden, hidden)
         self.rotary_emb = RotaryFrequencies(hidden)
 
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         hidden = encode(self.plm, input_ids, position_ids, attention_mask)
         freqs = self.rotary_emb.freqs
         q = apply_rope(self.ffnq(hidden), position_ids, freqs)

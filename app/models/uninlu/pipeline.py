@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +32,6 @@ from app.models.uninlu.prompt import (
 )
 from app.models.uninlu.schema import CLASSIFY_TOKEN, MULTI_CLASSIFY_TOKEN, Schema, schema_paths
 
-R = TypeVar("R")
 Reduce = Callable[[Window, np.ndarray], Any]
 Forward = Callable[[Sequence[Window], Reduce], list]
 
@@ -161,7 +160,9 @@ def classify(body: str, schema: Schema, tok: PromptTokenizer, forward: Forward, 
                         results.append(path)
                     elif best_of_split is None or _total(path) > _total(best_of_split):
                         best_of_split = path
-                if best_of_split is not None and (best_of_level is None or _total(best_of_split) > _total(best_of_level)):
+                if best_of_split is not None and (
+                    best_of_level is None or _total(best_of_split) > _total(best_of_level)
+                ):
                     best_of_level = best_of_split
             if best_of_level is not None:
                 results.append(best_of_level)

@@ -114,10 +114,12 @@ class PromptTokenizer:
         self._tok = tokenizer
         self._lock = threading.Lock()
         base = len(tokenizer) if base_vocab is None else base_vocab
-        if len(tokenizer) == base:
+        wanted = list(range(base, base + len(ADDED_TOKENS)))
+        # Some exports already carry the four tokens (added_tokens.json); otherwise add them, in order.
+        if tokenizer.convert_tokens_to_ids(list(ADDED_TOKENS)) != wanted and len(tokenizer) == base:
             tokenizer.add_special_tokens({"additional_special_tokens": list(ADDED_TOKENS)})
         ids = tokenizer.convert_tokens_to_ids(list(ADDED_TOKENS))
-        if ids != list(range(base, base + len(ADDED_TOKENS))):
+        if ids != wanted:
             raise ModelUnavailableError(
                 f"the tokenizer gave the RexUniNLU tokens {list(ADDED_TOKENS)} the ids {ids}, expected "
                 f"{base}..{base + 3} (right after the base vocabulary); vocab.txt does not match this model"

@@ -1,8 +1,8 @@
 """RexUniNLU schemas and tasks: validate what the user sent before anything is tokenized.
 
 A schema is a nested JSON object: every key is a type (an entity type, a relation, an event argument, a
-class label); every value is `null`/`{}` (a leaf) or another object (the types to look for inside each
-span of that type). Errors are InputErrors that name the offending key by its path, e.g.
+class label); every value is `null`/`{}` (a leaf) or another object (the types to look for in relation to
+each span found for that type). Errors are InputErrors that name the offending key by its path, e.g.
 `schema["组织机构"]["创始人(人物)"]`, say what is allowed and what to do.
 
 Tasks: `extract` (spans), `classify` (one label path), `multi_classify` (label paths above a confidence).
@@ -189,5 +189,6 @@ def resolve_task(text: Any, task: str | None) -> tuple[str, str]:
                 "prompt (only a leading [CLASSIFY] or [MULTICLASSIFY] is allowed) — remove or rewrite it"
             )
     if not body.strip():
-        raise InputError(f"text is empty after the {MARKERS.get(marked or '', 'marker')} marker: give the text to classify")
+        marker = MARKERS.get(marked or "", "marker")
+        raise InputError(f"text is empty after the {marker} marker: give the text to classify")
     return resolved, body
