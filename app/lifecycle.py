@@ -31,7 +31,9 @@ PROBES = frozenset({"/healthz", "/readyz"})
 # Long-lived result and heartbeat streams: not "work", and they must stay open while draining.
 STREAMS = ("/gradio_api/queue/data", "/gradio_api/heartbeat", "/gradio_api/stream")
 RETRY_AFTER_S = 5
-FLUSH_S = 0.5  # after the last job ends, time for its result to travel down an open stream
+# After the last job ends: quiet time with no request at all before exiting, so that a result can travel
+# down its open stream and the client can fetch the files it names (gradio_client downloads them at once).
+QUIET_S = 1.0
 
 
 class Phase(enum.Enum):
@@ -49,6 +51,7 @@ class Lifecycle:
         self._service: Any = None
         self._lock = threading.Lock()
         self.http_in_flight = 0
+        self.last_request_at = 0.0  # monotonic time a request other than a probe or stream last started/ended
         self.load_error: str | None = None
         # Extra sources of in-flight work (the Gradio queue, the limiter), added by the server.
         self.work_probes: list[Callable[[], int]] = []
@@ -83,13 +86,18 @@ class Lifecycle:
         start = time.monotonic()
         busy = self.work_in_flight()
         log.info("event=drain_started in_flight=%d timeout_s=%g", busy, timeout_s)
-        while busy and time.monotonic() - start < timeout_s:
-            await asyncio.sleep(poll_s)
+        last_busy = time.monotonic()
+        while time.monotonic() - start < timeout_s:
             busy = self.work_in_flight()
+            now = time.monotonic()
+            if busy:
+                last_busy = now
+            elif now - max(last_busy, self.last_request_at) >= QUIET_S:
+                break
+            await asyncio.sleep(poll_s)
         if busy:
             log.warning("event=drain_timeout still_running=%d after_s=%g", busy, timeout_s)
         else:
-            await asyncio.sleep(FLUSH_S)
             log.info("event=drained after_s=%.2f", time.monotonic() - start)
         return busy
 
@@ -137,11 +145,13 @@ class LifecycleGate:
             receive = self._capped(receive)
         with self.lifecycle._lock:
             self.lifecycle.http_in_flight += 1
+            self.lifecycle.last_request_at = time.monotonic()
         try:
             await self.app(scope, receive, send)
         finally:
             with self.lifecycle._lock:
                 self.lifecycle.http_in_flight -= 1
+                self.lifecycle.last_request_at = time.monotonic()
 
     def _capped(self, receive: Callable) -> Callable:
         """Bodies sent without a Content-Length (chunked) are cut off at the same limit."""

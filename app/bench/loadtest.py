@@ -268,7 +268,7 @@ class LoadTester:
         self.url = check_url(opts.url, opts.allow_remote)
         self.auth = auth
         self.requests = Requests(opts.seed, opts.model, opts.candidates)
-        self.error_samples: list[str] = []
+        self.error_samples: dict[str, int] = {}  # distinct error answers → how many times
 
     def client(self, users: int):  # noqa: ANN201
         import httpx
@@ -325,8 +325,9 @@ class LoadTester:
                 category = "error"
         elif category == "error":
             detail = f"HTTP {r.status_code}"
-            if len(self.error_samples) < 20:
-                self.error_samples.append(f"{kind} {path}: HTTP {r.status_code} {r.text[:200]!r}")
+            sample = f"{kind} {path}: HTTP {r.status_code} {r.text[:200]!r}"
+            if sample in self.error_samples or len(self.error_samples) < 20:
+                self.error_samples[sample] = self.error_samples.get(sample, 0) + 1
         engine = r.headers.get(ENGINE_HEADER)
         try:
             engine_ms = float(engine) if engine is not None else None
@@ -467,7 +468,7 @@ class LoadTester:
                                    **summarize(outs, fixed, el), "by_kind": by_kind}
             else:
                 stages["mixed"] = {"skipped": "not in --stages"}
-        report["error_samples"] = self.error_samples
+        report["error_samples"] = [f"{n}× {s}" for s, n in self.error_samples.items()]
         return report
 
 

@@ -156,7 +156,9 @@ def loadtest_text(r: dict[str, Any]) -> str:
     ramp = r["stages"].get("ramp", {})
     if not ramp.get("skipped") and "safe_concurrency" in ramp:
         out.append("")
-        out.append(f"safe concurrency: {fmt(ramp['safe_concurrency'])} users ({ramp['safe_rule']})")
+        safe = ramp["safe_concurrency"]
+        out.append(f"safe concurrency: {safe} users ({ramp['safe_rule']})" if safe is not None else
+                   f"safe concurrency: none — the first ramp step already failed ({ramp['safe_rule']})")
     soak = r["stages"].get("soak", {})
     if soak.get("memory") is not None:
         out.append("")

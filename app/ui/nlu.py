@@ -150,7 +150,7 @@ def build(ctx: ServerContext) -> gr.Tab:
                 marked = gr.HighlightedText(label="标注 Highlighted", show_legend=True, combine_adjacent=False,
                                             elem_id="nlu-highlight")
                 table = gr.Dataframe(headers=PATH_COLUMNS, label="路径 Paths", interactive=False, wrap=True,
-                                     elem_id="nlu-table")
+                                     column_widths=["8%", "56%", "18%", "18%"], elem_id="nlu-table")
                 raw = gr.Code(language="json", label="原始 JSON Raw", interactive=False, lines=6, max_lines=20,
                               buttons=["copy"], elem_id="nlu-raw")
         preset.change(guarded(ctx, "nlu_preset")(functools.partial(preset_values, presets)), [preset],

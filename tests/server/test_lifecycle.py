@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from server_harness import WenmoServer
+from server_harness import WenmoServer, basic_header
 
 HEAVY = ["北京天安门上海" * 20 + str(i) for i in range(2000)]  # ~2 s on the tiny model, 2 CPU cores
 
@@ -72,6 +72,11 @@ def test_repeated_failures_get_429_but_known_sessions_keep_working(own):
 
 
 def test_sigterm_drains_in_flight_work_refuses_new_work_and_exits_0(own):
+    """An HTTP request and a UI job (through gradio_client) are running when SIGTERM arrives: both finish
+    (the UI job's files are still downloadable), new work gets 503, and the process exits 0."""
+    from gradio_client import Client
+    from gradio_client.utils import Status
+
     good = generated(own)
     result: dict[str, httpx.Response] = {}
 
@@ -79,12 +84,17 @@ def test_sigterm_drains_in_flight_work_refuses_new_work_and_exits_0(own):
         with httpx.Client(base_url=own.url, auth=good, timeout=60) as c:
             result["r"] = c.post("/v1/embeddings", json={"input": HEAVY})
 
+    ui = Client(own.url + "/", headers=basic_header(*good), verbose=False, analytics_enabled=False)
     with httpx.Client(base_url=own.url, auth=good, timeout=10) as c:
         t = threading.Thread(target=long_request)
         t.start()
         deadline = time.monotonic() + 10
         while "wenmo_in_flight 1" not in c.get("/metrics").text:
             assert time.monotonic() < deadline, "the long request never started"
+            time.sleep(0.02)
+        job = ui.submit("\n".join(HEAVY[:600]), None, True, False, api_name="/embed")
+        while job.status().code not in (Status.PROCESSING, Status.PROGRESS):
+            assert time.monotonic() < deadline + 10, f"the UI job never started: {job.status()}"
             time.sleep(0.02)
         own.signal(signal.SIGTERM)
         time.sleep(0.3)
@@ -93,10 +103,14 @@ def test_sigterm_drains_in_flight_work_refuses_new_work_and_exits_0(own):
         refused = c.post("/v1/embeddings", json={"input": "新的"})
         assert refused.status_code == 503 and "shutting down" in refused.json()["error"]["message"]
         assert refused.headers["retry-after"] == "5"
+        assert httpx.get(own.url + "/", auth=good).status_code == 503  # the page is new work too
         t.join(timeout=30)
+        summary, _preview, _json, jsonl, _csv, _npy = job.result(timeout=30)
     r = result["r"]
     assert r.status_code == 200
     assert len(r.json()["data"]) == len(HEAVY)
+    assert "**600**" in summary
+    assert sum(1 for _ in open(jsonl, encoding="utf-8")) == 600
     assert own.wait_exit(timeout_s=30) == 0
     logs = own.logs()
     assert "event=drain_started in_flight=" in logs and "event=drained" in logs
