@@ -265,6 +265,9 @@ check_os() {
 }
 
 check_privileges() {
+  if [[ $MODE == systemd && ${OPT_USER:-} == root ]]; then
+    die "--user root: the service must run as an unprivileged user" "leave --user out (a 'wenmo' user is created)"
+  fi
   if [[ $(id -u) == 0 ]]; then return 0; fi
   ((DRY_RUN)) && { say "not root: fine for --dry-run"; return 0; }
   if [[ $MODE == systemd ]]; then
@@ -856,15 +859,24 @@ EOF
   esac
 }
 
-# Model ids (not local directories) whose download is not complete, one "role id" per line.
+model_id() {  # model_id ROLE: the effective model setting of a role (ModelScope id or local directory)
+  case $1 in
+    embed) printf '%s' "${EFF[WENMO_EMBED_MODEL]}" ;;
+    cross) printf '%s' "${EFF[WENMO_CROSS_MODEL]}" ;;
+    nlu) printf '%s' "${EFF[WENMO_NLU_MODEL]}" ;;
+  esac
+}
+
+model_path() {  # model_path ID: where the service looks for it
+  if [[ -d $1 ]]; then printf '%s' "$1"; else printf '%s' "$MODEL_DIR/$1"; fi
+}
+
+# Models whose download is not complete (ModelScope ids, not local directories): "role id" lines.
 missing_models() {
   local role id
   for role in embed cross nlu; do
-    case $role in
-      embed) id=${EFF[WENMO_EMBED_MODEL]} ;; cross) id=${EFF[WENMO_CROSS_MODEL]} ;; nlu) id=${EFF[WENMO_NLU_MODEL]} ;;
-    esac
-    [[ -d $id ]] && continue
-    [[ -f $MODEL_DIR/$id/.wenmo-complete ]] || printf '%s %s\n' "$role" "$id"
+    id=$(model_id "$role")
+    [[ -d $id || -f $MODEL_DIR/$id/.wenmo-complete ]] || printf '%s %s\n' "$role" "$id"
   done
 }
 
@@ -873,15 +885,12 @@ download_models() {
   local role id target todo
   todo=$(missing_models)
   for role in embed cross nlu; do
-    case $role in
-      embed) id=${EFF[WENMO_EMBED_MODEL]} ;; cross) id=${EFF[WENMO_CROSS_MODEL]} ;; nlu) id=${EFF[WENMO_NLU_MODEL]} ;;
-    esac
-    if [[ -d $id ]]; then say "$role model: local directory $id"; elif ! grep -q "^$role " <<<"$todo"; then
-      say "$role model: $id already in $MODEL_DIR"
-    fi
+    id=$(model_id "$role")
+    if [[ -d $id ]]; then say "$role model: local directory $id"
+    elif ! grep -q "^$role " <<<"$todo"; then say "$role model: $id already in $MODEL_DIR"; fi
   done
-  [[ -n $todo ]] || return 0
   while read -r role id; do
+    [[ -n $role ]] || continue
     target=$MODEL_DIR/$id
     say "$role model: downloading $id from ModelScope into $target"
     # The app's own resolver: the same layout and completion marker the service looks for
@@ -894,9 +903,16 @@ download_models() {
         "Without network to modelscope.cn: copy the model directory from another machine to $target," \
         "create the empty file $target/.wenmo-complete, and re-run (or point --models-dir at an existing copy)."
     fi
-    [[ $(id -u) == 0 ]] && run chown -R "$SVC_USER:$SVC_GROUP" "$target"
+    if [[ $(id -u) == 0 ]]; then run chown -R "$SVC_USER:$SVC_GROUP" "$target"; fi
   done <<<"$todo"
-  return 0
+  ((DRY_RUN)) && return 0
+  # An existing copy (--models-dir) must be readable by the service user, or the service cannot start.
+  for role in embed cross nlu; do
+    target=$(model_path "$(model_id "$role")")
+    as_user test -r "$target/config.json" -a -x "$target" ||
+      die "the service user $SVC_USER cannot read the $role model in $target" \
+        "give it access (e.g. chmod -R a+rX $target and the directories above it) and re-run"
+  done
 }
 
 ensure_password() {
@@ -1217,7 +1233,7 @@ cmd_install() {
   fi
   if [[ $MODE == background ]]; then
     run install -d -m 0750 "$STATE_DIR"
-    [[ $(id -u) == 0 ]] && run chown "$SVC_USER:$SVC_GROUP" "$STATE_DIR"
+    [[ $(id -u) == 0 ]] && run chown -R "$SVC_USER:$SVC_GROUP" "$STATE_DIR"
   fi
   install_code
   install_venv

@@ -27,13 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.context import ServerContext
-from app.errors import (
-    InferenceError,
-    InputError,
-    ModelUnavailableError,
-    OverloadedError,
-    WenmoError,
-)
+from app.errors import InputError, ModelUnavailableError, OverloadedError, WenmoError
 from app.lifecycle import BodyTooLarge, Phase
 
 log = logging.getLogger(__name__)
@@ -92,9 +86,7 @@ def wenmo_error_response(ctx: ServerContext, e: WenmoError, operation: str) -> J
     record_error(ctx, operation, e.message)
     if isinstance(e, ModelUnavailableError):
         return _json(503, e.message, e.kind, {"Retry-After": "5"} if not ctx.lifecycle.loaded else None)
-    if isinstance(e, InferenceError):
-        return _json(500, e.message, e.kind)
-    return _json(500, e.message, e.kind)
+    return _json(500, e.message, e.kind)  # InferenceError (and any future kind): the message says why
 
 
 def record_error(ctx: ServerContext, operation: str, message: str) -> None:

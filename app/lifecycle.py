@@ -49,7 +49,7 @@ class Lifecycle:
     def __init__(self) -> None:
         self.phase = Phase.LOADING
         self._service: Any = None
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self.http_in_flight = 0
         self.last_request_at = 0.0  # monotonic time a request other than a probe or stream last started/ended
         self.load_error: str | None = None
@@ -80,8 +80,8 @@ class Lifecycle:
         return self.http_in_flight + sum(probe() for probe in self.work_probes)
 
     async def drain(self, timeout_s: float, poll_s: float = 0.05) -> int:
-        """Stop taking work and wait until what runs has finished, at most `timeout_s`; returns the
-        number of jobs still running when it gave up (0 when drained)."""
+        """Stop taking work and wait until what runs has finished and nothing has been asked for QUIET_S,
+        at most `timeout_s`; returns the number of jobs still running when it gave up (0 when drained)."""
         self.phase = Phase.DRAINING
         start = time.monotonic()
         busy = self.work_in_flight()
@@ -143,13 +143,13 @@ class LifecycleGate:
                     "type": "invalid_request_error"}})
                 return
             receive = self._capped(receive)
-        with self.lifecycle._lock:
+        with self.lifecycle.lock:
             self.lifecycle.http_in_flight += 1
             self.lifecycle.last_request_at = time.monotonic()
         try:
             await self.app(scope, receive, send)
         finally:
-            with self.lifecycle._lock:
+            with self.lifecycle.lock:
                 self.lifecycle.http_in_flight -= 1
                 self.lifecycle.last_request_at = time.monotonic()
 

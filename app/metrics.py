@@ -69,7 +69,6 @@ class Metrics:
         self.event_latency: defaultdict[str, Histogram] = defaultdict(Histogram)
         self.busy: defaultdict[str, int] = defaultdict(int)  # surface → busy answers given
         self.gauges: Callable[[], dict[str, Any]] = dict
-        self.started = time.time()
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         with self._lock:

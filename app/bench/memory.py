@@ -1,8 +1,9 @@
 """Memory probes for one measurement process.
 
 CPU: the kernel's peak resident set (VmHWM) is reset through /proc/self/clear_refs ("5") after the model
-is loaded and warmed up, so the peak of the measured run is known exactly; the process's lifetime peak
-(getrusage ru_maxrss) covers loading too. Where the reset is not allowed, a sampler thread (every 5 ms)
+is loaded and warmed up, so the peak of the measured run is known exactly. The reset also resets
+getrusage's ru_maxrss (both are mm->hiwater_rss), so the load-phase peak is read before it and the
+process's lifetime peak is the larger of the two phases. Where the reset is not allowed, a sampler thread (every 5 ms)
 stands in and says so. GPU: torch.cuda.max_memory_allocated (tensors) and NVML (what the process holds,
 caching allocator included; device-level used memory where per-process figures are unavailable, as in
 containers without the host PID namespace or under MIG).

@@ -84,12 +84,12 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         torch.cuda.synchronize()
     load_s = time.perf_counter() - t0
     mem["rss_after_load_mib"] = memory.rss_mib()
-    mem["load_peak_rss_mib"] = memory.lifetime_peak_rss_mib()
 
     warm = items[: int(job.get("warmup", 2))]
     if warm:
         _call(runner, family, warm)
     records.clear()
+    mem["load_peak_rss_mib"] = memory.lifetime_peak_rss_mib()  # loading and warm-up, before the reset
 
     peak = memory.RssPeak()
     peak.start()
@@ -114,7 +114,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     records = best_records
     mem["run_peak_rss_mib"] = peak.stop()
     mem["run_peak_method"] = peak.method
-    mem["lifetime_peak_rss_mib"] = memory.lifetime_peak_rss_mib()
+    # Resetting VmHWM also resets getrusage's ru_maxrss (both read mm->hiwater_rss): combine the two phases.
+    mem["lifetime_peak_rss_mib"] = max(mem["load_peak_rss_mib"], mem["run_peak_rss_mib"],
+                                       memory.lifetime_peak_rss_mib())
     if on_cuda:
         mem.update(memory.gpu_memory(job["device"]))
 

@@ -32,6 +32,11 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy.sh"
 UNIT_PATH = "/etc/systemd/system/wenmo.service"
 IS_ROOT = os.geteuid() == 0
+MODEL_IDS = {
+    "embed": "iic/nlp_gte_sentence-embedding_chinese-large",
+    "cross": "iic/nlp_structbert_sentence-similarity_chinese-large",
+    "nlu": "iic/nlp_deberta_rex-uninlu_chinese-base",
+}
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
@@ -51,13 +56,15 @@ def clean_env(extra: dict[str, str] | None = None, path_prefix: Path | None = No
     return env
 
 
-def deploy(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
-           user: str | None = None) -> subprocess.CompletedProcess[str]:
+def deploy(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, user: str | None = None
+) -> subprocess.CompletedProcess[str]:
     cmd = [str(DEPLOY), *args]
     if user is not None:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={pwd.getpwnam(user).pw_gid}", "--clear-groups", *cmd]
-    return subprocess.run(cmd, cwd=ROOT, env=env if env is not None else clean_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        cmd, cwd=ROOT, env=env if env is not None else clean_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def output(result: subprocess.CompletedProcess[str]) -> str:
@@ -85,8 +92,11 @@ def profile(*args: str, env: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def env_keys(path: Path) -> list[str]:
-    return [line.split("=", 1)[0].strip() for line in path.read_text().splitlines()
-            if line.strip() and not line.lstrip().startswith("#") and "=" in line]
+    return [
+        line.split("=", 1)[0].strip()
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#") and "=" in line
+    ]
 
 
 def written_block(text: str, path: str) -> str:
@@ -149,20 +159,41 @@ def test_strict_mode_and_shellcheck():
 def test_help_lists_every_option():
     r = deploy("--help")
     assert r.returncode == 0
-    for flag in ("--prefix", "--port", "--host", "--user", "--models-dir", "--cpu", "--demo", "--no-systemd",
-                 "--dry-run", "--rotate-password", "--purge", "status", "logs", "stop", "uninstall",
-                 "--max-batch-tokens", "--threshold-mib", "--set", "WENMO_DEPLOY_PIP_ARGS"):
+    for flag in (
+        "--prefix",
+        "--port",
+        "--host",
+        "--user",
+        "--models-dir",
+        "--cpu",
+        "--demo",
+        "--no-systemd",
+        "--dry-run",
+        "--rotate-password",
+        "--purge",
+        "status",
+        "logs",
+        "stop",
+        "uninstall",
+        "--max-batch-tokens",
+        "--threshold-mib",
+        "--set",
+        "WENMO_DEPLOY_PIP_ARGS",
+    ):
         assert flag in r.stdout, flag
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--bogus"], "unknown option or command '--bogus'"),
-    (["--port", "http"], "--port needs a whole number"),
-    (["--port", "70000"], "--port must be 1..65535"),
-    (["--prefix", "relative/dir"], "--prefix needs an absolute path"),
-    (["--set", "MAX_QUEUE=3"], "--set needs WENMO_NAME=VALUE"),
-    (["--set", "WENMO_AUTH=a:b"], "the password is not a setting"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bogus"], "unknown option or command '--bogus'"),
+        (["--port", "http"], "--port needs a whole number"),
+        (["--port", "70000"], "--port must be 1..65535"),
+        (["--prefix", "relative/dir"], "--prefix needs an absolute path"),
+        (["--set", "MAX_QUEUE=3"], "--set needs WENMO_NAME=VALUE"),
+        (["--set", "WENMO_AUTH=a:b"], "the password is not a setting"),
+    ],
+)
 def test_bad_options_are_usage_errors(args, message):
     r = deploy(*args)
     assert r.returncode == 2
@@ -180,16 +211,19 @@ def test_model_ids_match_the_app():
 
 
 # ---- GPU profiles ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name, mib, tokens, size, length, concurrent", [
-    ("NVIDIA A10", 23028, 16384, 128, 512, 2),
-    ("NVIDIA L4", 23034, 16384, 128, 512, 2),
-    ("Tesla T4", 15360, 8192, 64, 512, 2),
-    ("NVIDIA A100-SXM4-40GB", 40960, 32768, 256, 512, 4),
-    ("NVIDIA A100-SXM4-80GB", 81920, 65536, 256, 512, 4),
-    ("NVIDIA H100 80GB HBM3", 81559, 65536, 256, 512, 4),
-    ("NVIDIA H200", 143771, 65536, 256, 512, 4),
-    ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", 4864, 4096, 32, 256, 1),
-])
+@pytest.mark.parametrize(
+    "name, mib, tokens, size, length, concurrent",
+    [
+        ("NVIDIA A10", 23028, 16384, 128, 512, 2),
+        ("NVIDIA L4", 23034, 16384, 128, 512, 2),
+        ("Tesla T4", 15360, 8192, 64, 512, 2),
+        ("NVIDIA A100-SXM4-40GB", 40960, 32768, 256, 512, 4),
+        ("NVIDIA A100-SXM4-80GB", 81920, 65536, 256, 512, 4),
+        ("NVIDIA H100 80GB HBM3", 81559, 65536, 256, 512, 4),
+        ("NVIDIA H200", 143771, 65536, 256, 512, 4),
+        ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", 4864, 4096, 32, 256, 1),
+    ],
+)
 def test_profile_by_gpu(name, mib, tokens, size, length, concurrent):
     p = profile("--gpu-name", name, "--gpu-mib", str(mib))
     assert p["WENMO_DEVICE"] == "cuda"
@@ -202,8 +236,10 @@ def test_profile_by_gpu(name, mib, tokens, size, length, concurrent):
 
 
 def test_profile_memory_grows_with_the_gpu():
-    budgets = [int(profile("--gpu-name", "X", "--gpu-mib", str(m))["WENMO_MAX_BATCH_TOKENS"])
-               for m in (8192, 16384, 24576, 49152, 81920)]
+    budgets = [
+        int(profile("--gpu-name", "X", "--gpu-mib", str(m))["WENMO_MAX_BATCH_TOKENS"])
+        for m in (8192, 16384, 24576, 49152, 81920)
+    ]
     assert budgets == sorted(budgets) and budgets[0] < budgets[-1]
 
 
@@ -232,22 +268,44 @@ def test_profile_reads_nvidia_smi(tmp_path):
 def test_dry_run_changes_nothing_and_prints_a_valid_unit(tmp_path):
     prefix = tmp_path / "opt" / "wenmo"
     port = free_port()
-    r = deploy("--dry-run", "--demo", "--prefix", str(prefix), "--port", str(port),
-               env=clean_env({"WENMO_DEPLOY_NVIDIA_SMI": "/nonexistent/nvidia-smi"}))
+    r = deploy(
+        "--dry-run",
+        "--demo",
+        "--prefix",
+        str(prefix),
+        "--port",
+        str(port),
+        env=clean_env({"WENMO_DEPLOY_NVIDIA_SMI": "/nonexistent/nvidia-smi"}),
+    )
     text = output(r)
     assert r.returncode == 0, text
     assert not prefix.exists() and not (tmp_path / "opt").exists()
     assert "dry run" in text
-    for action in ("would run: ", "-m venv", "pip install", "would write " + str(prefix / "etc" / "wenmo.env"),
-                   "systemctl enable wenmo.service", "systemctl restart wenmo.service", "/readyz"):
+    for action in (
+        "would run: ",
+        "-m venv",
+        "pip install",
+        "would write " + str(prefix / "etc" / "wenmo.env"),
+        "systemctl enable wenmo.service",
+        "systemctl restart wenmo.service",
+        "/readyz",
+    ):
         assert action in text, action
 
     unit = written_block(r.stdout, UNIT_PATH)
     lines = set(unit.splitlines())
-    for expected in ("Restart=on-failure", "KillMode=control-group", "StartLimitBurst=3", "StateDirectory=wenmo",
-                     f"WorkingDirectory={prefix}/src", f"ExecStart={prefix}/venv/bin/python -m launcher --demo",
-                     f"EnvironmentFile={prefix}/etc/wenmo.env", f"EnvironmentFile=-{prefix}/etc/wenmo.override.env",
-                     f"LoadCredential=wenmo-auth:{prefix}/etc/credentials/wenmo-auth", "NoNewPrivileges=yes"):
+    for expected in (
+        "Restart=on-failure",
+        "KillMode=control-group",
+        "StartLimitBurst=3",
+        "StateDirectory=wenmo",
+        f"WorkingDirectory={prefix}/src",
+        f"ExecStart={prefix}/venv/bin/python -m launcher --demo",
+        f"EnvironmentFile={prefix}/etc/wenmo.env",
+        f"EnvironmentFile=-{prefix}/etc/wenmo.override.env",
+        f"LoadCredential=wenmo-auth:{prefix}/etc/credentials/wenmo-auth",
+        "NoNewPrivileges=yes",
+    ):
         assert expected in lines, expected
     assert any(re.fullmatch(r"Environment=WENMO_AUTH_FILE=(%d|/run/credentials/%n)/wenmo-auth", x) for x in lines)
     user = re.search(r"^User=(.+)$", unit, re.M).group(1)
@@ -282,8 +340,17 @@ def test_dry_run_tunes_for_the_gpu_it_finds(tmp_path):
     bin_dir = tmp_path / "bin"
     fake_nvidia_smi(bin_dir, "NVIDIA A100-SXM4-80GB, 81920, 550.54.15")
     prefix = tmp_path / "p"
-    r = deploy("--dry-run", "--no-systemd", "--prefix", str(prefix), "--port", str(free_port()),
-               "--max-concurrent", "3", env=clean_env(path_prefix=bin_dir))
+    r = deploy(
+        "--dry-run",
+        "--no-systemd",
+        "--prefix",
+        str(prefix),
+        "--port",
+        str(free_port()),
+        "--max-concurrent",
+        "3",
+        env=clean_env(path_prefix=bin_dir),
+    )
     text = output(r)
     assert r.returncode == 0, text
     assert "GPU: NVIDIA A100-SXM4-80GB, 81920 MiB, driver 550.54.15" in text
@@ -295,9 +362,7 @@ def test_dry_run_tunes_for_the_gpu_it_finds(tmp_path):
     assert "WENMO_MAX_CONCURRENT=3" in written_block(r.stdout, str(prefix / "etc" / "wenmo.override.env"))
     assert "WENMO_MAX_CONCURRENT=" not in settings
     # The three models are downloaded before the service starts, into the models directory.
-    for role, model_id in (("embed", "iic/nlp_gte_sentence-embedding_chinese-large"),
-                           ("cross", "iic/nlp_structbert_sentence-similarity_chinese-large"),
-                           ("nlu", "iic/nlp_deberta_rex-uninlu_chinese-base")):
+    for role, model_id in MODEL_IDS.items():
         assert f"{role} model: downloading {model_id} from ModelScope into {prefix}/models/{model_id}" in text
     assert text.index("downloading") < text.index("would start in the background")
     assert "models (5120 MiB)" in text
@@ -327,16 +392,24 @@ def test_python_without_venv_module(tmp_path):
     bin_dir.mkdir()
     write_script(bin_dir / "apt-get", f"echo called >> {tmp_path}/apt-called\nexit 100\n")
     prefix = tmp_path / "p"
-    r = deploy("--demo", "--no-systemd", "--prefix", str(prefix), "--python", str(fake), "--port", str(free_port()),
-               env=clean_env(path_prefix=bin_dir))
+    r = deploy(
+        "--demo",
+        "--no-systemd",
+        "--prefix",
+        str(prefix),
+        "--python",
+        str(fake),
+        "--port",
+        str(free_port()),
+        env=clean_env(path_prefix=bin_dir),
+    )
     assert_stopped_early(r, "has no venv module", "venv", prefix=prefix)
     assert "--python /usr/bin/python3" in r.stderr or "apt-get install" in r.stderr
     assert not (tmp_path / "apt-called").exists()
 
 
 def test_python_too_old(tmp_path):
-    fake = write_script(tmp_path / "python3",
-                        'case "$*" in *version_info*) echo 3.8;; *) exit 0;; esac\n')
+    fake = write_script(tmp_path / "python3", 'case "$*" in *version_info*) echo 3.8;; *) exit 0;; esac\n')
     r = deploy("--demo", "--no-systemd", "--prefix", str(tmp_path / "p"), "--python", str(fake))
     assert_stopped_early(r, "Python 3.8", "3.10 or newer")
 
@@ -364,8 +437,16 @@ def test_prefix_not_writable_for_an_unprivileged_user(world_dir):
     locked = world_dir / "root-owned"
     locked.mkdir(mode=0o755)
     prefix = locked / "wenmo"
-    r = deploy("--demo", "--no-systemd", "--prefix", str(prefix), "--port", str(free_port()), user="nobody",
-               env=clean_env({"HOME": str(world_dir)}))
+    r = deploy(
+        "--demo",
+        "--no-systemd",
+        "--prefix",
+        str(prefix),
+        "--port",
+        str(free_port()),
+        user="nobody",
+        env=clean_env({"HOME": str(world_dir)}),
+    )
     assert_stopped_early(r, f"cannot write the prefix {prefix}", "not writable by nobody", "sudo")
     assert not prefix.exists()
 
@@ -378,8 +459,14 @@ def test_systemd_install_needs_root(world_dir):
 
 def test_no_gpu_without_cpu_flag(tmp_path):
     prefix = tmp_path / "p"
-    r = deploy("--no-systemd", "--prefix", str(prefix), "--port", str(free_port()),
-               env=clean_env({"WENMO_DEPLOY_NVIDIA_SMI": "/nonexistent/nvidia-smi"}))
+    r = deploy(
+        "--no-systemd",
+        "--prefix",
+        str(prefix),
+        "--port",
+        str(free_port()),
+        env=clean_env({"WENMO_DEPLOY_NVIDIA_SMI": "/nonexistent/nvidia-smi"}),
+    )
     assert_stopped_early(r, "no NVIDIA GPU driver found", "nvidia-smi", "--cpu", "--demo", prefix=prefix)
 
 
@@ -387,8 +474,9 @@ def test_broken_driver(tmp_path):
     bin_dir = tmp_path / "bin"
     fake_nvidia_smi(bin_dir, "Failed to initialize NVML: Driver/library version mismatch", exit_code=18)
     r = deploy("--no-systemd", "--prefix", str(tmp_path / "p"), env=clean_env(path_prefix=bin_dir))
-    assert_stopped_early(r, "nvidia-smi is installed but failed (exit 18)", "Driver/library version mismatch",
-                         "reboot", "--cpu")
+    assert_stopped_early(
+        r, "nvidia-smi is installed but failed (exit 18)", "Driver/library version mismatch", "reboot", "--cpu"
+    )
 
 
 def test_old_driver(tmp_path):
@@ -401,19 +489,28 @@ def test_old_driver(tmp_path):
 def test_unsupported_os(tmp_path):
     release = tmp_path / "os-release"
     release.write_text('NAME="Fedora Linux"\nID=fedora\nPRETTY_NAME="Fedora Linux 41"\n')
-    r = deploy("--demo", "--no-systemd", "--prefix", str(tmp_path / "p"),
-               env=clean_env({"WENMO_DEPLOY_OS_RELEASE": str(release)}))
+    r = deploy(
+        "--demo",
+        "--no-systemd",
+        "--prefix",
+        str(tmp_path / "p"),
+        env=clean_env({"WENMO_DEPLOY_OS_RELEASE": str(release)}),
+    )
     assert_stopped_early(r, "unsupported OS: Fedora Linux 41", "Debian and Ubuntu")
 
 
 def test_not_enough_disk(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    write_script(bin_dir / "df", "echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'\n"
-                                 "echo '/dev/vda 10485760 10000000 512000 98% /'\n")
+    write_script(
+        bin_dir / "df",
+        "echo 'Filesystem 1024-blocks Used Available Capacity Mounted on'\n"
+        "echo '/dev/vda 10485760 10000000 512000 98% /'\n",
+    )
     prefix = tmp_path / "p"
-    r = deploy("--cpu", "--no-systemd", "--prefix", str(prefix), "--port", str(free_port()),
-               env=clean_env(path_prefix=bin_dir))
+    r = deploy(
+        "--cpu", "--no-systemd", "--prefix", str(prefix), "--port", str(free_port()), env=clean_env(path_prefix=bin_dir)
+    )
     assert_stopped_early(r, "not enough disk space on /", "500 MiB free", "--models-dir")
 
 
@@ -506,6 +603,38 @@ def test_demo_install_serves_protected_and_reruns_idempotently(world_dir):
         assert launchers == [int(pid_files[0].read_text())]
         assert len(pids_of(venv_python, "-m", "app", "serve")) == 1
         assert http(base + "/", auth=f"{user}:{password}")[0] == 200
+
+        # -- switch in place to the real model ids, served from an existing --models-dir (tiny checkpoints
+        #    in the ModelScope layout, with the app's completion marker): nothing is downloaded
+        models = world_dir / "models"
+        built = subprocess.run(
+            [sys.executable, "-m", "app", "fixtures", "--out", str(world_dir / "fixtures")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert built.returncode == 0, built.stderr
+        for role, path in json.loads(built.stdout).items():
+            target = models / MODEL_IDS[role]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(path, target)
+            (target / ".wenmo-complete").touch()
+        subprocess.run(["chmod", "-R", "a+rX", str(models)], check=True)
+        switch = [*args, "--no-demo", "--cpu", "--models-dir", str(models)]
+        t0 = time.monotonic()
+        third = deploy(*switch, timeout=300)
+        timings["switch to --models-dir"] = time.monotonic() - t0
+        text3 = output(third)
+        assert third.returncode == 0, text3[-6000:]
+        for role, model_id in MODEL_IDS.items():
+            assert f"{role} model: {model_id} already in {models}" in text3
+        assert "downloading" not in text3
+        code, body = http(base + "/v1/embeddings", auth=f"{user}:{password}", body={"input": ["你好"]})
+        assert code == 200, body
+        assert json.loads(body)["model"] == MODEL_IDS["embed"]
+        assert "WENMO_MODEL_DIR=" + str(models) in (prefix / "etc" / "wenmo.override.env").read_text()
+        assert len(pids_of(venv_python, "-m", "launcher")) == 1 and len(pids_of(venv_python, "-m", "app", "serve")) == 1
 
         # -- stop
         t0 = time.monotonic()
