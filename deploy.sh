@@ -19,7 +19,8 @@ readonly REPO
 readonly SERVICE=wenmo
 readonly HTTP_USER=wenmo
 readonly MIN_PYTHON=3.10
-# PyPI's torch is built for CUDA 12, which needs driver branch 525 or newer.
+# PyPI's torch is a CUDA 12+ build: no driver older than branch 525 can run it (a newer CUDA may need a
+# newer driver: after installing, deploy.sh checks that torch really sees the GPU).
 readonly MIN_DRIVER_MAJOR=525
 # The same ids as DEFAULT_*_MODEL in app/config.py (tests/deploy checks that they agree).
 readonly DEFAULT_EMBED_MODEL=iic/nlp_gte_sentence-embedding_chinese-large
@@ -332,8 +333,9 @@ check_python() {
     die "$PY is Python $version; Wenmo needs $MIN_PYTHON or newer" \
       "install a newer one (Ubuntu 20.04: the deadsnakes PPA's python3.11 + python3.11-venv) and pass --python /usr/bin/python3.11"
   if ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
-    # Debian and Ubuntu ship venv's ensurepip in a separate package; only apt's own Python can get it from apt.
-    if [[ $PY == /usr/bin/python3* ]] && command -v apt-get >/dev/null; then
+    # Debian and Ubuntu ship venv's ensurepip in a separate package; only apt's own Python (installed
+    # under /usr: Debian's, Ubuntu's, deadsnakes') can get it from apt.
+    if [[ $("$PY" -c 'import sys; print(sys.base_prefix)' 2>/dev/null) == /usr ]] && command -v apt-get >/dev/null; then
       apt_install "Python's venv module" "python$version-venv" python3-venv
       ((DRY_RUN)) || "$PY" -c 'import venv, ensurepip' 2>/dev/null ||
         die "$PY still has no venv module after installing python$version-venv" "install it by hand and re-run"
@@ -346,22 +348,23 @@ check_python() {
   say "Python: $PY ($version, venv available)"
 }
 
-apt_install() {  # apt_install WHAT PACKAGE...
-  local what=$1 rc=0
+apt_install() {  # apt_install WHAT PACKAGE...: the first of the packages that installs wins
+  local what=$1 pkg updated=0
   shift
-  say "$what is missing: installing $* with apt-get"
-  if ((DRY_RUN)); then run apt-get install -y "$@"; return 0; fi
-  [[ $(id -u) == 0 ]] || die "$what is missing" "install it: sudo apt-get install $*"
+  say "$what is missing: installing it with apt-get"
+  if ((DRY_RUN)); then run apt-get install -y "$1"; return 0; fi
+  [[ $(id -u) == 0 ]] || die "$what is missing" "install it: sudo apt-get install $1"
   export DEBIAN_FRONTEND=noninteractive
-  # The first package that exists wins (python3.X-venv is not in every release's archive).
-  local pkg
   for pkg in "$@"; do
-    if run apt-get install -y -q "$pkg" || { run apt-get update -q && run apt-get install -y -q "$pkg"; }; then
-      return 0
+    if run apt-get install -y -q "$pkg"; then return 0; fi
+    # A fresh VM often has no package lists yet.
+    if ((!updated)); then
+      updated=1
+      run apt-get update -q || true
+      if run apt-get install -y -q "$pkg"; then return 0; fi
     fi
-    rc=$?
   done
-  die "apt-get could not install $* (exit $rc)" "install it yourself (sudo apt-get install $1) and re-run"
+  die "apt-get could not install $what ($*; see its message above)" "install it yourself (sudo apt-get install $1) and re-run"
 }
 
 # Fills GPU_NAME, GPU_MIB, GPU_DRIVER, GPU_COUNT; or dies with what to do.

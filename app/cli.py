@@ -7,9 +7,7 @@ stderr and exit status 2, never a traceback; a failed inference exits 1.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
 import json
 import logging
 import os
@@ -20,6 +18,7 @@ from typing import Any
 
 from app.config import Settings, env_name, flag_name
 from app.errors import InputError, ModelUnavailableError, WenmoError
+from app.export import write_vectors
 from app.textinput import parse_lines
 
 log = logging.getLogger("app")
@@ -115,29 +114,6 @@ def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
     result = service.embed(texts, normalize=not args.no_normalize)
     write_vectors(texts, result, args.format, args.output)
     return 0
-
-
-def write_vectors(texts: Sequence[str], result: Any, fmt: str, output: str | None) -> None:
-    import numpy as np
-
-    if fmt == "npy":
-        np.save(output, result.vectors)
-        return
-    buf = io.StringIO()
-    if fmt == "jsonl":
-        for i, text in enumerate(texts):
-            buf.write(json.dumps({"index": i, "text": text, "vector": result.vectors[i].tolist(),
-                                  "dimension": result.dimension, "truncated": result.truncated[i]},
-                                 ensure_ascii=False) + "\n")
-    else:
-        w = csv.writer(buf)
-        w.writerow(["index", "text", "truncated", *[f"d{j}" for j in range(result.dimension)]])
-        for i, text in enumerate(texts):
-            w.writerow([i, text, str(result.truncated[i]).lower(), *(repr(float(x)) for x in result.vectors[i])])
-    if output:
-        Path(output).write_text(buf.getvalue(), encoding="utf-8")
-    else:
-        sys.stdout.write(buf.getvalue())
 
 
 def cmd_similarity(args: argparse.Namespace, settings: Settings) -> int:

@@ -19,6 +19,7 @@ from app.service import Service
 log = logging.getLogger(__name__)
 
 ROLES = ("embed", "cross", "nlu")
+DEMO_DIRS = {"embed": "gte", "cross": "structbert", "nlu": "rex-uninlu"}  # as fixtures.build_all names them
 
 
 def make_plan(settings: Settings) -> RuntimePlan:
@@ -34,18 +35,18 @@ def demo_models(state_dir: Path) -> dict[str, Path]:
 
     root = state_dir / "demo-models"
     marker = root / ".complete"
-    if marker.exists():
-        return {role: root / name for role, name in (("embed", "gte"), ("cross", "structbert"),
-                                                      ("nlu", "rex-uninlu")) if (root / name).exists()}
-    dirs = build_all(root)
+    dirs = {role: root / name for role, name in DEMO_DIRS.items()}
+    if marker.exists() and all(d.is_dir() for d in dirs.values()):
+        return dirs
+    built = build_all(root)
     marker.touch()
-    return dirs
+    return built
 
 
 def build_service(settings: Settings, roles: Iterable[str], *, limiter: ConcurrencyLimiter | None = None,
-                  demo_dirs: dict[str, Path] | None = None) -> Service:
+                  demo_dirs: dict[str, Path] | None = None, plan: RuntimePlan | None = None) -> Service:
     roles = tuple(roles)
-    plan = make_plan(settings)
+    plan = plan or make_plan(settings)
     names = {"embed": settings.embed_model, "cross": settings.cross_model, "nlu": settings.nlu_model}
     loaded = {}
     for role in roles:

@@ -24,7 +24,7 @@ class ServerContext:
     demo: bool = False
     state_dir: Path = Path(".")
     roles: tuple[str, ...] = ()
-    skipped_roles: dict[str, str] = field(default_factory=dict)  # role → why it is not served
+    plan: Any = None  # the RuntimePlan, resolved once at start
     model_bytes: dict[str, int] = field(default_factory=dict)  # role → bytes of weights and buffers
     # (waiting, running) jobs in Gradio's queue; set once the Blocks exist.
     gradio_queue: Callable[[], tuple[int, int]] = lambda: (0, 0)

@@ -17,7 +17,6 @@ signal exits at once. We run uvicorn ourselves because Gradio's own server dies 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import os
 import signal
@@ -62,16 +61,6 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
-
-
-def nlu_reason_to_skip(demo_dirs: dict[str, Path] | None) -> str | None:
-    """Why the NLU role cannot be served by this build, or None when it can."""
-    if importlib.util.find_spec("app.models.uninlu") is None or \
-            importlib.util.find_spec("app.models.uninlu.adapter") is None:
-        return "the NLU adapter (app/models/uninlu) is not in this build"
-    if demo_dirs is not None and "nlu" not in demo_dirs:
-        return "no demo NLU checkpoint; delete the state directory's demo-models/ to rebuild it"
-    return None
 
 
 def build_asgi(ctx: ServerContext, authenticator: Any) -> tuple[Any, Any, Any]:
@@ -211,13 +200,8 @@ def load_models(ctx: ServerContext, demo: bool, on_done: Any) -> None:
     try:
         demo_dirs = demo_models(ctx.state_dir) if demo else None
         roles = ["embed", "cross", "nlu"]
-        why = nlu_reason_to_skip(demo_dirs)
-        if why:
-            roles.remove("nlu")
-            ctx.skipped_roles["nlu"] = why
-            log.warning("event=role_skipped role=nlu reason=%r", why)
         ctx.roles = tuple(roles)
-        service = build_service(ctx.settings, roles, limiter=ctx.limiter, demo_dirs=demo_dirs)
+        service = build_service(ctx.settings, roles, limiter=ctx.limiter, demo_dirs=demo_dirs, plan=ctx.plan)
         ctx.model_bytes = {role: module_bytes(m) for role, m in
                            (("embed", service.embedder), ("cross", service.cross_encoder), ("nlu", service.nlu_model))
                            if m is not None}
@@ -257,7 +241,8 @@ def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> i
     import uvicorn
 
     lifecycle = Lifecycle()
-    ctx = ServerContext(settings=settings, lifecycle=lifecycle, limiter=limiter, demo=demo, state_dir=state_dir)
+    ctx = ServerContext(settings=settings, lifecycle=lifecycle, limiter=limiter, demo=demo, state_dir=state_dir,
+                        plan=plan)
     ctx.metrics.gauges = lambda: gauges(ctx)
     asgi, _blocks, downloads = build_asgi(ctx, authenticator)
     lifecycle.work_probes += [lambda: sum(ctx.gradio_queue()), lambda: limiter.running + limiter.waiting]

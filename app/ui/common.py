@@ -77,8 +77,6 @@ def footer_text(ctx: ServerContext) -> str:
     labels = {"embedding": "向量 embeddings", "cross_encoder": "交叉编码器 cross-encoder", "nlu": "通用理解 NLU"}
     for info in service.models():
         parts.append(f"{labels.get(info['family'], info['family'])}: `{info['name']}`")
-    for role, why in ctx.skipped_roles.items():
-        parts.append(f"{role}: 未加载 (not loaded: {why})")
     dim = service.embedder.dimension if service.embedder is not None else "—"
     device = service.models()[0]["device"] if service.models() else "?"
     return f"{' · '.join(parts)} · 向量维度 dimension **{dim}** · {device}"

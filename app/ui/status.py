@@ -36,8 +36,6 @@ def models_table(ctx: ServerContext) -> pd.DataFrame:
         for m in ctx.service.models():
             rows.append([m["family"], m["name"], m["path"], m["dimension"] or "—", m["device"], m["dtype"],
                          m["engine"], m["max_length"]])
-    for role, why in ctx.skipped_roles.items():
-        rows.append([role, f"未加载 not loaded: {why}", "", "", "", "", "", ""])
     return pd.DataFrame(rows, columns=MODEL_COLUMNS)
 
 

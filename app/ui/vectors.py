@@ -14,8 +14,8 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from app.cli import write_vectors  # one definition of the JSONL/CSV layout for the CLI and the UI
 from app.context import ServerContext
+from app.export import write_vectors  # one definition of the JSONL/CSV layout for the CLI and the UI
 from app.service import Embeddings
 from app.ui.common import guarded, short
 from app.ui.downloads import DownloadDir

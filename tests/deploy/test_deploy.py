@@ -380,17 +380,31 @@ def assert_stopped_early(r: subprocess.CompletedProcess[str], *phrases: str, pre
         assert not prefix.exists(), "it created the prefix before stopping"
 
 
-def test_python_without_venv_module(tmp_path):
-    # A real Python whose `venv` and `ensurepip` cannot be imported, as on Debian without python3-venv.
+def base_prefix(python: str) -> str:
+    return subprocess.run(
+        [python, "-c", "import sys; print(sys.base_prefix)"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+PYTHONS = sorted({sys.executable, *([] if not os.access("/usr/bin/python3", os.X_OK) else ["/usr/bin/python3"])})
+
+
+@pytest.mark.parametrize("real_python", PYTHONS)
+def test_python_without_venv_module(tmp_path, real_python):
+    """A real Python whose `venv` and `ensurepip` cannot be imported, as on Debian without python3-venv.
+
+    apt's own Python (prefix /usr) gets python3.X-venv from apt-get: here a fake apt-get that fails, so
+    deploy.sh must stop and say so. Any other Python (pyenv, conda) is told what to do instead.
+    """
     shim = tmp_path / "pylib"
     shim.mkdir()
     for mod in ("venv", "ensurepip"):
         (shim / f"{mod}.py").write_text(f"raise ModuleNotFoundError(\"No module named '{mod}'\")\n")
-    fake = write_script(tmp_path / "python3", f'PYTHONPATH={shim} exec {sys.executable} "$@"\n')
-    # If deploy.sh reached for apt-get anyway, it gets a failing fake instead of the real one.
+    fake = write_script(tmp_path / "python3", f'PYTHONPATH={shim} exec {real_python} "$@"\n')
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    write_script(bin_dir / "apt-get", f"echo called >> {tmp_path}/apt-called\nexit 100\n")
+    calls = tmp_path / "apt-calls"
+    write_script(bin_dir / "apt-get", f'echo "$*" >> {calls}\necho "E: Unable to locate package $4" >&2\nexit 100\n')
     prefix = tmp_path / "p"
     r = deploy(
         "--demo",
@@ -403,9 +417,29 @@ def test_python_without_venv_module(tmp_path):
         str(free_port()),
         env=clean_env(path_prefix=bin_dir),
     )
-    assert_stopped_early(r, "has no venv module", "venv", prefix=prefix)
-    assert "--python /usr/bin/python3" in r.stderr or "apt-get install" in r.stderr
-    assert not (tmp_path / "apt-called").exists()
+    version = subprocess.run(
+        [real_python, "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if base_prefix(real_python) == "/usr" and IS_ROOT:
+        assert_stopped_early(
+            r, "apt-get could not install Python's venv module", f"python{version}-venv", prefix=prefix
+        )
+        tried = calls.read_text().splitlines()
+        assert f"install -y -q python{version}-venv" in tried and "update -q" in tried
+    elif base_prefix(real_python) == "/usr":
+        assert_stopped_early(r, "venv module is missing", f"sudo apt-get install python{version}-venv", prefix=prefix)
+    else:
+        assert_stopped_early(
+            r,
+            f"(Python {version}) has no venv module",
+            f"python{version}-venv",
+            "--python /usr/bin/python3",
+            prefix=prefix,
+        )
+        assert not calls.exists()
 
 
 def test_python_too_old(tmp_path):
