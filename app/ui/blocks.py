@@ -1,4 +1,4 @@
-"""The page: demo banner, four tabs, footer. Every event has an api_name (see app/ui/README-api.md).
+"""The page: demo banner, four tabs, footer. Every event has an api_name (README: "gradio_client").
 
 Nothing is cached: no example caching, no flagging, no run history; Gradio's file cache (uploads and
 downloads) is pruned hourly.
