@@ -819,7 +819,7 @@ install_venv() {
   fi
   [[ -x $VENV/bin/python ]] || run "$PY" -m venv "$VENV"
   export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore DS_BUILD_OPS=0
-  say "installing the Python packages (torch with its CUDA libraries is ~3 GB: this takes a few minutes)"
+  say "installing the Python packages (torch is large, ~3 GB with its CUDA libraries: a few minutes)"
   run "$VENV/bin/python" -m pip install "${pip_args[@]}" --upgrade pip ||
     warn "could not upgrade pip; going on with the one the virtualenv has"
   # torch first: deepspeed is a source package whose build imports torch (hence --no-build-isolation).
