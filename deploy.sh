@@ -3,7 +3,7 @@
 #
 #   sudo ./deploy.sh                       install, or upgrade in place; start; wait until ready
 #   sudo ./deploy.sh status | logs [-f] | start | stop | restart | uninstall [--purge]
-#   ./deploy.sh --help                     every option (deploy/README.md has the details)
+#   ./deploy.sh --help                     every option (README.md "Deploying" has the details)
 #
 # Safe to re-run: the virtualenv is reused while requirements.txt is unchanged, the password is kept
 # (unless --rotate-password), your settings in wenmo.override.env are never rewritten, and the service
@@ -261,7 +261,7 @@ check_os() {
   else
     die "unsupported OS: $pretty ($file says ID=$id)" \
       "deploy.sh supports Debian and Ubuntu (it uses apt-get and systemd)." \
-      "On another system follow the manual steps in deploy/README.md."
+      "On another system follow the manual steps in README.md (Deploying)."
   fi
 }
 
@@ -771,7 +771,7 @@ as_user() {
 
 install_code() {
   local new=$PREFIX/src.new old=$PREFIX/src.old item items=()
-  for item in app launcher deploy deploy.sh ds_config.json requirements.txt pyproject.toml README.md; do
+  for item in app launcher deploy.sh ds_config.json requirements.txt pyproject.toml README.md; do
     [[ -e $REPO/$item ]] && items+=("$item")
   done
   if ((DRY_RUN)); then
@@ -959,7 +959,7 @@ Environment=WENMO_AUTH_FILE=/run/credentials/%n/wenmo-auth"
 # Settings: $GEN_FILE and $OVR_FILE (yours). Extra unit settings: systemctl edit $SERVICE
 [Unit]
 Description=Wenmo Chinese text semantics (launcher watchdog + web app on port $PORT)
-Documentation=file://$SRC/deploy/README.md
+Documentation=file://$SRC/README.md
 After=network-online.target
 Wants=network-online.target
 # systemd's limit on top of the launcher's own restart budget (it exits 3 when the app keeps failing)
