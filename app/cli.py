@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--full", action="store_true", help="full-size replicas of the real architectures")
 
     sub.add_parser("plan", parents=[common], help="print the runtime plan and what ds_config.json does")
+
+    from app.bench.cli import add_bench_parser, add_loadtest_parser
+
+    add_bench_parser(sub, common)
+    add_loadtest_parser(sub, common)
     return p
 
 
@@ -183,8 +188,20 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return serve(settings, demo=args.demo, no_auth=args.no_auth)
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from app.bench.cli import run_bench
+
+    return run_bench(args, settings)
+
+
+def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
+    from app.bench.cli import run_loadtest
+
+    return run_loadtest(args, settings)
+
+
 COMMANDS = {"embed": cmd_embed, "similarity": cmd_similarity, "nlu": cmd_nlu, "serve": cmd_serve,
-            "fixtures": cmd_fixtures, "plan": cmd_plan}
+            "fixtures": cmd_fixtures, "plan": cmd_plan, "bench": cmd_bench, "loadtest": cmd_loadtest}
 
 
 def configure_logging(level: str) -> None:
