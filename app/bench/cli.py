@@ -93,8 +93,11 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Argu
                    help="fixed batch size of the library baseline (default 32)")
     b.add_argument("--models-dir", dest="bench_models_dir", default="",
                    help="where replicas are built and kept (default: <state dir>/bench-models)")
+    b.add_argument("--rounds", type=_positive_int, default=1,
+                   help="run every configuration this many times, round-robin, each in a fresh process; the "
+                        "fastest round counts (default 1; 2–3 on a machine shared with others)")
     b.add_argument("--passes", type=_positive_int, default=1,
-                   help="timed passes per configuration; the fastest counts (default 1; 3 on a shared machine)")
+                   help="timed passes over the inputs inside each process; the fastest counts (default 1)")
     b.add_argument("--job-timeout-s", type=_positive_float, default=1800.0,
                    help="time limit per configuration's process (default 1800)")
     b.add_argument("--json", dest="json_path", help="write the full results as JSON to this file")
@@ -164,7 +167,8 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         pairs=args.bench_pairs, nlu_texts=args.bench_nlu_texts, families=tuple(args.families),
         library_batch_size=args.library_batch_size, models_dir=args.bench_models_dir,
         model=args.bench_embed_model, cross_model=args.bench_cross_model, nlu_model=args.bench_nlu_model,
-        passes=args.passes, job_timeout_s=args.job_timeout_s, keep_work_dir=args.keep_work_dir, command=list(sys.argv))
+        passes=args.passes, rounds=args.rounds, job_timeout_s=args.job_timeout_s, keep_work_dir=args.keep_work_dir,
+        command=list(sys.argv))
     report = run_suite(opts, settings)
     print(bench_text(report), flush=True)
     if args.json_path:

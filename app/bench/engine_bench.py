@@ -62,23 +62,32 @@ class WenmoCrossEncoder:
 
 
 class WenmoNlu:
-    """RexUniNLU per request, as the service calls it (batch size capped at 32 like Service.nlu)."""
+    """RexUniNLU per request, as the service calls it (batch size capped at 32 like Service.nlu).
 
-    def __init__(self, model_dir: Path, plan: RuntimePlan, *, max_length: int, max_batch_tokens: int,
-                 max_batch_size: int) -> None:
+    A request runs one forward window per (hint split × text window) at each schema level, and what a level
+    finds decides the next level's prompts: with random weights, extraction finds far more spans than a
+    trained model would, so multi-level schemas (relations, events) cost more windows than in production.
+    The windows per request are recorded to make that visible."""
+
+    def __init__(self, model_dir: Path, plan: RuntimePlan, records: list[BatchRecord], *, max_length: int,
+                 max_batch_tokens: int, max_batch_size: int) -> None:
         from app.models.uninlu.adapter import NluAdapter
 
         self.adapter = NluAdapter(model_dir, plan, max_length, "bench")
+        self.adapter.model = TimedForward(self.adapter.model, plan.device, records)
         self.device = plan.device
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = min(max_batch_size, 32)
         self.seconds: list[float] = []
+        self.windows: list[int] = []
 
     def run(self, items: Sequence[dict[str, Any]]) -> list[int]:
         """Per item, the number of output paths (a cheap check that something was decoded)."""
         out = []
         self.seconds = []
+        self.windows = []
         for item in items:
+            before = getattr(self.adapter, "forward_count", 0)
             t0 = time.perf_counter()
             res = self.adapter.infer(item["text"], item["schema"], item["task"],
                                      max_batch_tokens=self.max_batch_tokens, max_batch_size=self.max_batch_size)
@@ -87,6 +96,7 @@ class WenmoNlu:
 
                 torch.cuda.synchronize()
             self.seconds.append(time.perf_counter() - t0)
+            self.windows.append(getattr(self.adapter, "forward_count", 0) - before)
             found = res.get("output", []) if isinstance(res, dict) else []
             out.append(len(found) if isinstance(found, list) else 0)
         return out

@@ -9,7 +9,8 @@ BERT layer, sequence of L tokens, hidden H, intermediate I:
     Q, K, V and output projections 4 · 2·L·H²  +  feed-forward 2 · 2·L·H·I  +  scores QKᵀ and AV 2 · 2·L²·H
 DeBERTa-v2 adds the disentangled terms (content→position and position→content against 2·S relative
 positions, S = position_buckets or max_relative_positions): 2 · 2·L·(2S)·H, plus projecting the 2S
-relative embeddings through the key and query projections: 2 · 2·(2S)·H².
+relative embeddings through the key and query projections: 2 · 2·(2S)·H². RexUniNLU's span head adds
+2 · 2·L·H² (query and key projections) + 2·L²·H (the L×L logits).
 Pure Python.
 """
 
@@ -40,10 +41,14 @@ def layer_flops(config: Mapping[str, Any], length: int) -> int:
     return flops
 
 
-def forward_flops(config: Mapping[str, Any], length: int, *, pooler: bool = False, num_labels: int = 0) -> int:
-    """FLOPs of a whole forward over one sequence (all layers, optional pooler and classifier)."""
+def forward_flops(config: Mapping[str, Any], length: int, *, pooler: bool = False, num_labels: int = 0,
+                  span_head: bool = False) -> int:
+    """FLOPs of a whole forward over one sequence (all layers; optional pooler, classifier, and
+    RexUniNLU's span head: two H×H projections and the L×L query·key logits)."""
     h, _, layers = _dims(config)
     flops = layers * layer_flops(config, length)
+    if span_head:
+        flops += 2 * 2 * length * h * h + 2 * length * length * h
     if pooler:
         flops += 2 * h * h
     if num_labels:

@@ -109,7 +109,8 @@ def _pct(x: float | None) -> float | None:
 
 
 def _nlu_table(f: dict[str, Any], gpu: bool) -> str:
-    headers = ["config", "task family", "n", "texts/s", "p50 ms", "p95 ms", "peak RSS MiB"]
+    headers = ["config", "task family", "n", "texts/s", "p50 ms", "p95 ms", "windows/req", "GFLOP/s", "of matmul",
+               "peak RSS MiB"]
     if gpu:
         headers.append("GPU alloc MiB")
     rows = []
@@ -117,18 +118,17 @@ def _nlu_table(f: dict[str, Any], gpu: bool) -> str:
         if not c.get("ok"):
             rows.append([c["name"], "failed: " + str(c.get("error"))[:60]] + [""] * (len(headers) - 2))
             continue
+        gpu_cell = [fmt(c.get("gpu_max_allocated_mib"), 0)] if gpu else []
         for fam, t in sorted(c.get("task_families", {}).items()):
-            row = [c["name"], fam, str(t["items"]), fmt(t["items_per_s"], 2), fmt(t["latency_p50_ms"]),
-                   fmt(t["latency_p95_ms"]), fmt(c.get("peak_rss_mib"), 0)]
-            if gpu:
-                row.append(fmt(c.get("gpu_max_allocated_mib"), 0))
-            rows.append(row)
-        row = [c["name"], "all", str(c["items"]), fmt(c["items_per_s"], 2), fmt(c.get("latency_p50_ms")),
-               fmt(c.get("latency_p95_ms")), fmt(c.get("peak_rss_mib"), 0)]
-        if gpu:
-            row.append(fmt(c.get("gpu_max_allocated_mib"), 0))
-        rows.append(row)
-    return table(headers, rows)
+            rows.append([c["name"], fam, str(t["items"]), fmt(t["items_per_s"], 2), fmt(t["latency_p50_ms"]),
+                         fmt(t["latency_p95_ms"]), fmt(t.get("windows_per_request")), "", "", "",
+                         *([""] if gpu else [])])
+        rows.append([c["name"], "all", str(c["items"]), fmt(c["items_per_s"], 2), fmt(c.get("latency_p50_ms")),
+                     fmt(c.get("latency_p95_ms")), "", fmt(c.get("flops_per_s"), 1, 1e9),
+                     fmt(_pct(c.get("matmul_fraction")), 1, suffix="%"), fmt(c.get("peak_rss_mib"), 0), *gpu_cell])
+    out = table(headers, rows)
+    return out + ("\n  windows/req: forward windows per request; with random weights extraction finds many more spans "
+                  "than a trained model, so multi-level schemas (relation, event) cost more windows than in production")
 
 
 # ---- loadtest -------------------------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ class TimedForward:
             torch.cuda.synchronize()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        mask = kwargs.get("attention_mask")
+        # BERT models take keyword tensors; the RexUniNLU model takes (ids, positions, 2-D mask) positionally.
+        mask = kwargs.get("attention_mask", args[2] if len(args) > 2 else None)
         ids = kwargs.get("input_ids", args[0] if args else None)
         self._sync()
         t0 = time.perf_counter()
@@ -41,6 +42,9 @@ class TimedForward:
         dt = time.perf_counter() - t0
         if mask is not None and mask.dim() == 2:
             lengths = [int(x) for x in mask.sum(dim=1).tolist()]
+            width = int(mask.shape[1])
+        elif mask is not None and mask.dim() == 3:  # (B, L, L): a row is a real token if it may attend anywhere
+            lengths = [int(x) for x in mask.any(dim=-1).sum(dim=1).tolist()]
             width = int(mask.shape[1])
         elif ids is not None:
             width = int(ids.shape[-1])

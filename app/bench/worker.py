@@ -27,6 +27,8 @@ def _flop_kwargs(family: str, config: dict[str, Any]) -> dict[str, Any]:
     if family == "cross":
         labels = len(config.get("id2label") or {}) or int(config.get("num_labels", 2))
         return {"pooler": True, "num_labels": labels}
+    if family == "nlu":
+        return {"span_head": True}
     return {}
 
 
@@ -51,7 +53,7 @@ def _load(job: dict[str, Any], records: list) -> tuple[Any, dict[str, Any]]:  # 
     elif family == "cross":
         runner = engine_bench.WenmoCrossEncoder(model_dir, plan, records, **kw)
     else:
-        runner = engine_bench.WenmoNlu(model_dir, plan, **kw)
+        runner = engine_bench.WenmoNlu(model_dir, plan, records, **kw)
     return runner, {"device": plan.device, "dtype": plan.dtype, "engine": plan.engine,
                     "kernel_inject": plan.kernel_inject, "cuda_graph": plan.cuda_graph, **kw}
 
@@ -100,6 +102,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     best_records: list = []
     outputs: list = []
     item_seconds: list[float] = []
+    item_windows: list[int] = []
     for _ in range(max(1, int(job.get("passes", 1)))):
         records.clear()
         t0 = time.perf_counter()
@@ -111,6 +114,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         if dt < seconds:
             seconds, outputs, best_records = dt, out, list(records)
             item_seconds = list(getattr(runner, "seconds", []))
+            item_windows = list(getattr(runner, "windows", []))
     records = best_records
     mem["run_peak_rss_mib"] = peak.stop()
     mem["run_peak_method"] = peak.method
@@ -123,16 +127,15 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {"ok": True, "items": len(items), "seconds": seconds, "pass_seconds": pass_seconds,
                               "load_s": load_s,
                               "plan": plan, "torch_threads": torch.get_num_threads(), "memory": mem}
-    if family == "nlu":
-        result["item_ms"] = [s * 1000 for s in item_seconds]
-        result["item_family"] = [it["family"] for it in items]
-        result["item_outputs"] = outputs
-        return result
-
     from app.models.checkpoint import read_json
 
     config = read_json(Path(job["model_dir"]), "config.json")
     kw = _flop_kwargs(family, config)
+    if family == "nlu":
+        result["item_ms"] = [s * 1000 for s in item_seconds]
+        result["item_family"] = [it["family"] for it in items]
+        result["item_windows"] = item_windows
+        result["item_outputs"] = outputs
     result.update({
         "batch_ms": [r.seconds * 1000 for r in records],
         "batch_rows": [len(r.lengths) for r in records],
@@ -142,6 +145,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         "useful_flops": sum(flops.useful_flops(config, r.lengths, **kw) for r in records),
         "executed_flops": flops.executed_flops(config, [(len(r.lengths), r.width) for r in records], **kw),
     })
+    if family == "nlu":
+        return result
     position = {i: k for k, i in enumerate(job["indices"])}
     result["probe"] = {str(i): outputs[position[i]] for i in job.get("probe", []) if i in position}
     return result
