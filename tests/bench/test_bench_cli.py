@@ -64,6 +64,9 @@ def test_every_configuration_ran_on_the_same_inputs(bench):
             fams = c["task_families"]
             assert c["items"] == NLU_PER_FAMILY * len(fams) and len(fams) >= 5
             assert all(t["items_per_s"] > 0 and t["items"] == NLU_PER_FAMILY for t in fams.values())
+            assert all(t["windows_per_request"] >= 1 for t in fams.values())
+            assert fams["classification"]["windows_per_request"] == 1  # one window, one level
+            assert c["useful_flops"] > 0 and c["matmul_fraction"] > 0
 
 
 def test_rates_and_ratios_come_from_the_same_run(bench):
@@ -83,7 +86,7 @@ def test_rates_and_ratios_come_from_the_same_run(bench):
             assert 0 < c["latency_p50_ms"] <= c["latency_p95_ms"]
             assert c["useful_flops"] <= c["executed_flops"] and 0 < c["padding_efficiency"] <= 1
             assert 0 < c["run_peak_rss_mib"] <= c["peak_rss_mib"]
-            assert c["dtype"] == "fp32"
+            assert c["dtype"] == "fp32" and c["round_seconds"] == [c["seconds"]]
         assert got["naive"]["speedup_vs_naive"] == 1.0 and got["library"]["speedup_vs_library"] == 1.0
         # naive: one input per forward, padded to the model maximum.
         assert got["naive"]["batches"] == NAIVE and got["naive"]["padded_tokens"] == NAIVE * 512
