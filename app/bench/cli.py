@@ -72,26 +72,26 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Argu
                     "--engine auto runs every engine; --dtype sets Wenmo's dtype (baselines are fp32).")
     b.add_argument("--size", choices=("tiny", "full"), default="tiny",
                    help="tiny checkpoints (quick check) or full-size replicas (real architectures, random weights)")
-    b.add_argument("--model", dest="bench_embed_model", default="",
+    b.add_argument("--model", dest="bench_embed_model", metavar="DIR|ID", default="",
                    help="a real GTE checkpoint (directory or ModelScope id) instead of the replica")
-    b.add_argument("--cross-model", dest="bench_cross_model", default="",
+    b.add_argument("--cross-model", dest="bench_cross_model", metavar="DIR|ID", default="",
                    help="a real StructBERT cross-encoder checkpoint instead of the replica")
-    b.add_argument("--nlu-model", dest="bench_nlu_model", default="",
+    b.add_argument("--nlu-model", dest="bench_nlu_model", metavar="DIR|ID", default="",
                    help="a real RexUniNLU checkpoint instead of the replica")
-    b.add_argument("--families", type=_names(FAMILIES), default=FAMILIES,
+    b.add_argument("--families", metavar="LIST", type=_names(FAMILIES), default=FAMILIES,
                    help="which model families to measure (default: embed,cross,nlu)")
-    b.add_argument("--texts", dest="bench_texts", type=_positive_int, default=512,
+    b.add_argument("--texts", dest="bench_texts", metavar="N", type=_positive_int, default=512,
                    help="texts in the workload (default 512)")
-    b.add_argument("--pairs", dest="bench_pairs", type=int, default=0,
+    b.add_argument("--pairs", dest="bench_pairs", metavar="N", type=int, default=0,
                    help="cross-encoder pairs (default: as many as --texts)")
-    b.add_argument("--naive-texts", dest="bench_naive_texts", type=_positive_int, default=64,
+    b.add_argument("--naive-texts", dest="bench_naive_texts", metavar="N", type=_positive_int, default=64,
                    help="inputs the naive baseline runs (a length-stratified subset; default 64)")
-    b.add_argument("--nlu-texts", dest="bench_nlu_texts", type=_positive_int, default=8,
+    b.add_argument("--nlu-texts", dest="bench_nlu_texts", metavar="N", type=_positive_int, default=8,
                    help="RexUniNLU requests per task family (default 8)")
-    b.add_argument("--seed", dest="bench_seed", type=int, default=0, help="workload seed (default 0)")
+    b.add_argument("--seed", dest="bench_seed", metavar="N", type=int, default=0, help="workload seed (default 0)")
     b.add_argument("--library-batch-size", type=_positive_int, default=32,
                    help="fixed batch size of the library baseline (default 32)")
-    b.add_argument("--models-dir", dest="bench_models_dir", default="",
+    b.add_argument("--models-dir", dest="bench_models_dir", metavar="DIR", default="",
                    help="where replicas are built and kept (default: <state dir>/bench-models)")
     b.add_argument("--rounds", type=_positive_int, default=1,
                    help="run every configuration this many times, round-robin, each in a fresh process; the "
@@ -100,8 +100,8 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Argu
                    help="timed passes over the inputs inside each process; the fastest counts (default 1)")
     b.add_argument("--job-timeout-s", type=_positive_float, default=1800.0,
                    help="time limit per configuration's process (default 1800)")
-    b.add_argument("--json", dest="json_path", help="write the full results as JSON to this file")
-    b.add_argument("--plot", dest="plot_path", help="write a PNG chart to this file")
+    b.add_argument("--json", dest="json_path", metavar="PATH", help="write the full results as JSON to this file")
+    b.add_argument("--plot", dest="plot_path", metavar="PATH", help="write a PNG chart to this file")
     b.add_argument("--keep-work-dir", action="store_true", help="keep the per-configuration logs and results")
     return b
 
@@ -117,10 +117,10 @@ def add_loadtest_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.A
                     "Credentials come from WENMO_AUTH=user:password, never from a flag.")
     t.add_argument("--url", default=d.url, help=f"server base URL (default {d.url})")
     t.add_argument("--allow-remote", action="store_true", help="allow a non-loopback URL")
-    t.add_argument("--stages", type=_names(("baseline", "ramp", "soak", "mixed")), default=d.stages,
+    t.add_argument("--stages", metavar="LIST", type=_names(("baseline", "ramp", "soak", "mixed")), default=d.stages,
                    help="stages to run, in order (default: baseline,ramp,soak,mixed)")
     t.add_argument("--users", type=_positive_int, default=d.users, help=f"most concurrent users (default {d.users})")
-    t.add_argument("--ramp-steps", type=_ints, default=(),
+    t.add_argument("--ramp-steps", metavar="LIST", type=_ints, default=(),
                    help="user counts of the ramp (default 1,2,4,… up to --users)")
     t.add_argument("--step-s", type=_positive_float, default=d.step_s, help=f"seconds per ramp step ({d.step_s:g})")
     t.add_argument("--step-requests", type=_positive_int, default=d.step_requests,
@@ -144,11 +144,12 @@ def add_loadtest_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.A
                    help=f"per-request timeout ({d.request_timeout_s:g} s)")
     t.add_argument("--ready-timeout-s", type=_positive_float, default=d.ready_timeout_s,
                    help=f"how long to wait for GET /readyz ({d.ready_timeout_s:g} s)")
-    t.add_argument("--embedding-model-name", dest="request_model", default="",
+    t.add_argument("--embedding-model-name", dest="request_model", metavar="NAME", default="",
                    help="`model` field of embeddings requests (default: the configured embed model)")
-    t.add_argument("--seed", dest="load_seed", type=int, default=0, help="request workload seed (default 0)")
-    t.add_argument("--json", dest="json_path", help="write the full results as JSON to this file")
-    t.add_argument("--plot", dest="plot_path", help="write a PNG chart to this file")
+    t.add_argument("--seed", dest="load_seed", metavar="N", type=int, default=0,
+                   help="request workload seed (default 0)")
+    t.add_argument("--json", dest="json_path", metavar="PATH", help="write the full results as JSON to this file")
+    t.add_argument("--plot", dest="plot_path", metavar="PATH", help="write a PNG chart to this file")
     return t
 
 

@@ -21,7 +21,7 @@ def _plt():  # noqa: ANN202
 
 
 def plot_bench(report: dict[str, Any], path: str | Path) -> Path:
-    """Per family: throughput (log scale, speedup vs naive on the bars) and peak memory per configuration."""
+    """Per family: throughput (speedup vs naive on the bars) and peak memory per configuration."""
     plt = _plt()
     fams = [(k, f) for k, f in report["families"].items() if f.get("configs")]
     ncols = max(1, len(fams))
@@ -33,9 +33,8 @@ def plot_bench(report: dict[str, Any], path: str | Path) -> Path:
         colors = [COLORS.get(c["kind"], "#888888") for c in configs]
         ax = axes[0][col]
         rates = [c["items_per_s"] or 0 for c in configs]
-        bars = ax.bar(range(len(configs)), rates, color=colors)
-        ax.set_yscale("log")
-        ax.set_title(f"{name}: {fam['unit']}/s ({fam['model']})", fontsize=9)
+        bars = ax.bar(range(len(configs)), rates, color=colors)  # linear from 0: bar heights are the ratios
+        ax.set_title(f"{name}: {fam['unit']}/s — {fam['model']}", fontsize=9)
         ax.set_xticks(range(len(configs)), labels, rotation=25, ha="right", fontsize=8)
         for bar, c in zip(bars, configs, strict=True):
             s = c.get("speedup_vs_naive")

@@ -136,9 +136,10 @@ def loadtest_text(r: dict[str, Any]) -> str:
     out = [f"Wenmo loadtest  {r['created_utc']}  {r['url']}  p95 target {r['p95_target_ms']:g} ms"]
     headers = ["stage", "users", "requests", "ok", "busy", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms"]
     rows = []
+    skipped = []
     for name, st in r["stages"].items():
         if st.get("skipped"):
-            rows.append([name, "", "", "", "", "", "", "", "", "skipped: " + st["skipped"]])
+            skipped.append(f"{name}: skipped ({st['skipped']})")
             continue
         for step in st.get("steps", [st]):
             rows.append([name if step is st or step is st["steps"][0] else "", str(step["users"]),
@@ -146,6 +147,7 @@ def loadtest_text(r: dict[str, Any]) -> str:
                          fmt(step["throughput_rps"], 2), fmt(step["latency_p50_ms"]), fmt(step["latency_p95_ms"]),
                          fmt(step["latency_p99_ms"])])
     out.append(table(headers, rows))
+    out.extend(skipped)
     mixed = r["stages"].get("mixed", {})
     if mixed.get("by_kind"):
         out.append("")

@@ -84,3 +84,16 @@ def test_a_busy_port_is_a_message(tmp_path):
     assert out.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "choose another --port" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_listening_socket_is_tcp_so_replies_are_not_delayed_by_nagle():
+    """Regression: a socket made with proto 0 made asyncio skip TCP_NODELAY, adding ~40 ms per keep-alive reply."""
+    import socket
+
+    from app.server import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
