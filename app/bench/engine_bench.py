@@ -16,7 +16,8 @@ from app.bench.timing import BatchRecord, TimedForward
 from app.engine.runtime import RuntimePlan
 
 
-def make_plan(device: str, dtype: str, engine: str, ds_config: str, kernel_inject: bool | None) -> RuntimePlan:
+def make_plan(device: str, dtype: str, engine: str, ds_config: str, kernel_inject: bool | None,
+              min_batch_fill: str = "auto") -> RuntimePlan:
     """The runtime plan for one configuration; `kernel_inject` overrides ds_config.json's inference block."""
     import dataclasses
 
@@ -26,7 +27,7 @@ def make_plan(device: str, dtype: str, engine: str, ds_config: str, kernel_injec
     ds = load_ds_config(ds_config)
     if kernel_inject is not None:
         ds = dataclasses.replace(ds, replace_with_kernel_inject=kernel_inject)
-    return resolve_plan(device, dtype, engine, ds)
+    return resolve_plan(device, dtype, engine, ds, min_batch_fill=min_batch_fill)
 
 
 class WenmoEmbedder:

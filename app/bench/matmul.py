@@ -2,7 +2,8 @@
 
 A square matmul large enough to be compute bound (n = 2048 on a CPU, 8192 on a GPU), repeated for at least
 `min_time_s`; the best repetition counts (the attainable peak, not an average dragged down by noise).
-On a GPU, fp32 is measured with TF32 off (true fp32); fp16 and bf16 run on the tensor cores.
+On a GPU, fp32 is measured with TF32 off (true fp32); fp16 and bf16 run on the tensor cores. int8 (CPU) is
+the kernel `--dtype int8` serves with: a dynamically quantised Linear (activations quantised per call).
 Runs inside a measurement subprocess: a dtype the CPU cannot run (e.g. AMX advertised but not enabled by
 the hypervisor: SIGILL) kills only that subprocess.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "float32"}
 
 
 def measure(device: str, dtype: str, n: int = 0, min_time_s: float = 0.5, max_reps: int = 50) -> dict[str, Any]:
@@ -32,15 +33,27 @@ def measure(device: str, dtype: str, n: int = 0, min_time_s: float = 0.5, max_re
         if on_cuda:
             torch.cuda.synchronize(device)
 
+    matmul = torch.matmul
+    if dtype == "int8":
+        from app.engine.wrapping import quantize_linear_layers
+
+        layer = torch.nn.Linear(n, n, bias=False)
+        layer.weight.data.copy_(b.t())
+        packed = quantize_linear_layers(torch.nn.Sequential(layer))
+
+        def matmul(x, _w):  # noqa: ANN001, ANN202 - the same product through the int8 kernel
+            return packed(x)
+
     try:
-        torch.matmul(a, b)  # warm-up: kernel selection, oneDNN/cuBLAS initialisation
+        matmul(a, b)  # warm-up: kernel selection, oneDNN/cuBLAS initialisation
         sync()
         best = float("inf")
         spent = 0.0
         reps = 0
         while reps < 3 or (spent < min_time_s and reps < max_reps):
             t0 = time.perf_counter()
-            torch.matmul(a, b)
+            with torch.inference_mode():
+                matmul(a, b)
             sync()
             dt = time.perf_counter() - t0
             best = min(best, dt)

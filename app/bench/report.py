@@ -50,7 +50,8 @@ def bench_text(r: dict[str, Any]) -> str:
     if "pairs" in w:
         out.append(f"  pairs (query + passage: {w['pair_passages']}): {_tokens(w['pairs'])}")
         out.append(f"  naive pair subset: {_tokens(w.get('naive_pairs_subset'))}")
-    out.append(f"Wenmo: dtype {p['wenmo_dtype']}, max_batch_tokens {p['max_batch_tokens']}, max_batch_size "
+    out.append(f"Wenmo: dtype {p['wenmo_dtype']}, max_batch_tokens {p['max_batch_tokens']}, min_batch_fill "
+               f"{p.get('min_batch_fill', 'auto')}, max_batch_size "
                f"{p['max_batch_size']}; library: fp32, batches of {p['library_batch_size']}; naive: fp32, 1 per "
                "forward, padded to the model maximum")
     gpu = p["device"].startswith("cuda")
@@ -71,6 +72,8 @@ def bench_text(r: dict[str, Any]) -> str:
         if gpu:
             headers += ["GPU alloc MiB", "NVML MiB"]
         headers += ["×naive", "×library", "GFLOP/s", "of matmul", "max |Δ|"]
+        if family == "embed":
+            headers.append("min cos")
         rows = []
         for c in f["configs"]:
             if not c.get("ok"):
@@ -86,6 +89,9 @@ def bench_text(r: dict[str, Any]) -> str:
                     fmt(c.get("flops_per_s"), 1, 1e9), fmt(_pct(c.get("matmul_fraction")), 1, suffix="%"),
                     fmt((c.get("agreement") or {}).get("max_abs_diff"), 6) if c.get("agreement") else "ref"
                     if c["name"] in ("library",) else "n/a"]
+            if family == "embed":
+                row.append(fmt((c.get("agreement") or {}).get("min_cosine"), 5) if c.get("agreement") else
+                           ("ref" if c["name"] == "library" else "n/a"))
             rows.append(row)
         out.append(table(headers, rows))
         if any(c.get("subset") for c in f["configs"]):

@@ -67,6 +67,7 @@ class ConfigSpec:
     kind: str  # naive | library | wenmo
     engine: str = ""
     kernel_inject: bool | None = None
+    dtype: str = ""  # "": the run's --dtype
 
 
 Progress = Callable[[str], None]
@@ -144,6 +145,11 @@ def wenmo_specs(settings: Settings, on_cuda: bool, deepspeed_ok: bool) -> tuple[
             specs.append(ConfigSpec(f"wenmo-{engine}", "wenmo", engine, None))
     if not on_cuda:
         notes.append("kernel injection needs CUDA: the inject on/off pair runs only on a GPU")
+        if settings.dtype == "auto":
+            # The CPU's other dtype: int8 dynamic quantisation, with its agreement against fp32 in the report.
+            specs.append(ConfigSpec("wenmo-torch-int8", "wenmo", "torch", None, "int8"))
+            notes.append("wenmo-torch-int8: --dtype int8 (dynamic quantisation of the Linear layers); compare its "
+                         "agreement with the fp32 library before choosing it")
     return specs, notes
 
 
@@ -280,14 +286,23 @@ def add_agreement(configs: list[dict[str, Any]], probes: dict[str, dict[str, Any
         mine = probes.get(c["name"])
         if not mine or c["name"] == ref_name:
             continue
-        diffs = []
+        diffs, cosines = [], []
         for key, val in mine.items():
             if key not in ref:
                 continue
             a = val if isinstance(val, list) else [val]
             b = ref[key] if isinstance(ref[key], list) else [ref[key]]
             diffs.extend(abs(x - y) for x, y in zip(a, b, strict=False))
-        c["agreement"] = {"versus": ref_name, "probes": len(mine), "max_abs_diff": max(diffs) if diffs else None}
+            if isinstance(val, list):
+                cosines.append(_cosine(a, b))
+        c["agreement"] = {"versus": ref_name, "probes": len(mine), "max_abs_diff": max(diffs) if diffs else None,
+                          "min_cosine": min(cosines) if cosines else None}
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    na, nb = sum(x * x for x in a) ** 0.5, sum(y * y for y in b) ** 0.5
+    return dot / (na * nb) if na and nb else 0.0
 
 
 def checks(families: dict[str, Any], device: str) -> list[dict[str, Any]]:
@@ -389,7 +404,8 @@ def run_suite(opts: BenchOptions, settings: Settings, progress: Progress = _stde
         "options": dataclasses.asdict(opts),
         "plan": {"device": device, "wenmo_dtype": wenmo_dtype, "baseline_dtype": "fp32",
                  "configs": [s.name for s in specs], "max_batch_tokens": settings.max_batch_tokens,
-                 "max_batch_size": settings.max_batch_size, "library_batch_size": opts.library_batch_size,
+                 "max_batch_size": settings.max_batch_size, "min_batch_fill": settings.min_batch_fill,
+                 "library_batch_size": opts.library_batch_size,
                  "ds_config": settings.ds_config},
         "workload": {"seed": opts.seed, "distribution": wl.describe(), "bands": wl.bands_as_dicts(),
                      "pair_passages": wl.describe(wl.PAIR_SECOND_BANDS)},
@@ -426,7 +442,8 @@ def run_suite(opts: BenchOptions, settings: Settings, progress: Progress = _stde
                                      "source": "the presets' own example texts and schemas, cycled"}
 
     # The yardstick, in this run, on this device, per dtype used.
-    total_jobs = len({"fp32", wenmo_dtype}) + opts.rounds * sum(len(family_specs(f, specs)) for f in dirs)
+    matmul_dtypes = {"fp32", wenmo_dtype} | {s.dtype for s in specs if s.dtype}
+    total_jobs = len(matmul_dtypes) + opts.rounds * sum(len(family_specs(f, specs)) for f in dirs)
     done = 0
 
     def step(label: str) -> None:
@@ -434,7 +451,7 @@ def run_suite(opts: BenchOptions, settings: Settings, progress: Progress = _stde
         done += 1
         progress(f"bench: [{done}/{total_jobs}] {label}")
 
-    for dtype in sorted({"fp32", wenmo_dtype}):
+    for dtype in sorted(matmul_dtypes):
         step(f"matmul rate {device} {dtype}")
         res = run_job({"kind": "matmul", "device": device, "dtype": dtype}, work, f"matmul-{dtype}",
                       opts.job_timeout_s)
@@ -447,7 +464,7 @@ def run_suite(opts: BenchOptions, settings: Settings, progress: Progress = _stde
             continue
         indices_all = list(range(len({"embed": texts, "cross": first, "nlu": nlu_items}[family])))
         naive_idx = subsets.get(family, indices_all)
-        probe = naive_idx[:4]
+        probe = naive_idx  # the stratified subset every configuration runs: agreement over all lengths
         fam_entry: dict[str, Any] = {"unit": UNITS[family], "model_dir": str(dirs[family]), "model": what[family],
                                      "configs": []}
         config = read_json(dirs[family], "config.json")
@@ -468,7 +485,8 @@ def run_suite(opts: BenchOptions, settings: Settings, progress: Progress = _stde
                 step(f"{family} {spec.name}" + (f" (round {r + 1}/{opts.rounds})" if opts.rounds > 1 else ""))
                 indices = naive_idx if spec.kind == "naive" else indices_all
                 job = {"kind": spec.kind, "family": family, "model_dir": str(dirs[family]), "device": device,
-                       "dtype": settings.dtype, "engine": spec.engine, "ds_config": settings.ds_config,
+                       "dtype": spec.dtype or settings.dtype, "engine": spec.engine,
+                       "ds_config": settings.ds_config, "min_batch_fill": settings.min_batch_fill,
                        "kernel_inject": spec.kernel_inject, "max_length": settings.max_length,
                        "max_batch_tokens": settings.max_batch_tokens, "max_batch_size": settings.max_batch_size,
                        "library_batch_size": opts.library_batch_size, "workload": str(work / "workload.json"),

@@ -15,7 +15,14 @@ from app.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-_DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+# int8: dynamic quantisation (Linear weights int8, activations quantised per batch); the rest stays fp32.
+_DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "float32"}
+# Batch fill floor (see batching.py). On a CPU every padded cell costs a full token and a forward has
+# little fixed cost, so batches stay nearly full. On a GPU each forward also pays a fixed launch cost
+# (hundreds of kernels for a 24-layer model) that a few padded cells are cheaper than; the GPU floor is
+# a judgement, not yet a measurement.
+FILL_CPU = 0.9
+FILL_CUDA = 0.5
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,11 @@ class RuntimePlan:
     kernel_inject: bool
     cuda_graph: bool
     reasons: tuple[str, ...] = ()
+    min_batch_fill: float = 0.0
+
+    @property
+    def quantized(self) -> bool:
+        return self.dtype == "int8"
 
     @property
     def torch_dtype(self):  # noqa: ANN201 - torch is imported lazily
@@ -40,7 +52,7 @@ class RuntimePlan:
     def log_line(self, ds: DsConfig | None = None) -> str:
         parts = [
             f"plan device={self.device} dtype={self.dtype} engine={self.engine}",
-            f"kernel_inject={self.kernel_inject} cuda_graph={self.cuda_graph}",
+            f"kernel_inject={self.kernel_inject} cuda_graph={self.cuda_graph} min_batch_fill={self.min_batch_fill:g}",
             "inference_mode=on eval=on grad_checkpointing=off kv_cache=off",
         ]
         if self.reasons:
@@ -65,6 +77,44 @@ def _bf16_supported(device: str) -> bool:
     return major >= 8
 
 
+_CPU_DTYPE_PROBE = """
+import torch
+dtype = getattr(torch, {name!r})
+x = torch.randn(256, 1024)
+layer = torch.nn.Linear(1024, 1024)
+if {name!r} == "float32":  # int8: the kernels dynamic quantisation runs
+    layer = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(layer), {{torch.nn.Linear}}, dtype=torch.qint8)
+else:
+    layer, x = layer.to(dtype), x.to(dtype)
+with torch.inference_mode():
+    layer(x).float().sum().item()
+"""
+
+
+def _cpu_dtype_works(dtype: str) -> str | None:
+    """Run one Linear layer in `dtype` on the CPU in a child process; None if it works, else why not.
+
+    A child, because the failure seen in practice is not an exception: on a VM whose CPU advertises AMX
+    but whose hypervisor does not enable it, oneDNN's bf16 kernels die with SIGILL and take the process
+    with them — at the first request, not at start, unless it is probed here.
+    """
+    import subprocess
+    import sys
+
+    code = _CPU_DTYPE_PROBE.format(name="float32" if dtype == "int8" else _DTYPE_NAMES[dtype])
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, text=True)
+    except subprocess.TimeoutExpired:
+        return "the probe did not finish in 120 s"
+    if proc.returncode == 0:
+        return None
+    if proc.returncode < 0:
+        import signal
+
+        return f"a {dtype} matmul on this CPU kills the process ({signal.Signals(-proc.returncode).name})"
+    return f"a {dtype} matmul on this CPU fails: {proc.stderr.strip().splitlines()[-1:]}"
+
+
 def _deepspeed_importable() -> bool:
     from app.engine.wrapping import import_deepspeed
 
@@ -84,6 +134,8 @@ def resolve_plan(
     cuda_available=_cuda_available,
     bf16_supported=_bf16_supported,
     deepspeed_importable=_deepspeed_importable,
+    cpu_dtype_works=_cpu_dtype_works,
+    min_batch_fill: str | float = "auto",
 ) -> RuntimePlan:
     """Turn the `auto` choices into a concrete plan. The probes are injectable so the rules are testable."""
     reasons: list[str] = []
@@ -110,8 +162,15 @@ def resolve_plan(
         else:
             dtype = "fp32"
             reasons.append("dtype auto: fp32 (ds_config disables fp16 and bf16)")
-    elif dtype in ("fp16", "bf16") and not on_cuda:
-        reasons.append(f"dtype {dtype} on CPU: allowed, but usually slower than fp32")
+    elif dtype == "int8" and on_cuda:
+        raise ConfigError("--dtype int8 is dynamic quantisation for the CPU; on CUDA use fp16, bf16 or auto")
+    elif dtype in ("fp16", "bf16", "int8") and not on_cuda:
+        why_not = cpu_dtype_works(dtype)
+        if why_not:
+            raise ConfigError(f"--dtype {dtype}: {why_not}; use --dtype fp32 (or auto) on this machine")
+        reasons.append("dtype int8 on CPU: dynamic quantisation of the Linear layers (check accuracy: "
+                       "`python -m app bench` reports agreement with fp32)" if dtype == "int8"
+                       else f"dtype {dtype} on CPU: allowed, but usually slower than fp32")
 
     if engine == "auto":
         if on_cuda and deepspeed_importable():
@@ -127,4 +186,9 @@ def resolve_plan(
     cuda_graph = engine == "deepspeed" and on_cuda and ds.enable_cuda_graph
     if engine == "deepspeed" and not on_cuda and (ds.replace_with_kernel_inject or ds.enable_cuda_graph):
         reasons.append("kernel injection and CUDA graphs need CUDA: off on CPU")
-    return RuntimePlan(device, dtype, engine, kernel_inject, cuda_graph, tuple(reasons))
+    if min_batch_fill == "auto":
+        fill = FILL_CUDA if on_cuda else FILL_CPU
+        reasons.append(f"min_batch_fill auto: {fill:g} on {'CUDA' if on_cuda else 'CPU'}")
+    else:
+        fill = float(min_batch_fill)
+    return RuntimePlan(device, dtype, engine, kernel_inject, cuda_graph, tuple(reasons), fill)

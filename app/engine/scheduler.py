@@ -69,8 +69,9 @@ def run_batched(
     run_batch: Callable[[list[int]], list[R]],
     max_batch_tokens: int,
     max_batch_size: int,
+    min_fill: float = 0.0,
 ) -> list[R]:
     """Call `run_batch(indices)` for each planned batch; return results in the original order."""
-    batches = plan_batches(lengths, max_batch_tokens, max_batch_size)
+    batches = plan_batches(lengths, max_batch_tokens, max_batch_size, min_fill)
     results = [_run_with_retry(run_batch, b) for b in batches]
     return restore_order(batches, results)  # type: ignore[return-value]

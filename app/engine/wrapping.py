@@ -35,6 +35,22 @@ def import_deepspeed():  # noqa: ANN201
     return deepspeed
 
 
+def quantize_linear_layers(module):  # noqa: ANN001, ANN201
+    """int8 dynamic quantisation of every nn.Linear, in place (no second copy of the weights).
+
+    torch.ao.quantization is deprecated in favour of torchao, but still ships in the pinned torch and needs
+    no extra package; its deprecation warnings are expected here and silenced.
+    """
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+        return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
 def prepare_module(module, plan: RuntimePlan, *, kernel_inject_supported: bool = True):  # noqa: ANN001, ANN201
     """Return a callable module in eval mode on the plan's device and dtype (possibly a DeepSpeed engine)."""
     import torch
@@ -43,6 +59,8 @@ def prepare_module(module, plan: RuntimePlan, *, kernel_inject_supported: bool =
     for p in module.parameters():
         p.requires_grad_(False)
     module.to(device=plan.device, dtype=plan.torch_dtype)
+    if plan.quantized:
+        module = quantize_linear_layers(module)
     if plan.engine != "deepspeed":
         return module
 

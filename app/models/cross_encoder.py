@@ -16,7 +16,7 @@ from app.engine.scheduler import run_batched
 from app.engine.wrapping import prepare_module
 from app.errors import ModelUnavailableError
 from app.models.bert import bert_config
-from app.models.checkpoint import load_into, load_state_dict, load_tokenizer, read_json
+from app.models.checkpoint import load_into, load_state_dict, load_tokenizer, parameters_on_meta, read_json
 from app.models.encoding import ModelInfo, encode_pairs, model_max_length, pad_batch
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ class CrossEncoderAdapter:
         self.max_length = model_max_length(model_dir, config, max_length_cap)
         cfg = bert_config({k: v for k, v in config.items() if k not in ("id2label", "label2id")},
                           num_labels=num_labels)
-        module = BertForSequenceClassification(cfg)
+        with parameters_on_meta():
+            module = BertForSequenceClassification(cfg)
         load_into(module, load_state_dict(model_dir), str(model_dir))
         self.model = prepare_module(module, plan)
         self.info = ModelInfo(self.family, name or str(model_dir), str(model_dir), self.max_length, None,
@@ -82,5 +83,5 @@ class CrossEncoderAdapter:
                 probs = torch.softmax(logits, dim=-1)[:, self.positive]
             return probs.cpu().tolist()
 
-        scores = run_batched(enc.lengths, run, max_batch_tokens, max_batch_size)
+        scores = run_batched(enc.lengths, run, max_batch_tokens, max_batch_size, self.plan.min_batch_fill)
         return PairScores([float(s) for s in scores], enc.truncated)

@@ -17,7 +17,14 @@ from app.engine.scheduler import run_batched
 from app.engine.wrapping import prepare_module
 from app.errors import ModelUnavailableError
 from app.models.bert import bert_config
-from app.models.checkpoint import load_into, load_state_dict, load_tokenizer, read_json, strip_prefix
+from app.models.checkpoint import (
+    load_into,
+    load_state_dict,
+    load_tokenizer,
+    parameters_on_meta,
+    read_json,
+    strip_prefix,
+)
 from app.models.encoding import ModelInfo, encode_texts, model_max_length, pad_batch
 
 log = logging.getLogger(__name__)
@@ -69,7 +76,8 @@ class EmbeddingAdapter:
         self.tokenizer = load_tokenizer(model_dir)
         self.pooler = pooler_type(model_dir)
         self.max_length = model_max_length(model_dir, config, max_length_cap)
-        module = BertModel(bert_config(config), add_pooling_layer=False)
+        with parameters_on_meta():
+            module = BertModel(bert_config(config), add_pooling_layer=False)
         # Checkpoints keep the backbone under `bert.` (ModelScope's BertForSentenceEmbedding) or bare.
         load_into(module, strip_prefix(load_state_dict(model_dir), "bert."), str(model_dir), ignore=("pooler.",))
         self.dimension = int(config["hidden_size"])
@@ -97,6 +105,6 @@ class EmbeddingAdapter:
                     vec = torch.nn.functional.normalize(vec, p=2, dim=-1)
             return list(vec.cpu().numpy())
 
-        rows = run_batched(enc.lengths, run, max_batch_tokens, max_batch_size)
+        rows = run_batched(enc.lengths, run, max_batch_tokens, max_batch_size, self.plan.min_batch_fill)
         vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.dimension), np.float32)
         return EmbedResult(vectors, enc.truncated, enc.lengths)

@@ -40,7 +40,7 @@ def configs(report, family):
 def test_every_configuration_ran_on_the_same_inputs(bench):
     report, _, _ = bench
     assert report["schema"] == "wenmo-bench/1" and report["ok"] is True
-    wenmo = ["wenmo-torch", "wenmo-deepspeed"]
+    wenmo = ["wenmo-torch", "wenmo-deepspeed", "wenmo-torch-int8"]  # --dtype auto on the CPU adds int8
     assert report["plan"]["configs"] == wenmo and report["plan"]["device"] == "cpu"
     for family in ("embed", "cross"):
         got = configs(report, family)
@@ -50,10 +50,15 @@ def test_every_configuration_ran_on_the_same_inputs(bench):
         # Same inputs → the same real tokens and the same useful FLOPs, whatever the batching.
         full = [got[n] for n in ["library", *wenmo]]
         assert len({c["real_tokens"] for c in full}) == 1 and len({c["useful_flops"] for c in full}) == 1
-        # …and the same outputs (fp32 everywhere on the CPU).
+        # …and the same outputs (fp32 everywhere on the CPU), int8 close to them.
         for name in ["naive", *wenmo]:
             assert got[name]["agreement"]["versus"] == "library"
-            assert got[name]["agreement"]["max_abs_diff"] < 1e-4
+            assert got[name]["agreement"]["probes"] == NAIVE
+            assert got[name]["agreement"]["max_abs_diff"] < (5e-2 if name.endswith("int8") else 1e-4)
+        assert got["wenmo-torch-int8"]["dtype"] == "int8"
+        if family == "embed":
+            assert got["wenmo-torch"]["agreement"]["min_cosine"] > 0.99999
+            assert 0.97 < got["wenmo-torch-int8"]["agreement"]["min_cosine"] < 0.99999
     nlu = report["families"]["nlu"]
     if nlu.get("skipped"):
         assert "RexUniNLU" in nlu["skipped"]
@@ -71,8 +76,8 @@ def test_every_configuration_ran_on_the_same_inputs(bench):
 
 def test_rates_and_ratios_come_from_the_same_run(bench):
     report, _, _ = bench
-    rate = report["matmul"]["fp32"]["flops_per_s"]
-    assert rate > 0
+    rates = {d: report["matmul"][d]["flops_per_s"] for d in ("fp32", "int8")}
+    assert all(r > 0 for r in rates.values())
     for family in ("embed", "cross"):
         got = configs(report, family)
         for c in got.values():
@@ -82,18 +87,19 @@ def test_rates_and_ratios_come_from_the_same_run(bench):
             assert c["speedup_vs_naive"] == pytest.approx(c["items_per_s"] / got["naive"]["items_per_s"])
             assert c["speedup_vs_library"] == pytest.approx(c["items_per_s"] / got["library"]["items_per_s"])
             assert c["flops_per_s"] == pytest.approx(c["useful_flops"] / c["seconds"])
-            assert c["matmul_fraction"] == pytest.approx(c["flops_per_s"] / rate)
+            assert c["matmul_fraction"] == pytest.approx(c["flops_per_s"] / rates[c["dtype"]])  # its own dtype's
             assert 0 < c["latency_p50_ms"] <= c["latency_p95_ms"]
             assert c["useful_flops"] <= c["executed_flops"] and 0 < c["padding_efficiency"] <= 1
             assert 0 < c["run_peak_rss_mib"] <= c["peak_rss_mib"]
-            assert c["dtype"] == "fp32" and c["round_seconds"] == [c["seconds"]]
+            assert c["dtype"] == ("int8" if c["name"].endswith("int8") else "fp32")
+            assert c["round_seconds"] == [c["seconds"]]
         assert got["naive"]["speedup_vs_naive"] == 1.0 and got["library"]["speedup_vs_library"] == 1.0
         # naive: one input per forward, padded to the model maximum.
         assert got["naive"]["batches"] == NAIVE and got["naive"]["padded_tokens"] == NAIVE * 512
         assert got["library"]["batches"] == 1  # 12 inputs, batches of 32
         assert report["families"][family]["padding_ceiling_vs_naive"] > 1
     checks = report["checks"]
-    assert {c["config"] for c in checks} == {"wenmo-torch", "wenmo-deepspeed"} and len(checks) == 6
+    assert {c["config"] for c in checks} == {"wenmo-torch", "wenmo-deepspeed", "wenmo-torch-int8"} and len(checks) == 9
     embed = configs(report, "embed")
     for c in checks:
         if "naive" in c["target"]:

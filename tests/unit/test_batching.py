@@ -42,3 +42,43 @@ def test_batch_size_cap():
 
 def test_empty_input():
     assert plan_batches([], 100, 4) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=1, max_value=600), max_size=200),
+    budget=st.integers(min_value=1, max_value=50_000),
+    cap=st.integers(min_value=1, max_value=64),
+    fill=st.floats(min_value=0.0, max_value=1.0),
+)
+def test_fill_floor_properties(lengths, budget, cap, fill):
+    batches = plan_batches(lengths, budget, cap, min_fill=fill)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        cells = max(lengths[i] for i in b) * len(b)
+        assert cells <= budget or len(b) == 1
+        assert len(b) <= cap
+        # the floor holds for every batch of two or more (a lone input is as full as it can be)
+        assert sum(lengths[i] for i in b) >= fill * cells - 1e-9 or len(b) == 1
+    # a floor never merges batches: it can only split what the budget rule alone would plan
+    assert len(batches) >= len(plan_batches(lengths, budget, cap))
+
+
+def test_fill_floor_keeps_mixed_lengths_apart():
+    lengths = [500, 480, 120, 110, 100, 12, 10, 9]
+    # the budget alone puts everything into one forward padded to 500 (fill 1341 / 4000 = 0.34)
+    assert plan_batches(lengths, max_batch_tokens=100_000, max_batch_size=64) == [list(range(8))]
+    assert plan_batches(lengths, max_batch_tokens=100_000, max_batch_size=64, min_fill=0.8) == [
+        [0, 1], [2, 3, 4], [5, 6, 7]]
+
+
+def test_fill_floor_of_zero_is_the_budget_rule():
+    lengths = [7, 300, 2, 45, 45, 512, 1]
+    assert plan_batches(lengths, 1024, 8, min_fill=0.0) == plan_batches(lengths, 1024, 8)
+
+
+def test_fill_out_of_range_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="min_fill"):
+        plan_batches([1, 2], 100, 4, min_fill=1.5)

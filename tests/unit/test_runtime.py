@@ -52,3 +52,41 @@ def test_log_line_is_one_line_and_names_every_block():
     assert "\n" not in line
     for part in ("device=cpu", "dtype=fp32", "engine=torch", "precision:", "inference:", "zero_optimization:"):
         assert part in line
+
+
+def cpu_plan(dtype, engine="auto", works=lambda d: None, **kw):
+    return resolve_plan("cpu", dtype, engine, AUTO, cuda_available=lambda: False, bf16_supported=lambda d: False,
+                        deepspeed_importable=lambda: True, cpu_dtype_works=works, **kw)
+
+
+def test_int8_is_cpu_dynamic_quantisation():
+    p = cpu_plan("int8")
+    assert (p.dtype, p.engine, p.quantized) == ("int8", "torch", True)
+    assert any("dynamic quantisation" in r for r in p.reasons)
+    assert cpu_plan("int8", engine="deepspeed").engine == "deepspeed"  # DeepSpeed wraps the quantised module
+    with pytest.raises(ConfigError, match="CPU; on CUDA use fp16"):
+        plan(dtype="int8")
+
+
+def test_a_cpu_dtype_that_kills_the_process_is_refused_at_start():
+    # The probe runs the dtype in a child; here it reports what bf16 did on an AMX-advertising VM.
+    probed = []
+
+    def sigill(dtype):
+        probed.append(dtype)
+        return f"a {dtype} matmul on this CPU kills the process (SIGILL)"
+
+    with pytest.raises(ConfigError, match=r"--dtype bf16: a bf16 matmul .* \(SIGILL\); use --dtype fp32"):
+        cpu_plan("bf16", works=sigill)
+    assert probed == ["bf16"]
+    assert cpu_plan("fp32", works=sigill).dtype == "fp32"  # fp32 and auto never probe
+    assert cpu_plan("auto", works=sigill).dtype == "fp32"
+    assert probed == ["bf16"]
+
+
+def test_min_batch_fill_auto_depends_on_the_device():
+    assert cpu_plan("auto").min_batch_fill == 0.9
+    assert plan().min_batch_fill == 0.5
+    assert cpu_plan("auto", min_batch_fill="0.25").min_batch_fill == 0.25
+    assert "min_batch_fill=0.9" in cpu_plan("auto").log_line()
+

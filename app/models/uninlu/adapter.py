@@ -24,7 +24,7 @@ from app.engine.runtime import RuntimePlan
 from app.engine.scheduler import run_batched
 from app.engine.wrapping import prepare_module
 from app.errors import InputError, ModelUnavailableError
-from app.models.checkpoint import load_into, load_state_dict, load_tokenizer, read_json
+from app.models.checkpoint import load_into, load_state_dict, load_tokenizer, parameters_on_meta, read_json
 from app.models.encoding import ModelInfo
 from app.models.uninlu import pipeline
 from app.models.uninlu.prompt import HINT_MAX_LEN, MAX_LEN, STRIDE, PromptTokenizer, Window, segment_mask
@@ -79,7 +79,8 @@ class NluAdapter:
                 f"{len(ADDED_TOKENS)} prompt tokens = {base_vocab + len(ADDED_TOKENS)}"
             )
         self.tokenizer = PromptTokenizer(tokenizer, base_vocab)
-        module = RexUniNluModel(deberta_config(config, rows))
+        with parameters_on_meta():
+            module = RexUniNluModel(deberta_config(config, rows))
         hidden = int(config["hidden_size"])
         freqs = state.get("rotary_emb.freqs")
         if freqs is None:  # older exports do not save it; it is a fixed function of the hidden size
@@ -165,7 +166,7 @@ class NluAdapter:
                 logits = logits.float().cpu().numpy()
             return [reduce(windows[i], logits[row, : lengths[i], : lengths[i]]) for row, i in enumerate(batch)]
 
-        return run_batched(lengths, run, max_batch_tokens, max_batch_size)
+        return run_batched(lengths, run, max_batch_tokens, max_batch_size, self.plan.min_batch_fill)
 
     def _collate(self, windows: Sequence[Window]):  # noqa: ANN202 - torch tensors
         import torch

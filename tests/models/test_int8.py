@@ -1,0 +1,56 @@
+"""`--dtype int8` (CPU dynamic quantisation) against the fp32 engine on the same checkpoints.
+
+Quantisation changes the numbers, so the check is closeness, not equality; the bench reports the same
+agreement on full-size models (`python -m app bench --dtype int8`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from app.engine.runtime import resolve_plan
+from app.models.cross_encoder import CrossEncoderAdapter
+from app.models.embedding import EmbeddingAdapter
+
+TEXTS = ["北京天安门", "我喜欢这部电影，音乐很好", "上海", "今天天气很好，我们去公园", "abc 123", "电影",
+         "今天天气很好，我们去公园，" * 8]
+
+
+@pytest.fixture(scope="module")
+def int8_plan(ds):
+    return resolve_plan("cpu", "int8", "torch", ds)
+
+
+def quantized_linears(module):
+    return [m for m in module.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+
+
+def test_int8_embeddings_stay_close_to_fp32(tiny_dirs, cpu_plan, int8_plan):
+    fp32 = EmbeddingAdapter(tiny_dirs["embed"], cpu_plan)
+    int8 = EmbeddingAdapter(tiny_dirs["embed"], int8_plan)
+    assert int8.info.dtype == "int8"
+    linears = [m for m in fp32.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(quantized_linears(int8.model)) == len(linears) > 0  # every Linear, nothing else
+    a, b = fp32.embed(TEXTS).vectors, int8.embed(TEXTS).vectors
+    assert b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    cos = (a * b).sum(1)
+    assert cos.min() > 0.97, cos
+    assert not np.allclose(a, b, atol=1e-6)  # it really ran quantised kernels
+
+
+def test_int8_similarity_scores_stay_close_to_fp32(tiny_dirs, cpu_plan, int8_plan):
+    fp32 = CrossEncoderAdapter(tiny_dirs["cross"], cpu_plan)
+    int8 = CrossEncoderAdapter(tiny_dirs["cross"], int8_plan)
+    assert quantized_linears(int8.model)
+    first, second = TEXTS, TEXTS[::-1]
+    a, b = np.array(fp32.score(first, second).scores), np.array(int8.score(first, second).scores)
+    assert np.abs(a - b).max() < 0.05
+
+
+def test_int8_under_the_deepspeed_wrapper_equals_int8_torch(tiny_dirs, int8_plan, ds):
+    int8_ds = EmbeddingAdapter(tiny_dirs["embed"], resolve_plan("cpu", "int8", "deepspeed", ds))
+    assert type(int8_ds.model).__name__ == "InferenceEngine" and quantized_linears(int8_ds.model)
+    a = EmbeddingAdapter(tiny_dirs["embed"], int8_plan).embed(TEXTS).vectors
+    assert np.allclose(a, int8_ds.embed(TEXTS).vectors, atol=1e-5)
