@@ -11,6 +11,10 @@ Errors are mapped here, at one boundary, to {"error": {"message", "type"}} bodie
 → 400, a body of the wrong shape → 422, input the service rejects (InputError) → 400, busy
 (OverloadedError) → 429 with Retry-After, a model that is not loaded → 503, a failed inference → 500.
 Handlers are plain `def`s: FastAPI runs them in worker threads, where the service's limiter may block.
+
+Successful answers of the /v1 routes carry `X-Wenmo-Engine-Ms`: milliseconds the request spent in the models
+(tokenization, forward passes, pooling), as the service measured it — not the wait for a concurrency slot,
+nor parsing or serializing. HTTP end-to-end time minus this is the server's own overhead (`loadtest`).
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.context import ServerContext
 from app.errors import InputError, ModelUnavailableError, OverloadedError, WenmoError
 from app.lifecycle import BodyTooLarge, Phase
+from app.service import EngineTime
 
 log = logging.getLogger(__name__)
+
+ENGINE_TIME_HEADER = "X-Wenmo-Engine-Ms"
 
 try:  # Gradio depends on orjson: it writes a thousand 1024-d vectors ~10× faster than json
     import orjson
@@ -66,6 +73,12 @@ class NluRequest(_Body):
     text: str
     schema_: dict[str, Any] | str = Field(alias="schema", description="RexUniNLU schema (object or JSON text)")
     task: Literal["extract", "classify", "multi_classify"] | None = None
+
+
+def json_answer(obj: Any, timing: EngineTime) -> Response:
+    """A 200 JSON answer with the engine time of the call that produced it."""
+    return Response(dump_json(obj), media_type="application/json",
+                    headers={ENGINE_TIME_HEADER: f"{timing.seconds * 1000:.3f}"})
 
 
 def error_body(message: str, kind: str) -> dict[str, Any]:
@@ -172,7 +185,8 @@ def create_router(ctx: ServerContext) -> APIRouter:
                 and body.dimensions != service.embedder.dimension:
             raise InputError(f"dimensions={body.dimensions} is not available: this model gives "
                              f"{service.embedder.dimension}; leave `dimensions` out")
-        result = service.embed(body.input)
+        timing = EngineTime()
+        result = service.embed(body.input, timing=timing)
         data = []
         for i, vec in enumerate(result.vectors):
             if body.encoding_format == "base64":
@@ -182,25 +196,27 @@ def create_router(ctx: ServerContext) -> APIRouter:
             data.append({"object": "embedding", "index": i, "embedding": embedding,
                          "truncated": bool(result.truncated[i])})
         tokens = int(sum(result.token_counts))
-        return Response(dump_json({
+        return json_answer({
             "object": "list", "data": data, "model": service.embedder.info.name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }), media_type="application/json")
+        }, timing)
 
     @router.post("/v1/similarity")
     def similarity(body: SimilarityRequest) -> Response:
         service = ctx.service
-        out = service.similarity(body.source, body.candidates, rerank=body.rerank)
+        timing = EngineTime()
+        out = service.similarity(body.source, body.candidates, rerank=body.rerank, timing=timing)
         out["model"] = service.embedder.info.name
         if out["reranked"]:
             out["cross_model"] = service.cross_encoder.info.name
-        return Response(dump_json(out), media_type="application/json")
+        return json_answer(out, timing)
 
     @router.post("/v1/nlu")
     def nlu(body: NluRequest) -> Response:
         service = ctx.service
-        out = dict(service.nlu(body.text, body.schema_, body.task))
+        timing = EngineTime()
+        out = dict(service.nlu(body.text, body.schema_, body.task, timing=timing))
         out["model"] = service.nlu_model.info.name
-        return Response(dump_json(out), media_type="application/json")
+        return json_answer(out, timing)
 
     return router

@@ -10,12 +10,15 @@ Credentials, in this order of precedence (all that are given are accepted):
 - ``WENMO_AUTH_FILE=/path``: one ``user:secret`` per line, ``#`` comments and blank lines ignored. The
   secret is either the password itself or a salted hash ``pbkdf2_sha256$<iterations>$<salt>$<base64>``
   (Django's format); make one with ``python -m app.auth hash --user NAME``;
-- neither: a random password is generated at first start and kept in ``<state_dir>/auth.txt`` (mode
+- neither, under systemd: the ``wenmo-auth`` credential (``LoadCredential=``), i.e. the file
+  ``$CREDENTIALS_DIRECTORY/wenmo-auth``, in the auth file's format (resolved in app/config.py);
+- none of these: a random password is generated at first start and kept in ``<state_dir>/auth.txt`` (mode
   0600, same format as an auth file); the log says where it is, never what it is.
 
-Passwords are compared in constant time. Repeated failures from one client address are answered 429
-with Retry-After for a while; credentials already verified keep working meanwhile, so a guesser cannot
-lock real users out. `/healthz` and `/readyz` answer without credentials (they reveal nothing else).
+Passwords are compared in constant time. Repeated failures from one client address (`auth_max_failures`
+within 5 minutes) are answered 429 with Retry-After for `auth_lockout_s`; credentials already verified keep
+working meanwhile, so a guesser cannot lock real users out. `/healthz` and `/readyz` answer without
+credentials (they reveal nothing else).
 
 Imports nothing from the web stack: the middleware speaks bare ASGI.
 """
@@ -42,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.config import Settings, describe_auth_file
 from app.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,11 +58,9 @@ GENERATED_FILE = "auth.txt"
 GENERATED_USER = "wenmo"
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
 
-# Failure limit per client address: MAX_FAILURES wrong credentials within WINDOW_S locks the address
-# out of new logins for LOCKOUT_S.
-MAX_FAILURES = 10
+# Failure limit per client address: `auth_max_failures` wrong credentials within WINDOW_S lock the address
+# out of new logins for `auth_lockout_s` (both settings, defaults in app/config.py).
 WINDOW_S = 300.0
-LOCKOUT_S = 300.0
 
 
 # ---- secrets -----------------------------------------------------------------------------------------
@@ -164,7 +166,7 @@ def load_credentials(auth: str, auth_file: str, state_dir: Path) -> tuple[list[S
         origin.append("WENMO_AUTH")
     if auth_file:
         found.extend(read_auth_file(Path(auth_file).expanduser()))
-        origin.append(f"WENMO_AUTH_FILE={auth_file}")
+        origin.append(describe_auth_file(auth_file))
     if not found:
         path = ensure_generated_password(state_dir)
         found = read_auth_file(path)
@@ -185,8 +187,8 @@ def is_loopback(host: str) -> bool:
 class FailureLimiter:
     """Counts wrong credentials per client address in a sliding window; bounded memory."""
 
-    def __init__(self, max_failures: int = MAX_FAILURES, window_s: float = WINDOW_S,
-                 lockout_s: float = LOCKOUT_S, max_addresses: int = 10000,
+    def __init__(self, max_failures: int = Settings.auth_max_failures, window_s: float = WINDOW_S,
+                 lockout_s: float = Settings.auth_lockout_s, max_addresses: int = 10000,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.max_failures = max_failures
         self.window_s = window_s
@@ -196,6 +198,10 @@ class FailureLimiter:
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._locked_until: dict[str, float] = {}
         self.lockouts = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> FailureLimiter:
+        return cls(max_failures=settings.auth_max_failures, lockout_s=settings.auth_lockout_s, **kwargs)
 
     def retry_after_s(self, address: str) -> int:
         """Seconds until `address` may try again; 0 when it may now."""
@@ -221,7 +227,7 @@ class FailureLimiter:
             self._locked_until[address] = now + self.lockout_s
             self._failures.pop(address, None)
             self.lockouts += 1
-            log.warning("event=auth_lockout address=%s seconds=%d", address, self.lockout_s)
+            log.warning("event=auth_lockout address=%s failures=%d seconds=%g", address, len(times), self.lockout_s)
 
 
 class Authenticator:

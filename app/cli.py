@@ -26,7 +26,7 @@ log = logging.getLogger("app")
 COMMON_FIELDS = ("device", "dtype", "engine", "ds_config", "model_dir", "max_length", "max_batch_tokens",
                  "max_batch_size", "max_texts", "max_chars", "state_dir", "log_level")
 SERVE_FIELDS = ("host", "port", "max_concurrent", "max_queue", "drain_s", "max_upload_mib",
-                "embed_model", "cross_model", "nlu_model")
+                "auth_max_failures", "auth_lockout_s", "embed_model", "cross_model", "nlu_model")
 EXIT_INPUT = 2
 EXIT_FAILED = 1
 

@@ -2,12 +2,15 @@
 
 Every field has one name everywhere: field `max_batch_tokens` = env `WENMO_MAX_BATCH_TOKENS` = flag
 `--max-batch-tokens`. Invalid values fail at start with the valid choices in the message.
+One variable outside that scheme is read here too: systemd's CREDENTIALS_DIRECTORY, where a `wenmo-auth`
+credential (LoadCredential=) is the auth file when neither WENMO_AUTH nor WENMO_AUTH_FILE is given.
 Imports nothing from the rest of the app except the error tree.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,8 +26,9 @@ DEFAULT_CROSS_MODEL = "iic/nlp_structbert_sentence-similarity_chinese-large"
 DEFAULT_NLU_MODEL = "iic/nlp_deberta_rex-uninlu_chinese-base"
 
 DEVICE_HINT = "auto, cpu, cuda or cuda:N"
-DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
+DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
 ENGINE_CHOICES = ("auto", "torch", "deepspeed")
+SYSTEMD_CREDENTIAL = "wenmo-auth"  # the credential's name in $CREDENTIALS_DIRECTORY
 
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None, *, flag: bool = True,
@@ -37,7 +41,8 @@ def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None, *, fla
 class Settings:
     # runtime plan
     device: str = _opt("auto", f"where models run: {DEVICE_HINT}")
-    dtype: str = _opt("auto", "weights/activations dtype (auto: fp16/bf16 on CUDA, fp32 on CPU)", DTYPE_CHOICES)
+    dtype: str = _opt("auto", "weights/activations dtype (auto: fp16/bf16 on CUDA, fp32 on CPU; int8: CPU dynamic "
+                              "quantisation)", DTYPE_CHOICES)
     engine: str = _opt("auto", "inference engine (auto: deepspeed on CUDA, torch on CPU)", ENGINE_CHOICES)
     ds_config: str = _opt(str(REPO_ROOT / "ds_config.json"), "DeepSpeed config file")
     model_dir: str = _opt(
@@ -47,6 +52,8 @@ class Settings:
     max_length: int = _opt(0, "cap on tokens per text (0: each model's own maximum)")
     max_batch_tokens: int = _opt(16384, "token budget per forward pass (longest × batch size)")
     max_batch_size: int = _opt(128, "texts per forward pass at most")
+    min_batch_fill: str = _opt("auto", "a forward's real tokens / padded cells at least, 0 to 1 (auto: 0.9 on CPU, "
+                                       "0.5 on CUDA)")
     max_texts: int = _opt(10000, "texts per call at most")
     max_chars: int = _opt(20000, "characters per text at most")
     # models
@@ -65,7 +72,10 @@ class Settings:
     drain_s: float = _opt(30.0, "seconds in-flight requests get to finish after SIGTERM")
     max_upload_mib: int = _opt(20, "largest uploaded file, MiB")
     auth: str = _opt("", "user:password for HTTP basic auth (environment only)", flag=False, secret=True)
-    auth_file: str = _opt("", "file of user:password or user:salted-hash lines (environment only)", flag=False)
+    auth_file: str = _opt("", "file of user:password or user:salted-hash lines (environment only; default: "
+                              f"$CREDENTIALS_DIRECTORY/{SYSTEMD_CREDENTIAL} when systemd passes it)", flag=False)
+    auth_max_failures: int = _opt(10, "wrong logins from one client address within 5 minutes that lock it out")
+    auth_lockout_s: float = _opt(300.0, "seconds a locked-out client address gets 429 for new logins")
 
     def replace(self, **changes: Any) -> Settings:
         """Apply overrides (e.g. CLI flags); `None` means "not given" and keeps the current value."""
@@ -81,10 +91,31 @@ class Settings:
             if raw is None or raw == "":
                 continue
             values[f.name] = parse_value(f, raw, source=env_name(f.name))
+        if not values.get("auth") and not values.get("auth_file"):
+            credential = systemd_credential(env)
+            if credential is not None:
+                values["auth_file"] = str(credential)
         return validate(cls(**values))
 
 
 FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
+
+
+def systemd_credential(env: Mapping[str, str]) -> Path | None:
+    """`$CREDENTIALS_DIRECTORY/wenmo-auth` when systemd handed the service that credential, else None."""
+    directory = env.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return None
+    path = Path(directory) / SYSTEMD_CREDENTIAL
+    return path if path.is_file() else None
+
+
+def describe_auth_file(path: str, env: Mapping[str, str] | None = None) -> str:
+    """Where the auth file comes from, for the start-up log: its path and source, never its content."""
+    credential = systemd_credential(os.environ if env is None else env)
+    if credential is not None and Path(path) == credential:
+        return f"systemd credential {path}"
+    return f"WENMO_AUTH_FILE={path}"
 
 
 def env_name(field_name: str) -> str:
@@ -117,10 +148,22 @@ def validate(s: Settings) -> Settings:
             raise ConfigError(
                 f"{flag_name(f.name)} / {env_name(f.name)}: {value!r} is not valid; choose one of {', '.join(choices)}"
             )
-        if f.type in ("int", int, "float", float):
+        if f.name == "auth_lockout_s":  # any positive time, fractions included (tests lock out briefly)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{flag_name(f.name)} / {env_name(f.name)} must be a number of seconds > 0, "
+                                  f"got {value}")
+        elif f.type in ("int", int, "float", float):
             minimum = 0 if f.name in ("max_length", "max_concurrent", "max_queue", "drain_s") else 1
             if value < minimum:
                 raise ConfigError(f"{flag_name(f.name)} / {env_name(f.name)} must be ≥ {minimum}, got {value}")
+    if s.min_batch_fill != "auto":
+        try:
+            fill = float(s.min_batch_fill)
+        except ValueError:
+            fill = -1.0
+        if not 0.0 <= fill <= 1.0:
+            raise ConfigError(f"--min-batch-fill / WENMO_MIN_BATCH_FILL: {s.min_batch_fill!r} is not valid; give auto "
+                              "or a number from 0 (token budget only) to 1 (only equal lengths share a forward)")
     d = s.device
     if not (d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit())):
         raise ConfigError(f"--device / WENMO_DEVICE: {d!r} is not valid; use {DEVICE_HINT}")

@@ -218,7 +218,7 @@ def load_models(ctx: ServerContext, demo: bool, on_done: Any) -> None:
 
 
 def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> int:
-    from app.auth import Authenticator, is_loopback, load_credentials
+    from app.auth import Authenticator, FailureLimiter, is_loopback, load_credentials
     from app.composition import make_plan
 
     state_dir = Path(settings.state_dir).expanduser()
@@ -230,8 +230,9 @@ def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> i
         log.warning("event=auth_disabled host=%s (--no-auth; loopback only)", settings.host)
     else:
         credentials, origin = load_credentials(settings.auth, settings.auth_file, state_dir)
-        authenticator = Authenticator(credentials)
-        log.info("event=auth users=%d from=%r", len(credentials), origin)
+        authenticator = Authenticator(credentials, FailureLimiter.from_settings(settings))
+        log.info("event=auth users=%d from=%r lockout_after=%d lockout_s=%g", len(credentials), origin,
+                 settings.auth_max_failures, settings.auth_lockout_s)
 
     plan = make_plan(settings)
     limiter = ConcurrencyLimiter(default_concurrency(settings, plan.is_cuda), settings.max_queue)

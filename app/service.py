@@ -56,6 +56,15 @@ class Embeddings:
 
 
 @dataclass
+class EngineTime:
+    """Filled in by a service call when the caller passes one: seconds the call spent in the models —
+    tokenization, forward passes, pooling — measured inside the concurrency slot, so waiting for the slot
+    is not in it (nor is anything the caller does before or after: parsing, serializing)."""
+
+    seconds: float = 0.0
+
+
+@dataclass
 class Stats:
     """Counters the status page and /metrics read."""
 
@@ -115,7 +124,7 @@ class Service:
         return model
 
     # ---- operations --------------------------------------------------------------------------------
-    def embed(self, texts: Any, *, normalize: bool = True) -> Embeddings:
+    def embed(self, texts: Any, *, normalize: bool = True, timing: EngineTime | None = None) -> Embeddings:
         texts = self.check_texts(texts)
         embedder = self._need(self.embedder, "embedding")
         s = self.settings
@@ -124,9 +133,12 @@ class Service:
             r = embedder.embed(texts, normalize=normalize, max_batch_tokens=s.max_batch_tokens,
                                max_batch_size=s.max_batch_size)
             elapsed = time.perf_counter() - start
+        if timing is not None:
+            timing.seconds = elapsed
         return Embeddings(r.vectors, list(r.truncated), list(r.token_counts), elapsed)
 
-    def similarity(self, source: Any, candidates: Any, *, rerank: bool = False) -> dict[str, Any]:
+    def similarity(self, source: Any, candidates: Any, *, rerank: bool = False,
+                   timing: EngineTime | None = None) -> dict[str, Any]:
         """Cosine of each candidate to the source (GTE), and the cross-encoder probability when asked;
         results sorted best first (by cross_score when reranked, else cosine)."""
         if not isinstance(source, str) or not source.strip():
@@ -149,6 +161,8 @@ class Service:
                 cross_scores = list(pairs.scores)
                 cross_trunc = list(pairs.truncated)
             elapsed = time.perf_counter() - start
+        if timing is not None:
+            timing.seconds = elapsed
         results = [
             {
                 "index": i,
@@ -177,15 +191,21 @@ class Service:
         e = self.embed(texts)
         return {"texts": texts, "matrix": (e.vectors @ e.vectors.T).astype(float).tolist()}
 
-    def nlu(self, text: Any, schema: Any, task: str | None = None) -> dict[str, Any]:
+    def nlu(self, text: Any, schema: Any, task: str | None = None, *,
+            timing: EngineTime | None = None) -> dict[str, Any]:
         if not isinstance(text, str):
             raise InputError(f"text must be a string, got {type(text).__name__}")
         (text,) = self.check_texts([text], "text")
         model = self._need(self.nlu_model, "NLU")
         s = self.settings
         with self.limiter.slot():
-            return model.infer(text, schema, task, max_batch_tokens=s.max_batch_tokens,
-                               max_batch_size=min(s.max_batch_size, 32))
+            start = time.perf_counter()
+            out = model.infer(text, schema, task, max_batch_tokens=s.max_batch_tokens,
+                              max_batch_size=min(s.max_batch_size, 32))
+            elapsed = time.perf_counter() - start
+        if timing is not None:
+            timing.seconds = elapsed
+        return out
 
     def models(self) -> list[dict[str, Any]]:
         return [m.info.as_dict() for m in (self.embedder, self.cross_encoder, self.nlu_model) if m is not None]
