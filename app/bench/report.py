@@ -41,7 +41,7 @@ def bench_text(r: dict[str, Any]) -> str:
            f"  seed {r['workload']['seed']}"]
     rates = ", ".join(f"{k} {fmt(v['flops_per_s'], 1, 1e9)} GFLOP/s (n={v['n']}, {v['threads']} threads)"
                       if v.get("ok") else f"{k} failed: {v.get('error')}" for k, v in r["matmul"].items())
-    out.append(f"measured matmul rate: {rates}")
+    out.append(f"measured matmul rate (best of the run's start and end): {rates}")
     w = r["workload"]
     out.append(f"workload: {w['distribution']}")
     if "texts" in w:

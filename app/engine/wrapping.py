@@ -45,6 +45,18 @@ def quantize_linear_layers(module):  # noqa: ANN001, ANN201
 
     import torch
 
+    # Every float tensor that survives quantisation (embeddings, LayerNorms, the Linear biases the packed
+    # int8 weights keep) gets a private copy first: left pointing into the memory-mapped checkpoint, any one
+    # of them keeps the whole mapping alive — and with it every float weight read while quantising, resident
+    # (GTE-large after loading: 2.1 GiB RSS with them, 0.8 GiB without; the 2.1 GiB peak while quantising
+    # stays, as every float weight is read once).
+    for sub in module.modules():
+        for store in (sub._parameters, sub._buffers):
+            for name, t in store.items():
+                if t is None or not t.is_floating_point() or (isinstance(sub, torch.nn.Linear) and name == "weight"):
+                    continue
+                copy = t.detach().clone()
+                store[name] = torch.nn.Parameter(copy, requires_grad=False) if store is sub._parameters else copy
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")

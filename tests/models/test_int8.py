@@ -54,3 +54,24 @@ def test_int8_under_the_deepspeed_wrapper_equals_int8_torch(tiny_dirs, int8_plan
     assert type(int8_ds.model).__name__ == "InferenceEngine" and quantized_linears(int8_ds.model)
     a = EmbeddingAdapter(tiny_dirs["embed"], int8_plan).embed(TEXTS).vectors
     assert np.allclose(a, int8_ds.embed(TEXTS).vectors, atol=1e-5)
+
+
+def _mapped(path) -> bool:
+    with open("/proc/self/maps", encoding="utf-8") as f:
+        return any(str(path) in line for line in f)
+
+
+def test_int8_lets_go_of_the_memory_mapped_checkpoint(tiny_dirs, int8_plan, cpu_plan, tmp_path):
+    import gc
+    import shutil
+
+    # A float tensor left pointing into the mapping (a bias inside the packed int8 weights, a LayerNorm)
+    # would keep every float weight read while quantising resident; after loading, nothing may.
+    for name, plan in (("fp32", cpu_plan), ("int8", int8_plan)):
+        d = shutil.copytree(tiny_dirs["embed"], tmp_path / name)
+        weights = next(p for p in d.iterdir() if p.name in ("pytorch_model.bin", "model.safetensors"))
+        adapter = EmbeddingAdapter(d, plan)
+        gc.collect()
+        if weights.suffix == ".bin":
+            assert _mapped(weights) == (name == "fp32")  # fp32 serves from the mapping itself
+        assert adapter.embed(["北京"]).vectors.shape[0] == 1
