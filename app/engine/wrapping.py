@@ -41,6 +41,7 @@ def quantize_linear_layers(module):  # noqa: ANN001, ANN201
     torch.ao.quantization is deprecated in favour of torchao, but still ships in the pinned torch and needs
     no extra package; its deprecation warnings are expected here and silenced.
     """
+    import gc
     import warnings
 
     import torch
@@ -60,7 +61,12 @@ def quantize_linear_layers(module):  # noqa: ANN001, ANN201
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
-        return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        module = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    # Something in the replaced float Linears sits in a reference cycle; until the cycle collector runs it
+    # keeps the mapping alive (measured: 2075 MiB RSS after loading GTE-large, 837 MiB
+    # after this collect).
+    gc.collect()
+    return module
 
 
 def prepare_module(module, plan: RuntimePlan, *, kernel_inject_supported: bool = True):  # noqa: ANN001, ANN201
