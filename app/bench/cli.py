@@ -89,6 +89,9 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Argu
     b.add_argument("--nlu-texts", dest="bench_nlu_texts", metavar="N", type=_positive_int, default=8,
                    help="RexUniNLU requests per task family (default 8)")
     b.add_argument("--seed", dest="bench_seed", metavar="N", type=int, default=0, help="workload seed (default 0)")
+    b.add_argument("--fixed-tokens", dest="bench_fixed_tokens", metavar="N", type=_positive_int, default=0,
+                   help="every text (and pair) exactly N tokens instead of the mixed-length workload, e.g. 128 "
+                        "for a figure 'at 128-token inputs'")
     b.add_argument("--library-batch-size", type=_positive_int, default=32,
                    help="fixed batch size of the library baseline (default 32)")
     b.add_argument("--models-dir", dest="bench_models_dir", metavar="DIR", default="",
@@ -166,6 +169,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     opts = BenchOptions(
         size=args.size, seed=args.bench_seed, texts=args.bench_texts, naive_texts=args.bench_naive_texts,
         pairs=args.bench_pairs, nlu_texts=args.bench_nlu_texts, families=tuple(args.families),
+        fixed_tokens=args.bench_fixed_tokens,
         library_batch_size=args.library_batch_size, models_dir=args.bench_models_dir,
         model=args.bench_embed_model, cross_model=args.bench_cross_model, nlu_model=args.bench_nlu_model,
         passes=args.passes, rounds=args.rounds, job_timeout_s=args.job_timeout_s, keep_work_dir=args.keep_work_dir,

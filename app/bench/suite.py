@@ -48,6 +48,7 @@ class BenchOptions:
     naive_texts: int = 64
     pairs: int = 0  # 0: as many as texts
     nlu_texts: int = 8  # per task family
+    fixed_tokens: int = 0  # > 0: every text (and pair) exactly this many tokens instead of the mixture
     families: tuple[str, ...] = FAMILIES
     library_batch_size: int = 32
     models_dir: str = ""  # "": <state_dir>/bench-models
@@ -404,8 +405,9 @@ def run_suite(opts: BenchOptions, settings: Settings, progress: Progress = _stde
             skipped["nlu"] = why
     dirs, what = model_dirs(opts, settings, tuple(f for f in families if f not in skipped), progress)
 
-    texts, bands = wl.make_texts(opts.texts, opts.seed)
-    first, second = wl.make_pairs(opts.pairs or opts.texts, opts.seed)
+    text_bands = wl.fixed_bands(opts.fixed_tokens) if opts.fixed_tokens else wl.BANDS
+    texts, bands = wl.make_texts(opts.texts, opts.seed, text_bands)
+    first, second = wl.make_pairs(opts.pairs or opts.texts, opts.seed, opts.fixed_tokens)
     nlu_items = wl.nlu_items(opts.nlu_texts) if "nlu" in dirs else []
     if "nlu" in dirs and not nlu_items:
         skipped["nlu"] = "no RexUniNLU presets to run"
@@ -427,8 +429,10 @@ def run_suite(opts: BenchOptions, settings: Settings, progress: Progress = _stde
                  "max_batch_size": settings.max_batch_size, "min_batch_fill": settings.min_batch_fill,
                  "library_batch_size": opts.library_batch_size,
                  "ds_config": settings.ds_config},
-        "workload": {"seed": opts.seed, "distribution": wl.describe(), "bands": wl.bands_as_dicts(),
-                     "pair_passages": wl.describe(wl.PAIR_SECOND_BANDS)},
+        "workload": {"seed": opts.seed, "distribution": wl.describe(text_bands),
+                     "bands": wl.bands_as_dicts(text_bands), "fixed_tokens": opts.fixed_tokens,
+                     "pair_passages": (f"every pair {opts.fixed_tokens} tokens" if opts.fixed_tokens
+                                       else wl.describe(wl.PAIR_SECOND_BANDS))},
         "matmul": {},
         "families": {},
         "notes": list(notes),
@@ -443,7 +447,7 @@ def run_suite(opts: BenchOptions, settings: Settings, progress: Progress = _stde
                                                         settings.max_length))
         subsets["embed"] = wl.spread_subset(enc.lengths, opts.naive_texts)
         report["workload"]["texts"] = token_stats(enc.lengths, enc.truncated)
-        report["workload"]["texts"]["bands"] = {b.name: bands.count(b.name) for b in wl.BANDS}
+        report["workload"]["texts"]["bands"] = {b.name: bands.count(b.name) for b in text_bands}
         sub = subsets["embed"]
         report["workload"]["naive_subset"] = token_stats([enc.lengths[i] for i in sub],
                                                          [enc.truncated[i] for i in sub])

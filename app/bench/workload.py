@@ -94,13 +94,29 @@ def make_texts(n: int, seed: int, bands: Sequence[Band] = BANDS) -> tuple[list[s
     return texts, names
 
 
-def make_pairs(n: int, seed: int) -> tuple[list[str], list[str]]:
-    """`n` (query, passage) pairs: queries from the query band, passages from PAIR_SECOND_BANDS."""
+def fixed_bands(tokens: int) -> tuple[Band, ...]:
+    """Every text exactly `tokens` tokens ([CLS] + characters + [SEP]): the shape of a throughput figure
+    quoted "at N-token inputs"."""
+    if tokens < 3:
+        raise ValueError("a fixed length must be at least 3 tokens ([CLS], one character, [SEP])")
+    return (Band(f"fixed-{tokens}", 1.0, tokens - 2, tokens - 2),)
+
+
+def make_pairs(n: int, seed: int, fixed_tokens: int = 0) -> tuple[list[str], list[str]]:
+    """`n` (query, passage) pairs: queries from the query band, passages from PAIR_SECOND_BANDS; with
+    `fixed_tokens`, every pair is that many tokens ([CLS] a [SEP] b [SEP]), split about evenly."""
     rng = random.Random(seed + 1)
     alphabet = _alphabet()
     query = BANDS[0]
     first, second = [], []
     for _ in range(n):
+        if fixed_tokens:
+            if fixed_tokens < 5:
+                raise ValueError("a fixed pair length must be at least 5 tokens")
+            chars = fixed_tokens - 3
+            first.append(make_text(rng, chars // 2, alphabet))
+            second.append(make_text(rng, chars - chars // 2, alphabet))
+            continue
         first.append(make_text(rng, rng.randint(query.min_chars, query.max_chars), alphabet))
         band = _pick_band(rng, PAIR_SECOND_BANDS)
         second.append(make_text(rng, rng.randint(band.min_chars, band.max_chars), alphabet))

@@ -28,6 +28,20 @@ def test_workload_is_deterministic_and_follows_the_stated_bands():
     assert "40% query 4–24 chars" in wl.describe()
 
 
+def test_fixed_length_workload_is_exactly_n_tokens(tiny_dirs):
+    from app.models.checkpoint import load_tokenizer
+    from app.models.encoding import encode_pairs, encode_texts
+
+    tok = load_tokenizer(tiny_dirs["embed"])
+    texts, names = wl.make_texts(30, seed=2, bands=wl.fixed_bands(128))
+    assert set(names) == {"fixed-128"} and len(set(texts)) == 30
+    assert encode_texts(tok, texts, 512).lengths == [128] * 30
+    first, second = wl.make_pairs(30, seed=2, fixed_tokens=128)
+    assert encode_pairs(tok, first, second, 512).lengths == [128] * 30
+    with pytest.raises(ValueError, match="at least 3 tokens"):
+        wl.fixed_bands(2)
+
+
 def test_workload_uses_only_single_token_characters(tiny_dirs):
     from app.models.checkpoint import load_tokenizer
 
