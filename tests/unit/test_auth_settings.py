@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import logging
 
 import pytest
@@ -52,7 +53,10 @@ def request(app: BasicAuthMiddleware, auth: tuple[str, str], address: str = "10.
 
     scope = {"type": "http", "method": "GET", "path": "/metrics", "client": (address, 5000),
              "headers": [(b"authorization", basic(*auth))]}
-    asyncio.run(app(scope, receive, send))
+    # In a thread of its own: an earlier test in the same session (Playwright's sync API) can leave an event
+    # loop running in this one, where asyncio.run() refuses to start.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, app(scope, receive, send)).result()
     start = sent[0]
     return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}
 
