@@ -6,9 +6,10 @@ No torch and no gradio here: adapters are passed in, and results are plain Pytho
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,6 +63,12 @@ class EngineTime:
     is not in it (nor is anything the caller does before or after: parsing, serializing)."""
 
     seconds: float = 0.0
+
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[EngineTime]:
+        start = time.perf_counter()
+        yield self
+        self.seconds = time.perf_counter() - start
 
 
 @dataclass
@@ -128,14 +135,11 @@ class Service:
         texts = self.check_texts(texts)
         embedder = self._need(self.embedder, "embedding")
         s = self.settings
-        with self.limiter.slot():
-            start = time.perf_counter()
+        timing = EngineTime() if timing is None else timing
+        with self.limiter.slot(), timing.measure():
             r = embedder.embed(texts, normalize=normalize, max_batch_tokens=s.max_batch_tokens,
                                max_batch_size=s.max_batch_size)
-            elapsed = time.perf_counter() - start
-        if timing is not None:
-            timing.seconds = elapsed
-        return Embeddings(r.vectors, list(r.truncated), list(r.token_counts), elapsed)
+        return Embeddings(r.vectors, list(r.truncated), list(r.token_counts), timing.seconds)
 
     def similarity(self, source: Any, candidates: Any, *, rerank: bool = False,
                    timing: EngineTime | None = None) -> dict[str, Any]:
@@ -148,8 +152,8 @@ class Service:
         embedder = self._need(self.embedder, "embedding")
         cross = self._need(self.cross_encoder, "cross-encoder") if rerank else None
         s = self.settings
-        with self.limiter.slot():
-            start = time.perf_counter()
+        timing = EngineTime() if timing is None else timing
+        with self.limiter.slot(), timing.measure():
             r = embedder.embed([source, *candidates], normalize=True, max_batch_tokens=s.max_batch_tokens,
                                max_batch_size=s.max_batch_size)
             cosines = (r.vectors[1:] @ r.vectors[0]).astype(float)
@@ -160,9 +164,6 @@ class Service:
                                     max_batch_size=s.max_batch_size)
                 cross_scores = list(pairs.scores)
                 cross_trunc = list(pairs.truncated)
-            elapsed = time.perf_counter() - start
-        if timing is not None:
-            timing.seconds = elapsed
         results = [
             {
                 "index": i,
@@ -180,7 +181,7 @@ class Service:
             "source_truncated": bool(r.truncated[0]),
             "reranked": cross is not None,
             "results": results,
-            "elapsed_s": elapsed,
+            "elapsed_s": timing.seconds,
         }
 
     def pairwise(self, texts: Any, *, max_texts: int = 50) -> dict[str, Any]:
@@ -198,14 +199,10 @@ class Service:
         (text,) = self.check_texts([text], "text")
         model = self._need(self.nlu_model, "NLU")
         s = self.settings
-        with self.limiter.slot():
-            start = time.perf_counter()
-            out = model.infer(text, schema, task, max_batch_tokens=s.max_batch_tokens,
-                              max_batch_size=min(s.max_batch_size, 32))
-            elapsed = time.perf_counter() - start
-        if timing is not None:
-            timing.seconds = elapsed
-        return out
+        timing = EngineTime() if timing is None else timing
+        with self.limiter.slot(), timing.measure():
+            return model.infer(text, schema, task, max_batch_tokens=s.max_batch_tokens,
+                               max_batch_size=min(s.max_batch_size, 32))
 
     def models(self) -> list[dict[str, Any]]:
         return [m.info.as_dict() for m in (self.embedder, self.cross_encoder, self.nlu_model) if m is not None]

@@ -201,8 +201,9 @@ def _tail(path: Path, lines: int = 12) -> str:
 
 
 # ---- derived figures ---------------------------------------------------------------------------------------
-def derive(entry: dict[str, Any], raw: dict[str, Any], matmul: dict[str, Any]) -> None:
-    """Rates, latency percentiles, FLOP/s and memory from one worker result, into `entry`."""
+def derive(entry: dict[str, Any], raw: dict[str, Any]) -> None:
+    """Rates, latency percentiles, FLOP/s and memory from one worker result, into `entry` (the fraction of
+    the matmul rate comes later, from `apply_matmul_rate`, once the run's last yardstick is measured)."""
     seconds = raw["seconds"]
     entry["items"] = raw["items"]
     entry["seconds"] = seconds
@@ -231,7 +232,6 @@ def derive(entry: dict[str, Any], raw: dict[str, Any], matmul: dict[str, Any]) -
         entry["executed_flops"] = raw["executed_flops"]
         entry["flops_per_s"] = raw["useful_flops"] / seconds if seconds > 0 else None
         entry["executed_flops_per_s"] = raw["executed_flops"] / seconds if seconds > 0 else None
-        apply_matmul_rate(entry, matmul)
     if "item_ms" in raw:
         per: dict[str, list[float]] = {}
         for fam, ms in zip(raw["item_family"], raw["item_ms"], strict=True):
@@ -485,7 +485,6 @@ def run_suite(opts: BenchOptions, settings: Settings, progress: Progress = _stde
         return out
 
     first_matmul = measure_matmul("start")
-    mm = {k: v for k, v in first_matmul.items() if v.get("ok")}
 
     for family in families:
         if family in skipped:
@@ -538,7 +537,7 @@ def run_suite(opts: BenchOptions, settings: Settings, progress: Progress = _stde
             entry["process_s"] = process_s[spec.name]
             entry["round_seconds"] = rounds[spec.name]
             if raw.get("ok"):
-                derive(entry, raw, mm)
+                derive(entry, raw)
                 entry["peak_rss_mib"] = peaks[spec.name]
                 if raw.get("probe"):
                     probes[spec.name] = raw["probe"]

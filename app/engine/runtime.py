@@ -80,12 +80,10 @@ def _bf16_supported(device: str) -> bool:
 _CPU_DTYPE_PROBE = """
 import torch
 dtype = getattr(torch, {name!r})
-x = torch.randn(256, 1024)
-layer = torch.nn.Linear(1024, 1024)
-if {name!r} == "float32":  # int8: the kernels dynamic quantisation runs
+x = torch.randn(256, 1024).to(dtype)
+layer = torch.nn.Linear(1024, 1024).to(dtype)
+if {quantize!r}:  # int8: the kernels dynamic quantisation runs
     layer = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(layer), {{torch.nn.Linear}}, dtype=torch.qint8)
-else:
-    layer, x = layer.to(dtype), x.to(dtype)
 with torch.inference_mode():
     layer(x).float().sum().item()
 """
@@ -101,7 +99,7 @@ def _cpu_dtype_works(dtype: str) -> str | None:
     import subprocess
     import sys
 
-    code = _CPU_DTYPE_PROBE.format(name="float32" if dtype == "int8" else _DTYPE_NAMES[dtype])
+    code = _CPU_DTYPE_PROBE.format(name=_DTYPE_NAMES[dtype], quantize=dtype == "int8")
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, text=True)
     except subprocess.TimeoutExpired:

@@ -78,8 +78,6 @@ def prepare_module(module, plan: RuntimePlan, *, kernel_inject_supported: bool =
     import torch
 
     module.eval()
-    # No loop variable here: one left bound to the last parameter would keep the checkpoint's mapping alive
-    # through int8 quantisation below, which replaces that parameter.
     module.requires_grad_(False)
     module.to(device=plan.device, dtype=plan.torch_dtype)
     if plan.quantized:
