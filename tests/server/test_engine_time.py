@@ -45,10 +45,14 @@ def test_successful_answers_carry_the_engine_time(client, route, body):
 
 
 def test_engine_time_grows_with_the_work(client):
-    small, _ = timed_post(client, "/v1/embeddings", {"input": ["北京"]})
+    # The small request's time is the median of three after a warm-up: one cold or interrupted call on a
+    # shared 2-core machine measured 45 ms once (fresh-clone CI run), against ~2 ms normally.
+    timed_post(client, "/v1/embeddings", {"input": ["上海"]})
+    smalls = [timed_post(client, "/v1/embeddings", {"input": ["北京"]})[0] for _ in range(3)]
     big, latency_ms = timed_post(client, "/v1/embeddings", {"input": HEAVY[:300]})
-    assert big.status_code == small.status_code == 200
-    assert engine_ms(big) > 5 * engine_ms(small)
+    assert big.status_code == 200 and all(s.status_code == 200 for s in smalls)
+    small_ms = sorted(engine_ms(s) for s in smalls)[1]
+    assert engine_ms(big) > 5 * small_ms
     assert engine_ms(big) <= latency_ms
 
 
