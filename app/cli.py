@@ -24,9 +24,11 @@ from app.textinput import parse_lines
 log = logging.getLogger("app")
 
 COMMON_FIELDS = ("device", "dtype", "engine", "ds_config", "model_dir", "max_length", "max_batch_tokens",
-                 "max_batch_size", "max_texts", "max_chars", "state_dir", "log_level")
-SERVE_FIELDS = ("host", "port", "max_concurrent", "max_queue", "drain_s", "max_upload_mib",
-                "auth_max_failures", "auth_lockout_s", "embed_model", "cross_model", "nlu_model")
+                 "max_batch_size", "max_texts", "max_chars", "nlu_max_forwards", "nlu_max_paths", "state_dir",
+                 "log_level")
+SERVE_FIELDS = ("host", "port", "max_concurrent", "max_queue", "drain_s", "request_timeout_s", "max_upload_mib",
+                "max_upload_files", "max_file_store_mib", "auth_max_failures", "auth_lockout_s", "auth_max_checks",
+                "trusted_proxies", "embed_model", "cross_model", "nlu_model")
 EXIT_INPUT = 2
 EXIT_FAILED = 1
 

@@ -56,6 +56,12 @@ class Settings:
                                        "0.5 on CUDA)")
     max_texts: int = _opt(10000, "texts per call at most")
     max_chars: int = _opt(20000, "characters per text at most")
+    nlu_max_forwards: int = _opt(4096, "RexUniNLU windows (forward passes) one request may run, all schema levels "
+                                       "together; beyond it the request is refused (422)")
+    nlu_max_paths: int = _opt(10000, "RexUniNLU spans one request may find (output paths plus the prefixes of "
+                                     "nested types); beyond it the request is refused (422)")
+    request_timeout_s: float = _opt(300.0, "seconds one inference request may run (waiting for a slot not "
+                                           "counted); the work stops there and the request gets 504")
     # models
     embed_model: str = _opt(DEFAULT_EMBED_MODEL, "GTE embedding model: local directory or ModelScope id")
     cross_model: str = _opt(DEFAULT_CROSS_MODEL, "StructBERT cross-encoder: local directory or ModelScope id")
@@ -70,12 +76,20 @@ class Settings:
     max_concurrent: int = _opt(0, "inferences running at once (0: 2 on a GPU, 1 per 2 CPU cores)")
     max_queue: int = _opt(16, "requests waiting for a slot before new ones are answered busy")
     drain_s: float = _opt(30.0, "seconds in-flight requests get to finish after SIGTERM")
-    max_upload_mib: int = _opt(20, "largest uploaded file, MiB")
+    max_upload_mib: int = _opt(20, "largest request body, MiB: one upload request (all its files together) or "
+                                   "one API call")
+    max_upload_files: int = _opt(10, "files in one upload request at most")
+    max_file_store_mib: int = _opt(1024, "disk that uploaded and exported files may take together, MiB (oldest "
+                                         "removed first; beyond it new uploads get 507)")
     auth: str = _opt("", "user:password for HTTP basic auth (environment only)", flag=False, secret=True)
     auth_file: str = _opt("", "file of user:password or user:salted-hash lines (environment only; default: "
                               f"$CREDENTIALS_DIRECTORY/{SYSTEMD_CREDENTIAL} when systemd passes it)", flag=False)
     auth_max_failures: int = _opt(10, "wrong logins from one client address within 5 minutes that lock it out")
     auth_lockout_s: float = _opt(300.0, "seconds a locked-out client address gets 429 for new logins")
+    auth_max_checks: int = _opt(4, "password checks (salted hashes) running at once, off the event loop; more "
+                                   "logins at the same moment get 429 at once")
+    trusted_proxies: str = _opt("", "comma-separated addresses or networks of reverse proxies whose "
+                                    "X-Forwarded-For names the client (empty: none; the TCP peer is the client)")
 
     def replace(self, **changes: Any) -> Settings:
         """Apply overrides (e.g. CLI flags); `None` means "not given" and keeps the current value."""
@@ -148,7 +162,7 @@ def validate(s: Settings) -> Settings:
             raise ConfigError(
                 f"{flag_name(f.name)} / {env_name(f.name)}: {value!r} is not valid; choose one of {', '.join(choices)}"
             )
-        if f.name == "auth_lockout_s":  # any positive time, fractions included (tests lock out briefly)
+        if f.name in ("auth_lockout_s", "request_timeout_s"):  # any positive time, fractions included (tests)
             if not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{flag_name(f.name)} / {env_name(f.name)} must be a number of seconds > 0, "
                                   f"got {value}")
