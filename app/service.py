@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from app.config import Settings
+from app.engine.cancellation import CancelToken, work_scope
 from app.engine.limiter import ConcurrencyLimiter
 from app.errors import InputError, ModelUnavailableError
 
@@ -41,7 +42,7 @@ class Nlu(Protocol):
     info: Any
 
     def infer(self, text: str, schema: Any, task: str | None = None, *, max_batch_tokens: int,
-              max_batch_size: int) -> dict: ...
+              max_batch_size: int, max_forwards: int | None = None, max_paths: int | None = None) -> dict: ...
 
 
 @dataclass
@@ -125,24 +126,32 @@ class Service:
             raise InputError(f"{what}: item(s) {shown} are empty or whitespace (第 {shown} 项为空); remove them")
         return list(texts)
 
+    @contextlib.contextmanager
+    def _work(self, timing: EngineTime, cancel: CancelToken | None) -> Iterator[None]:
+        """One inference: a slot under the cap, then the request's deadline (from the moment the slot is
+        held) and its cancellation token for the engine's checkpoints, and the engine-time measurement."""
+        with self.limiter.slot(cancel), work_scope(cancel, self.settings.request_timeout_s), timing.measure():
+            yield
+
     def _need(self, model: Any, role: str) -> Any:
         if model is None:
             raise ModelUnavailableError(f"the {role} model is not loaded in this process; start it with one")
         return model
 
     # ---- operations --------------------------------------------------------------------------------
-    def embed(self, texts: Any, *, normalize: bool = True, timing: EngineTime | None = None) -> Embeddings:
+    def embed(self, texts: Any, *, normalize: bool = True, timing: EngineTime | None = None,
+              cancel: CancelToken | None = None) -> Embeddings:
         texts = self.check_texts(texts)
         embedder = self._need(self.embedder, "embedding")
         s = self.settings
         timing = EngineTime() if timing is None else timing
-        with self.limiter.slot(), timing.measure():
+        with self._work(timing, cancel):
             r = embedder.embed(texts, normalize=normalize, max_batch_tokens=s.max_batch_tokens,
                                max_batch_size=s.max_batch_size)
         return Embeddings(r.vectors, list(r.truncated), list(r.token_counts), timing.seconds)
 
     def similarity(self, source: Any, candidates: Any, *, rerank: bool = False,
-                   timing: EngineTime | None = None) -> dict[str, Any]:
+                   timing: EngineTime | None = None, cancel: CancelToken | None = None) -> dict[str, Any]:
         """Cosine of each candidate to the source (GTE), and the cross-encoder probability when asked;
         results sorted best first (by cross_score when reranked, else cosine)."""
         if not isinstance(source, str) or not source.strip():
@@ -153,7 +162,7 @@ class Service:
         cross = self._need(self.cross_encoder, "cross-encoder") if rerank else None
         s = self.settings
         timing = EngineTime() if timing is None else timing
-        with self.limiter.slot(), timing.measure():
+        with self._work(timing, cancel):
             r = embedder.embed([source, *candidates], normalize=True, max_batch_tokens=s.max_batch_tokens,
                                max_batch_size=s.max_batch_size)
             cosines = (r.vectors[1:] @ r.vectors[0]).astype(float)
@@ -193,16 +202,19 @@ class Service:
         return {"texts": texts, "matrix": (e.vectors @ e.vectors.T).astype(float).tolist()}
 
     def nlu(self, text: Any, schema: Any, task: str | None = None, *,
-            timing: EngineTime | None = None) -> dict[str, Any]:
+            timing: EngineTime | None = None, cancel: CancelToken | None = None) -> dict[str, Any]:
+        """RexUniNLU on one text. Its work is bounded by the NLU budgets (BudgetExceededError, 422) and, like
+        every call, by the request deadline and the client's cancellation."""
         if not isinstance(text, str):
             raise InputError(f"text must be a string, got {type(text).__name__}")
         (text,) = self.check_texts([text], "text")
         model = self._need(self.nlu_model, "NLU")
         s = self.settings
         timing = EngineTime() if timing is None else timing
-        with self.limiter.slot(), timing.measure():
+        with self._work(timing, cancel):
             return model.infer(text, schema, task, max_batch_tokens=s.max_batch_tokens,
-                               max_batch_size=min(s.max_batch_size, 32))
+                               max_batch_size=min(s.max_batch_size, 32), max_forwards=s.nlu_max_forwards,
+                               max_paths=s.nlu_max_paths)
 
     def models(self) -> list[dict[str, Any]]:
         return [m.info.as_dict() for m in (self.embedder, self.cross_encoder, self.nlu_model) if m is not None]

@@ -5,10 +5,15 @@ immediate OverloadedError beyond it — overload answers "busy, retry" fast, it 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from app.errors import OverloadedError
+from app.engine.cancellation import CancelToken
+from app.errors import CancelledError, OverloadedError
+
+# A waiter whose client has gone away notices within this long and gives its place up.
+CANCEL_POLL_S = 0.1
 
 
 class ConcurrencyLimiter:
@@ -33,8 +38,9 @@ class ConcurrencyLimiter:
         return self._running
 
     @contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold one inference slot for the duration of the block, or raise OverloadedError at once."""
+    def slot(self, cancel: CancelToken | None = None) -> Iterator[None]:
+        """Hold one inference slot for the duration of the block, or raise OverloadedError at once (or after
+        `wait_timeout_s` in the queue); CancelledError when `cancel` is set while waiting."""
         with self._lock:
             if self._slots.acquire(blocking=False):
                 self._running += 1
@@ -47,7 +53,7 @@ class ConcurrencyLimiter:
                 acquired = False
         if not acquired:
             try:
-                ok = self._slots.acquire(timeout=self.wait_timeout_s)
+                ok = self._wait(cancel)
             finally:
                 with self._lock:
                     self._waiting -= 1
@@ -63,3 +69,16 @@ class ConcurrencyLimiter:
             with self._lock:
                 self._running -= 1
             self._slots.release()
+
+    def _wait(self, cancel: CancelToken | None) -> bool:
+        if cancel is None:
+            return self._slots.acquire(timeout=self.wait_timeout_s)
+        deadline = time.monotonic() + self.wait_timeout_s
+        while True:
+            if cancel.cancelled:
+                raise CancelledError(f"stopped while waiting for a slot: {cancel.reason}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._slots.acquire(timeout=min(left, CANCEL_POLL_S)):
+                return True

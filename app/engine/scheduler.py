@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from app.engine.batching import plan_batches, restore_order
+from app.engine.cancellation import checkpoint
 from app.errors import InferenceError
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,11 @@ def run_batched(
     max_batch_size: int,
     min_fill: float = 0.0,
 ) -> list[R]:
-    """Call `run_batch(indices)` for each planned batch; return results in the original order."""
+    """Call `run_batch(indices)` for each planned batch; return results in the original order. Before each
+    batch the request's deadline and cancellation are checked (app/engine/cancellation.py)."""
     batches = plan_batches(lengths, max_batch_tokens, max_batch_size, min_fill)
-    results = [_run_with_retry(run_batch, b) for b in batches]
+    results = []
+    for b in batches:
+        checkpoint()
+        results.append(_run_with_retry(run_batch, b))
     return restore_order(batches, results)  # type: ignore[return-value]

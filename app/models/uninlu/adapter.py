@@ -114,11 +114,13 @@ class NluAdapter:
     # -- public ---------------------------------------------------------------------------------------------
 
     def infer(self, text: str, schema: Any, task: str | None = None, *, max_batch_tokens: int = 16384,
-              max_batch_size: int = 32) -> dict[str, Any]:
+              max_batch_size: int = 32, max_forwards: int | None = None,
+              max_paths: int | None = None) -> dict[str, Any]:
         """{"task", "output": [[{type, span, offset: [start, end], score}, …], …], "truncated"}.
 
         Extraction: each inner list is a root-to-leaf path, ancestors first; `text[start:end] == span`.
-        Classification: the chosen label path(s); `span` is the label and `offset` is [0, 0]."""
+        Classification: the chosen label path(s); `span` is the label and `offset` is [0, 0].
+        `max_forwards` / `max_paths`: the request's work budget (pipeline.Budget); past it, BudgetExceededError."""
         parsed = parse_schema(schema)
         resolved, body = resolve_task(text, task)
         if max_batch_tokens < 1 or max_batch_size < 1:
@@ -127,13 +129,18 @@ class NluAdapter:
         def forward(windows: Sequence[Window], reduce: pipeline.Reduce) -> list:
             return self._forward(windows, reduce, max_batch_tokens, max_batch_size)
 
+        budget = pipeline.Budget()
+        if max_forwards is not None:
+            budget.max_forwards = max_forwards
+        if max_paths is not None:
+            budget.max_paths = max_paths
         if resolved == "extract":
-            result = pipeline.extract(body, parsed, self.tokenizer, forward, max_len=self.max_length)
+            result = pipeline.extract(body, parsed, self.tokenizer, forward, max_len=self.max_length, budget=budget)
             output = [[{"type": it.type, "span": it.span, "offset": [it.start, it.end], "score": it.score}
                        for it in path] for path in result.paths]
         else:
             result = pipeline.classify(body, parsed, self.tokenizer, forward, multi=resolved == "multi_classify",
-                                       max_len=self.max_length)
+                                       max_len=self.max_length, budget=budget)
             output = [[{"type": it.type, "span": it.type, "offset": [0, 0], "score": it.score} for it in path]
                       for path in result.paths]
         log.debug("event=nlu_infer task=%s paths=%d windows=%d truncated=%s", resolved, len(output),

@@ -27,10 +27,20 @@ def sigmoid(x: np.ndarray | float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
-def decode_spans(window: Window, logits: np.ndarray) -> list[Hit]:
+class TooManySpans(Exception):
+    """More spans in one window than the caller allowed (raised before they are materialised)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} spans in one window")
+        self.count = count
+
+
+def decode_spans(window: Window, logits: np.ndarray, limit: int | None = None) -> list[Hit]:
     """Every (span, anchor) found in this window, spans row-major then anchors in prompt order.
 
-    Spans lie inside the text: a span touching the final [SEP] (the reference's empty span) is never read."""
+    Spans lie inside the text: a span touching the final [SEP] (the reference's empty span) is never read.
+    With `limit`, more than `limit` hits raise TooManySpans before any is built (a model that finds spans
+    everywhere yields up to n²/2 per anchor: a 512-token window could make millions of objects)."""
     nh, end = window.nh, window.text_end
     anchors = np.asarray(window.anchor_tokens, dtype=np.int64)
     if end <= nh or anchors.size == 0:
@@ -46,6 +56,8 @@ def decode_spans(window: Window, logits: np.ndarray) -> list[Hit]:
         return []
     ok = heads[ss] & tails[:, ee].T  # (K, A)
     k_idx, a_idx = np.nonzero(ok)
+    if limit is not None and k_idx.size > limit:
+        raise TooManySpans(int(k_idx.size))
     s_tok = ss[k_idx] + nh
     e_tok = ee[k_idx] + nh
     t_tok = anchors[a_idx]

@@ -17,7 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from app.models.uninlu.decode import Hit, LabelCells, decode_label_cells, decode_spans, label_found, label_score
+from app.errors import BudgetExceededError
+from app.models.uninlu.decode import (
+    LabelCells,
+    TooManySpans,
+    decode_label_cells,
+    decode_spans,
+    label_found,
+    label_score,
+)
 from app.models.uninlu.prompt import (
     MAX_LEN,
     STRIDE,
@@ -46,6 +54,39 @@ class WalkResult:
     forwards: int  # windows sent to the forward function
 
 
+@dataclass
+class Budget:
+    """What one request may cost: windows run (all levels together) and spans found (output paths plus the
+    prefixes of nested types). Nested types multiply: each span found for a type with sub-types is read again
+    as a prefix over the whole text, so a deep schema on a long text (or a model that finds spans everywhere)
+    grows without bound unless it is counted. Checked before each level's windows are built and as spans are
+    found, so memory stays bounded by the budget, not by what the request would have grown to."""
+
+    max_forwards: int = 1 << 62
+    max_paths: int = 1 << 62
+    forwards: int = 0
+
+    def spend_forwards(self, n: int, level: int) -> None:
+        if self.forwards + n > self.max_forwards:
+            raise BudgetExceededError(
+                f"this request needs more than {self.max_forwards} model passes (WENMO_NLU_MAX_FORWARDS; "
+                f"{self.forwards + n} by schema level {level + 1}): every span found for a type with sub-types "
+                "is read again over the whole text. Narrow it: a shorter text (split it), fewer nested types, "
+                "or a flatter schema")
+        self.forwards += n
+
+    def check_paths(self, n: int) -> None:
+        if n > self.max_paths:
+            raise BudgetExceededError(
+                f"this request finds more than {self.max_paths} spans (WENMO_NLU_MAX_PATHS): narrow it — a "
+                "shorter text (split it), fewer types, or a flatter schema")
+
+
+# Windows are built and run this many at a time, so a level holds one chunk of windows (each ~50 KB of
+# token tuples), not all of them; big enough to fill the largest forward (16384 tokens = 32 windows of 512).
+CHUNK_WINDOWS = 256
+
+
 class _Level:
     """Hints and windows of one level, built from its prefix groups."""
 
@@ -62,54 +103,77 @@ class _Level:
             self.layouts.append(layout)
 
 
-def extract(text: str, schema: Schema, tok: PromptTokenizer, forward: Forward, *, max_len: int = MAX_LEN) -> WalkResult:
+def extract(text: str, schema: Schema, tok: PromptTokenizer, forward: Forward, *, max_len: int = MAX_LEN,
+            budget: Budget | None = None) -> WalkResult:
     """Extraction: every root-to-leaf path found, each element pointing into `text`."""
+    budget = budget or Budget()
     text_ids, text_offsets = tok.encode(text)
     legal = schema_paths(schema)
     groups: dict[tuple, tuple[Key, Schema]] = {(): ((), schema)}
     seen: set[tuple] = set()
     paths: list[Key] = []
-    forwards = 0
     level_no = 0
-    while groups:
-        level = _Level(tok, list(groups.values()), level_no)
-        windows: list[Window] = []
-        for hint, layout in zip(level.hints, level.layouts, strict=True):
-            windows += build_windows(hint, layout, text_ids, text_offsets, tok.sep_id, level=level_no,
-                                     max_len=max_len, stride=STRIDE)
-        hits: list[list[Hit]] = forward(windows, decode_spans) if windows else []
-        forwards += len(windows)
-        # Deterministic order: windows, then spans row-major, then anchors in prompt order (a later hint
-        # split's anchors after an earlier one's). Spans are compared by their characters, not their token
-        # indices: hint splits have different hint lengths, so the same span sits at different indices.
-        found = []
-        for w, hs in zip(windows, hits, strict=True):
-            for h in hs:
-                start, end = w.text_offsets[h.s - w.nh][0], w.text_offsets[h.e - w.nh][1]
-                found.append(((w.index, start, end, w.hint.split, h.anchor), w, h, start, end))
-        found.sort(key=lambda f: f[0])
-        next_groups: dict[tuple, tuple[Key, Schema]] = {}
-        for _, w, h, start, end in found:
-            anchor = w.hint.anchors[h.anchor]
+    # ident → (order key, item path, sub-schema), the earliest occurrence in the deterministic order:
+    # windows, then spans row-major, then anchors in prompt order (a later hint split's anchors after an
+    # earlier one's). Overlapping windows repeat items: the earliest is kept, whatever order the batches
+    # ran in. Spans are compared by their characters, not their token indices: hint splits have different
+    # hint lengths, so the same span sits at different indices.
+    best: dict[tuple, tuple[tuple, Key, Schema | None]] = {}
+
+    def collect(w: Window, logits: np.ndarray) -> None:
+        # Spans within one window are distinct and can repeat only what this level already found, so a
+        # window with more hits than room + len(best) surely passes the budget: it fails before its hits
+        # are materialised.
+        room = budget.max_paths - len(seen) - len(best)
+        try:
+            hits = decode_spans(w, logits, limit=max(room, 0) + len(best))
+        except TooManySpans as e:
+            budget.check_paths(len(seen) + e.count)
+            raise  # pragma: no cover - check_paths raised
+        for h in hits:
+            start, end = w.text_offsets[h.s - w.nh][0], w.text_offsets[h.e - w.nh][1]
             if end <= start:  # never an empty span
                 continue
+            anchor = w.hint.anchors[h.anchor]
+            order = (w.index, start, end, w.hint.split, h.anchor)
             item = Item(anchor.type, text[start:end], start, end, round(h.score, SCORE_DIGITS))
             path = (*anchor.key, item)
             ident = tuple((it.type, it.start, it.end) for it in path)
-            if ident in seen:  # overlapping windows repeat items: keep the first
+            if ident in seen:
                 continue
+            known = best.get(ident)
+            if known is None or order < known[0]:
+                best[ident] = (order, path, anchor.children)
+                budget.check_paths(len(seen) + len(best))
+
+    while groups:
+        level = _Level(tok, list(groups.values()), level_no)
+        best.clear()
+        pending: list[Window] = []
+        for hint, layout in zip(level.hints, level.layouts, strict=True):
+            windows = build_windows(hint, layout, text_ids, text_offsets, tok.sep_id, level=level_no,
+                                    max_len=max_len, stride=STRIDE)
+            budget.spend_forwards(len(windows), level_no)
+            pending += windows
+            if len(pending) >= CHUNK_WINDOWS:
+                forward(pending, collect)
+                pending = []
+        if pending:
+            forward(pending, collect)
+        next_groups: dict[tuple, tuple[Key, Schema]] = {}
+        for ident, (_, path, children) in sorted(best.items(), key=lambda kv: kv[1][0]):
             seen.add(ident)
-            if anchor.children:
-                next_groups[ident] = (path, anchor.children)
+            if children:
+                next_groups[ident] = (path, children)
             if tuple(it.type for it in path) in legal:
                 paths.append(path)
         groups = next_groups
         level_no += 1
-    return WalkResult(paths, False, forwards)
+    return WalkResult(paths, False, budget.forwards)
 
 
 def classify(body: str, schema: Schema, tok: PromptTokenizer, forward: Forward, *, multi: bool,
-             max_len: int = MAX_LEN) -> WalkResult:
+             max_len: int = MAX_LEN, budget: Budget | None = None) -> WalkResult:
     """Single-label (`multi=False`) or multi-label classification of `body`, read as `marker + body`.
 
     The marker token is the first text token; a label counts only when its span is exactly that token. The
@@ -122,18 +186,19 @@ def classify(body: str, schema: Schema, tok: PromptTokenizer, forward: Forward, 
     if not text_ids or text_ids[0] != marker_id:
         raise AssertionError(f"the tokenizer did not keep {marker} as one token")
     legal = schema_paths(schema)
+    budget = budget or Budget()
     cache: dict[str, LabelCells] = {}
-    state = {"forwards": 0, "truncated": False}
+    state = {"truncated": False}
 
     def run_level(level: _Level) -> list[LabelCells]:
         todo = [(h, lay) for h, lay in zip(level.hints, level.layouts, strict=True) if h.text not in cache]
         windows = [build_windows(h, lay, text_ids, text_offsets, tok.sep_id, level=level.level, max_len=max_len,
                                  stride=0, first_only=True)[0] for h, lay in todo]
         if windows:
+            budget.spend_forwards(len(windows), level.level)
             for w, cells in zip(windows, forward(windows, decode_label_cells), strict=True):
                 cache[w.hint.text] = cells
                 state["truncated"] = state["truncated"] or w.truncated
-            state["forwards"] += len(windows)
         return [cache[h.text] for h in level.hints]
 
     def walk(force: bool) -> list[Key]:
@@ -178,7 +243,7 @@ def classify(body: str, schema: Schema, tok: PromptTokenizer, forward: Forward, 
             results = keep or [results[int(np.argmax(means))]]
         else:
             results = [results[int(np.argmax(means))]]
-    return WalkResult(results, state["truncated"], state["forwards"])
+    return WalkResult(results, state["truncated"], budget.forwards)
 
 
 def _total(path: Key) -> float:
