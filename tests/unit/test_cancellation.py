@@ -61,7 +61,7 @@ def test_batch_loop_stops_after_the_deadline():
 
     with work_scope(None, 0.1), pytest.raises(DeadlineExceededError):
         run_batched([10] * 10, run, max_batch_tokens=10, max_batch_size=1)
-    assert 2 <= len(ran) < 10
+    assert 1 <= len(ran) < 10  # stopped long before the tenth batch
 
 
 def test_the_scope_ends_with_its_block():
