@@ -44,7 +44,8 @@ def demo_models(state_dir: Path) -> dict[str, Path]:
 
 
 def build_service(settings: Settings, roles: Iterable[str], *, limiter: ConcurrencyLimiter | None = None,
-                  demo_dirs: dict[str, Path] | None = None, plan: RuntimePlan | None = None) -> Service:
+                  demo_dirs: dict[str, Path] | None = None, plan: RuntimePlan | None = None,
+                  request_timeout_s: float | None = None) -> Service:
     roles = tuple(roles)
     plan = plan or make_plan(settings)
     names = {"embed": settings.embed_model, "cross": settings.cross_model, "nlu": settings.nlu_model}
@@ -57,7 +58,7 @@ def build_service(settings: Settings, roles: Iterable[str], *, limiter: Concurre
         loaded[role] = load_adapter(role, path, plan, settings.max_length, name)
         log.info("event=model_loaded role=%s name=%s path=%s", role, name, path)
     return Service(settings, embedder=loaded.get("embed"), cross_encoder=loaded.get("cross"),
-                   nlu=loaded.get("nlu"), limiter=limiter)
+                   nlu=loaded.get("nlu"), limiter=limiter, request_timeout_s=request_timeout_s)
 
 
 def load_adapter(role: str, path: Path, plan: RuntimePlan, max_length: int, name: str):  # noqa: ANN201

@@ -87,13 +87,15 @@ class Stats:
 class Service:
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
                  cross_encoder: CrossEncoder | None = None, nlu: Nlu | None = None,
-                 limiter: ConcurrencyLimiter | None = None) -> None:
+                 limiter: ConcurrencyLimiter | None = None, request_timeout_s: float | None = None) -> None:
         self.settings = settings
         self.embedder = embedder
         self.cross_encoder = cross_encoder
         self.nlu_model = nlu
         # The CLI runs one call at a time; servers pass their own, smaller, shared limiter.
         self.limiter = limiter or ConcurrencyLimiter(max_concurrent=1, max_queue=1 << 30)
+        # Servers stop a request at its deadline; the CLI has none (one call may vectorise a whole corpus).
+        self.request_timeout_s = request_timeout_s
         self.stats = Stats()
 
     # ---- validation -------------------------------------------------------------------------------
@@ -130,7 +132,7 @@ class Service:
     def _work(self, timing: EngineTime, cancel: CancelToken | None) -> Iterator[None]:
         """One inference: a slot under the cap, then the request's deadline (from the moment the slot is
         held) and its cancellation token for the engine's checkpoints, and the engine-time measurement."""
-        with self.limiter.slot(cancel), work_scope(cancel, self.settings.request_timeout_s), timing.measure():
+        with self.limiter.slot(cancel), work_scope(cancel, self.request_timeout_s), timing.measure():
             yield
 
     def _need(self, model: Any, role: str) -> Any:
