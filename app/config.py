@@ -80,7 +80,7 @@ class Settings:
                                    "one API call")
     max_upload_files: int = _opt(10, "files in one upload request at most")
     max_file_store_mib: int = _opt(1024, "disk that uploaded and exported files may take together, MiB (oldest "
-                                         "removed first; beyond it new uploads get 507)")
+                                         "removed first; an upload or export that cannot fit even then gets 507)")
     auth: str = _opt("", "user:password for HTTP basic auth (environment only)", flag=False, secret=True)
     auth_file: str = _opt("", "file of user:password or user:salted-hash lines (environment only; default: "
                               f"$CREDENTIALS_DIRECTORY/{SYSTEMD_CREDENTIAL} when systemd passes it)", flag=False)

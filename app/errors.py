@@ -9,6 +9,7 @@
     ├── ModelUnavailableError       503  exit 1  a model cannot be found, downloaded or loaded
     ├── InferenceError              500  exit 1  the forward pass failed (e.g. out of memory after a retry)
     ├── DeadlineExceededError       504  exit 1  the request ran past --request-timeout-s; its work stopped
+    ├── StoreFullError              507  exit 1  an upload or export that does not fit --max-file-store-mib
     └── CancelledError              499  exit 1  the client went away; its work stopped (nobody reads the answer)
 
 Each class knows its HTTP status, its error `type` (the JSON body's) and its exit code; the surfaces (CLI, UI,
@@ -71,6 +72,11 @@ class InferenceError(WenmoError):
 class DeadlineExceededError(WenmoError):
     kind = "timeout_error"
     http_status = 504
+
+
+class StoreFullError(WenmoError):
+    kind = "insufficient_storage_error"
+    http_status = 507
 
 
 class CancelledError(WenmoError):

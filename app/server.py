@@ -66,7 +66,13 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def build_asgi(ctx: ServerContext, authenticator: Any) -> tuple[Any, Any, Any]:
-    """(the ASGI app with every layer, the Blocks, the download directory)."""
+    """(the ASGI app with every layer, the Blocks, the file store)."""
+    from app.ui.filestore import FileStore, UploadStoreGate
+
+    # Uploads and exports live in a folder of this process's own (0700), bounded on disk; Gradio reads
+    # GRADIO_TEMP_DIR when it loads and when the Blocks are built, so it is set first.
+    store = FileStore(ctx.settings.max_file_store_mib * 2**20, max_files_per_upload=ctx.settings.max_upload_files)
+    os.environ["GRADIO_TEMP_DIR"] = str(store.root)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a private server
     import gradio as gr
     from fastapi import FastAPI
@@ -75,14 +81,13 @@ def build_asgi(ctx: ServerContext, authenticator: Any) -> tuple[Any, Any, Any]:
     from app.auth import BasicAuthMiddleware
     from app.metrics import MetricsMiddleware
     from app.ui.blocks import CSS, build_blocks
-    from app.ui.downloads import DownloadDir
 
     s = ctx.settings
     api = FastAPI(title="Wenmo", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     install_error_handlers(api, ctx)
     api.include_router(create_router(ctx))
-    downloads = DownloadDir()
-    blocks = build_blocks(ctx, downloads)
+    blocks = build_blocks(ctx, store)
+    api.add_middleware(UploadStoreGate, store=store, max_request_bytes=ctx.max_upload_bytes)
     # Gradio's queue only bounds its own backlog; the service's limiter is the one cap (shared with the HTTP
     # routes), so events are not limited here and busy answers carry the limiter's message. api_open=False:
     # direct POSTs to queued endpoints would skip the queue.
@@ -94,11 +99,12 @@ def build_asgi(ctx: ServerContext, authenticator: Any) -> tuple[Any, Any, Any]:
         footer_links=["api", "settings"], css=CSS, mcp_server=False,
     )
     ctx.gradio_queue = lambda: gradio_queue_counts(blocks)
-    app: Any = LifecycleGate(api, ctx.lifecycle, max_body_bytes=ctx.max_upload_bytes)
+    app: Any = LifecycleGate(api, ctx.lifecycle, max_body_bytes=ctx.max_upload_bytes,
+                             max_upload_files=s.max_upload_files)
     if authenticator is not None:
         app = BasicAuthMiddleware(app, authenticator)
     app = MetricsMiddleware(app, ctx.metrics)
-    return app, blocks, downloads
+    return app, blocks, store
 
 
 def gradio_queue_counts(blocks: Any) -> tuple[int, int]:
@@ -203,7 +209,8 @@ def load_models(ctx: ServerContext, demo: bool, on_done: Any) -> None:
         demo_dirs = demo_models(ctx.state_dir) if demo else None
         roles = ["embed", "cross", "nlu"]
         ctx.roles = tuple(roles)
-        service = build_service(ctx.settings, roles, limiter=ctx.limiter, demo_dirs=demo_dirs, plan=ctx.plan)
+        service = build_service(ctx.settings, roles, limiter=ctx.limiter, demo_dirs=demo_dirs, plan=ctx.plan,
+                                request_timeout_s=ctx.settings.request_timeout_s)
         ctx.model_bytes = {role: module_bytes(m) for role, m in
                            (("embed", service.embedder), ("cross", service.cross_encoder), ("nlu", service.nlu_model))
                            if m is not None}
@@ -218,9 +225,12 @@ def load_models(ctx: ServerContext, demo: bool, on_done: Any) -> None:
 
 
 def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> int:
-    from app.auth import Authenticator, FailureLimiter, is_loopback, load_credentials
+    from app.auth import Authenticator, FailureLimiter, is_loopback, load_credentials, parse_trusted_proxies
     from app.composition import make_plan
 
+    # Files this process writes (uploads, exports, Gradio's copies, generated credentials) are its own:
+    # 0600 files in 0700 folders, whatever the login shell's umask.
+    os.umask(0o077)
     state_dir = Path(settings.state_dir).expanduser()
     if no_auth:
         if not is_loopback(settings.host):
@@ -230,9 +240,17 @@ def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> i
         log.warning("event=auth_disabled host=%s (--no-auth; loopback only)", settings.host)
     else:
         credentials, origin = load_credentials(settings.auth, settings.auth_file, state_dir)
-        authenticator = Authenticator(credentials, FailureLimiter.from_settings(settings))
-        log.info("event=auth users=%d from=%r lockout_after=%d lockout_s=%g", len(credentials), origin,
-                 settings.auth_max_failures, settings.auth_lockout_s)
+        authenticator = Authenticator(credentials, FailureLimiter.from_settings(settings),
+                                      max_checks=settings.auth_max_checks)
+        log.info("event=auth users=%d from=%r lockout_after=%d lockout_s=%g max_checks=%d", len(credentials), origin,
+                 settings.auth_max_failures, settings.auth_lockout_s, settings.auth_max_checks)
+    # Whose X-Forwarded-For names the client (the lockout's key): only the operator's proxies, never uvicorn's
+    # default (loopback, or FORWARDED_ALLOW_IPS), which lets any local process pick its own address.
+    trusted_proxies = parse_trusted_proxies(settings.trusted_proxies)
+    log.info("event=trusted_proxies proxies=%s", ",".join(trusted_proxies) or "none")
+    if os.environ.get("FORWARDED_ALLOW_IPS"):
+        log.warning("event=forwarded_allow_ips_ignored (uvicorn's variable has no effect here; set "
+                    "--trusted-proxies / WENMO_TRUSTED_PROXIES)")
 
     plan = make_plan(settings)
     limiter = ConcurrencyLimiter(default_concurrency(settings, plan.is_cuda), settings.max_queue)
@@ -247,11 +265,12 @@ def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> i
     ctx = ServerContext(settings=settings, lifecycle=lifecycle, limiter=limiter, demo=demo, state_dir=state_dir,
                         plan=plan)
     ctx.metrics.gauges = lambda: gauges(ctx)
-    asgi, _blocks, downloads = build_asgi(ctx, authenticator)
+    asgi, _blocks, store = build_asgi(ctx, authenticator)
     lifecycle.work_probes += [lambda: sum(ctx.gradio_queue()), lambda: limiter.running + limiter.waiting]
 
     config = uvicorn.Config(asgi, log_config=None, access_log=settings.log_level == "DEBUG", lifespan="on",
-                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S, timeout_keep_alive=5)
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S, timeout_keep_alive=5,
+                            proxy_headers=bool(trusted_proxies), forwarded_allow_ips=trusted_proxies)
     server = DrainingServer(config, lifecycle, settings.drain_s)
     exit_code = [EXIT_OK]
 
@@ -267,7 +286,7 @@ def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> i
     try:
         server.run(sock)
     finally:
-        downloads.remove()
+        store.remove()
     if lifecycle.phase is Phase.FAILED:
         print(f"error: {lifecycle.load_error}", file=sys.stderr)
         return exit_code[0] if exit_code[0] != EXIT_OK else EXIT_INPUT

@@ -1,19 +1,21 @@
 """The page: demo banner, four tabs, footer. Every event has an api_name (README: "gradio_client").
 
 Nothing is cached: no example caching, no flagging, no run history; Gradio's file cache (uploads and
-downloads) is pruned hourly.
+downloads, app/ui/filestore.py) is pruned hourly and bounded on disk. Every file argument of every event is
+checked against the store's rule before Gradio touches it (`WenmoBlocks.preprocess_data`).
 """
 
 from __future__ import annotations
 
 import html
+from typing import Any
 
 import gradio as gr
 
 from app.context import ServerContext
 from app.ui import nlu, similarity, status, vectors
 from app.ui.common import DEMO_BANNER, footer_text
-from app.ui.downloads import DownloadDir
+from app.ui.filestore import FileRejectedError, FileStore
 
 CSS = """
 .wm-demo-banner { background: #b91c1c; color: #fff; font-weight: 600; padding: 8px 14px; border-radius: 6px;
@@ -28,14 +30,38 @@ CSS = """
 """
 
 
-def build_blocks(ctx: ServerContext, downloads: DownloadDir) -> gr.Blocks:
+class WenmoBlocks(gr.Blocks):
+    """Blocks whose events take only this process's uploads as file arguments.
+
+    Gradio copies a file argument into its cache before the handler runs (`async_move_files_to_cache`), and
+    its own check that the path is an upload is skipped for Blocks mounted on another app (it runs only
+    after `launch()`): so the check comes first, here, for every event, with the store's one message."""
+
+    def __init__(self, *args: Any, ctx: ServerContext, store: FileStore, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wenmo_ctx = ctx
+        self.file_store = store
+
+    async def preprocess_data(self, block_fn: Any, inputs: list[Any], state: Any, explicit_call: bool = False
+                              ) -> Any:
+        try:
+            for value in inputs:
+                self.file_store.check_file_args(value)
+        except FileRejectedError as e:
+            self.wenmo_ctx.metrics.observe_event(block_fn.api_name or block_fn.name, "invalid", 0.0)
+            raise gr.Error(e.message, title="输入有误 Invalid input", print_exception=False) from None
+        return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+
+
+def build_blocks(ctx: ServerContext, store: FileStore) -> gr.Blocks:
     # delete_cache=(every 10 min, files older than 1 h): uploads and downloads do not pile up.
-    with gr.Blocks(title="Wenmo 文墨", delete_cache=(600, 3600), analytics_enabled=False) as demo:
+    with WenmoBlocks(title="Wenmo 文墨", delete_cache=(600, 3600), analytics_enabled=False, ctx=ctx,
+                     store=store) as demo:
         if ctx.demo:
             gr.HTML(f"<div class='wm-demo-banner'>⚠ {html.escape(DEMO_BANNER)}</div>", elem_id="demo-banner")
         gr.Markdown("## 文墨 Wenmo · 中文语义 Chinese text semantics")
         with gr.Tabs():
-            tabs = [similarity.build(ctx), vectors.build(ctx, downloads), nlu.build(ctx)]
+            tabs = [similarity.build(ctx, store), vectors.build(ctx, store), nlu.build(ctx)]
             _status_tab, timer = status.build(ctx)
         footer = gr.Markdown(elem_classes=["wm-footer"], elem_id="wm-footer")
         demo.load(lambda: footer_text(ctx), None, footer, api_name="footer", queue=False, show_progress="hidden",

@@ -1,12 +1,14 @@
 """What every tab shares: turning errors into readable toasts, counting events, the banner and the footer.
 
-A handler never shows a traceback: errors from the error tree become `gr.Error` with their message (busy
-gets its own title so people know to retry); anything else is logged with an id the toast names.
+A handler never shows a traceback: errors from the error tree become `gr.Error` with their message, titled by
+the error's `kind` (busy gets its own title so people know to retry); anything else is logged with an id the
+toast names. Text arguments are checked for lone surrogates first, as the HTTP API does (app/web_errors.py).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import secrets
 import time
@@ -16,37 +18,48 @@ from typing import Any
 import gradio as gr
 
 from app.context import ServerContext
-from app.errors import InputError, ModelUnavailableError, OverloadedError, WenmoError
+from app.errors import WenmoError
+from app.web_errors import check_unicode
 
 log = logging.getLogger(__name__)
 
 DEMO_BANNER = "演示模式：随机权重，结果无意义 (demo mode: random weights, the outputs are meaningless)"
+
+# Toast titles by error kind; any other kind is titled by its status (4xx: the input, 5xx: the inference).
+TITLES = {
+    "overloaded_error": "繁忙 Busy",
+    "model_unavailable_error": "模型不可用 Model unavailable",
+    "budget_exceeded_error": "请求过大 Too much work",
+    "timeout_error": "超时 Timed out",
+}
+# Metrics outcome by error kind; else "invalid" (4xx) or "error" (5xx).
+OUTCOMES = {"overloaded_error": "busy", "cancelled_error": "cancelled"}
 
 
 def guarded(ctx: ServerContext, name: str) -> Callable[[Callable], Callable]:
     """Decorator for handlers: errors → gr.Error toasts, and one metrics sample per event."""
 
     def wrap(fn: Callable) -> Callable:
+        params = list(inspect.signature(fn).parameters)
+
         @functools.wraps(fn)
         def handler(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             outcome = "error"
             try:
+                for param, value in [*zip(params, args, strict=False), *kwargs.items()]:
+                    check_unicode(value, param)
                 out = fn(*args, **kwargs)
                 outcome = "ok"
                 return out
-            except OverloadedError as e:
-                outcome = "busy"
-                raise gr.Error(e.message, title="繁忙 Busy", duration=8, print_exception=False) from None
-            except InputError as e:
-                outcome = "invalid"
-                raise gr.Error(e.message, title="输入有误 Invalid input", print_exception=False) from None
-            except ModelUnavailableError as e:
-                _record(ctx, name, e.message)
-                raise gr.Error(e.message, title="模型不可用 Model unavailable", print_exception=False) from None
             except WenmoError as e:
-                _record(ctx, name, e.message)
-                raise gr.Error(e.message, title="推理失败 Inference failed", print_exception=False) from None
+                client = e.http_status < 500
+                outcome = OUTCOMES.get(e.kind, "invalid" if client else "error")
+                if not client:
+                    _record(ctx, name, e.message)
+                title = TITLES.get(e.kind, "输入有误 Invalid input" if client else "推理失败 Inference failed")
+                raise gr.Error(e.message, title=title, duration=8 if outcome == "busy" else 10,
+                               print_exception=False) from None
             except gr.Error:
                 raise
             except Exception as e:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from app.context import ServerContext
 from app.ui.common import guarded, short
+from app.ui.filestore import FileStore
 from app.ui.uploads import read_texts
 
 HEATMAP_MAX_TEXTS = 50  # source + candidates; beyond this a matrix is unreadable anyway
@@ -20,11 +21,11 @@ BAR_MAX = 30
 COLUMNS = ["排名 rank", "候选 candidate", "余弦 cosine", "交叉编码器 P(similar)", "截断 truncated"]
 
 
-def run(ctx: ServerContext, source: str, candidates_text: str, upload: str | None, rerank: bool,
-        skip_blank: bool) -> tuple[str, pd.DataFrame, pd.DataFrame, str]:
+def run(ctx: ServerContext, store: FileStore, source: str, candidates_text: str, upload: str | None,
+        rerank: bool, skip_blank: bool) -> tuple[str, pd.DataFrame, pd.DataFrame, str]:
     """Returns (summary, ranked table, bar-chart data, heatmap HTML)."""
     service = ctx.service
-    candidates, origin = read_texts(candidates_text, upload, max_bytes=ctx.max_upload_bytes,
+    candidates, origin = read_texts(candidates_text, upload, store=store, max_bytes=ctx.max_upload_bytes,
                                     skip_blank=skip_blank)
     out = service.similarity(source, candidates, rerank=rerank)
     rows = [
@@ -79,7 +80,7 @@ def heatmap_html(labels: list[str], texts: list[str], matrix: list[list[float]])
             f"</thead><tbody>{''.join(body)}</tbody></table><ul class='wm-legend'>{legend}</ul></div>")
 
 
-def build(ctx: ServerContext) -> gr.Tab:
+def build(ctx: ServerContext, store: FileStore) -> gr.Tab:
     with gr.Tab("相似度 Similarity", id="similarity") as tab:
         with gr.Row():
             with gr.Column(scale=1):
@@ -103,7 +104,7 @@ def build(ctx: ServerContext) -> gr.Tab:
                                   label=f"得分：余弦，重排时为交叉编码器概率 (score: cosine, or the cross-encoder's "
                                         f"P(similar) when reranked; top {BAR_MAX})")
                 heat = gr.HTML(label="两两余弦 Pairwise cosine", elem_id="sim-heatmap")
-        fn = guarded(ctx, "similarity")(functools.partial(run, ctx))
+        fn = guarded(ctx, "similarity")(functools.partial(run, ctx, store))
         inputs = [source, candidates, upload, rerank, skip_blank]
         button.click(fn, inputs, [summary, table, bars, heat], api_name="similarity",
                      api_description="Rank candidates (one per line, or an uploaded .txt/.csv) against a source "

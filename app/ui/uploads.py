@@ -1,6 +1,8 @@
 """Texts from the UI's text box or an uploaded .txt/.csv file, one text per line (or row).
 
-Plain text goes through app/textinput.parse_lines, so the UI names the same bad lines as the CLI does.
+An upload is read only through the file store's rule (app/ui/filestore.py): a path the caller names is
+never opened unless it is one of this process's uploads. Plain text goes through app/textinput.parse_lines,
+so the UI names the same bad lines as the CLI does.
 A CSV takes the column named text/文本/candidate/候选/sentence/句子 when the first row names one, else the
 first column; its bad rows are named by line number too.
 """
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from app.errors import InputError
 from app.textinput import parse_lines
+from app.ui.filestore import FileStore
 
 TEXT_BOX = "文本框 (text box)"
 HEADER_NAMES = ("text", "texts", "文本", "candidate", "candidates", "候选", "sentence", "句子")
@@ -20,19 +23,18 @@ _CLI_HINT = "pass --skip-blank to skip them"
 _UI_HINT = "tick 跳过空行 (skip blank lines) to skip them"
 
 
-def read_texts(text: str | None, upload: str | None, *, max_bytes: int, skip_blank: bool = False
-               ) -> tuple[list[str], str]:
-    """(texts, where they came from). An uploaded file wins over the text box."""
+def read_texts(text: str | None, upload: str | None, *, store: FileStore, max_bytes: int,
+               skip_blank: bool = False) -> tuple[list[str], str]:
+    """(texts, where they came from). An uploaded file wins over the text box; it must be an upload of this
+    process (`FileStore.upload_path`), whatever path the caller sent."""
     if upload:
-        path = Path(upload)
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise InputError(f"{path.name}: {size / 2**20:.1f} MiB, the limit is {max_bytes / 2**20:g} MiB "
+        name, data = store.read_upload(upload)
+        if len(data) > max_bytes:
+            raise InputError(f"{name}: {len(data) / 2**20:.1f} MiB, the limit is {max_bytes / 2**20:g} MiB "
                              "(WENMO_MAX_UPLOAD_MIB); split the file")
-        data = path.read_bytes()
-        if path.suffix.lower() == ".csv":
-            return parse_csv(data, path.name, skip_blank=skip_blank), path.name
-        return lines(data, path.name, skip_blank), path.name
+        if Path(name).suffix.lower() == ".csv":
+            return parse_csv(data, name, skip_blank=skip_blank), name
+        return lines(data, name, skip_blank), name
     if text is None or not text.strip():
         raise InputError("没有输入 (no input): type texts one per line, or upload a .txt / .csv file")
     return lines(text.encode("utf-8"), TEXT_BOX, skip_blank), TEXT_BOX

@@ -8,6 +8,7 @@ concurrency cap, so one big upload does not hold the GPU away from everybody els
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 import gradio as gr
@@ -18,7 +19,7 @@ from app.context import ServerContext
 from app.export import write_vectors  # one definition of the JSONL/CSV layout for the CLI and the UI
 from app.service import Embeddings
 from app.ui.common import guarded, short
-from app.ui.downloads import DownloadDir
+from app.ui.filestore import FileStore
 from app.ui.uploads import read_texts
 
 CHUNK = 256  # texts per service call when a batch is large enough to want a progress bar
@@ -55,17 +56,30 @@ def embed_chunked(ctx: ServerContext, texts: list[str], normalize: bool, progres
     )
 
 
-def run(ctx: ServerContext, downloads: DownloadDir, texts_text: str, upload: str | None, normalize: bool,
+def export_bytes_bound(texts: list[str], dimension: int) -> int:
+    """At most the bytes the three exports take: a float is ≤ 26 characters in JSON or CSV (the repr of a
+    float32 widened to float, and a separator); a text takes its JSON string's bytes in the JSONL and no more
+    in the CSV (where only quotes are doubled); plus the .npy header and the blocks of three files and their
+    folder."""
+    numbers = len(texts) * dimension
+    text_bytes = sum(len(json.dumps(t, ensure_ascii=False).encode("utf-8", "surrogatepass")) for t in texts)
+    return 128 + 4 * numbers + 2 * (26 * numbers + text_bytes + 100 * len(texts) + 26 * dimension) + 4 * 8192
+
+
+def run(ctx: ServerContext, store: FileStore, texts_text: str, upload: str | None, normalize: bool,
         skip_blank: bool, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
     """Returns (summary, preview, JSON for copying, JSONL path, CSV path, .npy path)."""
-    texts, origin = read_texts(texts_text, upload, max_bytes=ctx.max_upload_bytes, skip_blank=skip_blank)
+    texts, origin = read_texts(texts_text, upload, store=store, max_bytes=ctx.max_upload_bytes,
+                               skip_blank=skip_blank)
     ctx.service.check_texts(texts)  # count and length limits before any work, with their messages
     result = embed_chunked(ctx, texts, normalize, progress)
-    folder = downloads.new()
-    paths = {fmt: folder / f"vectors.{fmt}" for fmt in ("jsonl", "csv", "npy")}
-    write_vectors(texts, result, "jsonl", str(paths["jsonl"]))
-    write_vectors(texts, result, "csv", str(paths["csv"]))
-    np.save(paths["npy"], result.vectors)
+    # Written into the file store (Gradio's cache), so they are served as they are, counted in the store's
+    # bound, and private (0600 under the server's umask, in 0700 folders).
+    with store.export_dir(export_bytes_bound(texts, result.dimension)) as folder:
+        paths = {fmt: folder / f"vectors.{fmt}" for fmt in ("jsonl", "csv", "npy")}
+        write_vectors(texts, result, "jsonl", str(paths["jsonl"]))
+        write_vectors(texts, result, "csv", str(paths["csv"]))
+        np.save(paths["npy"], result.vectors)
     shown = min(len(texts), PREVIEW_ROWS)
     dims = min(result.dimension, PREVIEW_DIMS)
     preview = pd.DataFrame(
@@ -88,7 +102,7 @@ def run(ctx: ServerContext, downloads: DownloadDir, texts_text: str, upload: str
     return (" · ".join(notes), preview, as_json, str(paths["jsonl"]), str(paths["csv"]), str(paths["npy"]))
 
 
-def build(ctx: ServerContext, downloads: DownloadDir) -> gr.Tab:
+def build(ctx: ServerContext, store: FileStore) -> gr.Tab:
     with gr.Tab("向量 Vectors", id="vectors") as tab:
         with gr.Row():
             with gr.Column(scale=1):
@@ -111,7 +125,7 @@ def build(ctx: ServerContext, downloads: DownloadDir) -> gr.Tab:
                 as_json = gr.Code(label="全部向量 JSON（点右上角复制 copy button at the top right）",
                                   language="json", interactive=False, lines=6, max_lines=14,
                                   buttons=["copy"], elem_id="vec-json")
-        fn = guarded(ctx, "embed")(functools.partial(run, ctx, downloads))
+        fn = guarded(ctx, "embed")(functools.partial(run, ctx, store))
         button.click(fn, [texts, upload, normalize, skip_blank], [summary, preview, as_json, jsonl, csv_, npy],
                      api_name="embed",
                      api_description="Embed texts (one per line, or an uploaded .txt/.csv); returns summary, "

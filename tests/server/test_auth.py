@@ -3,7 +3,9 @@ formats. The lockout and the generated password are in test_lifecycle.py, on a s
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import subprocess
 import sys
 
@@ -74,8 +76,15 @@ def test_auth_file_with_comments_plain_and_hashed_lines(tmp_path):
     assert [s.user for s in secrets] == ["bob", "carol"]
     auth = Authenticator(secrets)
     header = b"Basic " + base64.b64encode(b"carol:pw2")
-    assert auth.check(header, "10.0.0.1") == (200, "carol", 0)
-    assert auth.check(b"Basic " + base64.b64encode(b"bob:nope"), "10.0.0.1")[0] == 401
+    verdict = run_async(auth.check(header, "10.0.0.1"))
+    assert (verdict.status, verdict.user) == (200, "carol") and verdict.session  # a login sets a session cookie
+    assert run_async(auth.check(b"Basic " + base64.b64encode(b"bob:nope"), "10.0.0.1")).status == 401
+
+
+def run_async(coro):
+    # In a thread of its own: Playwright's sync API (tests/browser) can leave an event loop running in this one.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 @pytest.mark.parametrize(("content", "needle"), [
