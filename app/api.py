@@ -1,15 +1,18 @@
 """HTTP routes beside the UI, on the same server, behind the same auth and the same concurrency cap:
 
-    GET  /healthz          liveness: the process answers (no auth, reveals nothing else)
-    GET  /readyz           readiness: 200 once every model is loaded; 503 while loading or draining (no auth)
+    GET  /healthz          liveness: the process answers (no auth, reveals nothing else; HEAD too)
+    GET  /readyz           readiness: 200 once every model is loaded; 503 while loading or draining (no auth; HEAD too)
     GET  /metrics          Prometheus text format
     POST /v1/embeddings    OpenAI-compatible embeddings (float or base64 of little-endian float32)
     POST /v1/similarity    {source, candidates, rerank}
     POST /v1/nlu           {text, schema, task}
 
-Errors are mapped here, at one boundary, to {"error": {"message", "type"}} bodies: a malformed JSON body
-→ 400, a body of the wrong shape → 422, input the service rejects (InputError) → 400, busy
-(OverloadedError) → 429 with Retry-After, a model that is not loaded → 503, a failed inference → 500.
+Another method on these paths gets 405 with `Allow`; an unknown /v1 path gets 404. Every error answer, of these
+routes and of Gradio's, leaves through the boundary in app/web_errors.py as {"error": {"message", "type"}}:
+here we only translate what FastAPI, Starlette and Gradio raise into the error tree (`translate`): a body that
+is not UTF-8, not JSON or nested too deep → 400, a body of the wrong shape → 422, text with a lone surrogate or
+input the service rejects (InputError) → 400, busy (OverloadedError) → 429 with Retry-After, a model that is
+not loaded → 503, a failed inference → 500.
 Handlers are plain `def`s: FastAPI runs them in worker threads, where the service's limiter may block.
 
 Successful answers of the /v1 routes carry `X-Wenmo-Engine-Ms`: milliseconds the request spent in the models
@@ -20,24 +23,36 @@ nor parsing or serializing. HTTP end-to-end time minus this is the server's own 
 from __future__ import annotations
 
 import base64
+import json
 import logging
-import secrets
+import sys
+from collections.abc import Callable
 from typing import Any, Literal
+from urllib.parse import parse_qs
 
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.routing import Mount
 
 from app.context import ServerContext
-from app.errors import InputError, ModelUnavailableError, OverloadedError, WenmoError
-from app.lifecycle import BodyTooLarge, Phase
+from app.disconnect import until_disconnect
+from app.engine.cancellation import CancelToken
+from app.errors import CancelledError, InputError, OverloadedError, WenmoError
+from app.lifecycle import Phase
 from app.service import EngineTime
+from app.web_errors import ErrorBoundary, HttpError, MethodNotAllowedError, NotFoundError, ShapeError, check_unicode
 
 log = logging.getLogger(__name__)
 
 ENGINE_TIME_HEADER = "X-Wenmo-Engine-Ms"
+# Python's JSON parser recurses once per level: past about this depth it raises RecursionError.
+MAX_JSON_DEPTH = sys.getrecursionlimit()
 
 try:  # Gradio depends on orjson: it writes a thousand 1024-d vectors ~10× faster than json
     import orjson
@@ -53,6 +68,13 @@ except ImportError:  # pragma: no cover
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> _Body:
+        # An InputError (not a ValueError) passes through pydantic unchanged: 400 naming the field and item.
+        for name, field in type(self).model_fields.items():
+            check_unicode(getattr(self, name), field.alias or name)
+        return self
 
 
 class EmbeddingsRequest(_Body):
@@ -81,40 +103,19 @@ def json_answer(obj: Any, timing: EngineTime) -> Response:
                     headers={ENGINE_TIME_HEADER: f"{timing.seconds * 1000:.3f}"})
 
 
-def error_body(message: str, kind: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind}}
-
-
-def _json(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, kind), status_code=status, headers=headers)
-
-
-def wenmo_error_response(ctx: ServerContext, e: WenmoError, operation: str) -> JSONResponse:
-    """The one mapping from the error tree to HTTP answers."""
-    if isinstance(e, OverloadedError):
-        ctx.metrics.count_busy("http")
-        return _json(429, e.message, e.kind, {"Retry-After": str(e.retry_after_s)})
-    if isinstance(e, InputError):
-        return _json(400, e.message, e.kind)
-    record_error(ctx, operation, e.message)
-    if isinstance(e, ModelUnavailableError):
-        return _json(503, e.message, e.kind, {"Retry-After": "5"} if not ctx.lifecycle.loaded else None)
-    return _json(500, e.message, e.kind)  # InferenceError (and any future kind): the message says why
-
-
 def record_error(ctx: ServerContext, operation: str, message: str) -> None:
     if ctx.lifecycle.loaded:
         ctx.service.stats.record_error(operation, message)
 
 
-def describe_validation(exc: RequestValidationError) -> tuple[int, str]:
-    """A short message naming the fields to fix, and 400 (not JSON) or 422 (wrong shape)."""
+def describe_validation(exc: RequestValidationError) -> InputError:
+    """A short message naming the fields to fix: 400 (not JSON) or 422 (wrong shape, ShapeError)."""
     by_field: dict[str, list[dict[str, Any]]] = {}
     for err in exc.errors():
         if err.get("type") == "json_invalid":
             where = err["loc"][-1] if err.get("loc") else "?"
-            return 400, (f"the request body is not valid JSON ({err.get('ctx', {}).get('error', 'decode error')} "
-                         f"at character {where}); send a JSON object with Content-Type: application/json")
+            return InputError(f"the request body is not valid JSON ({err.get('ctx', {}).get('error', 'decode error')} "
+                              f"at character {where}); send a JSON object with Content-Type: application/json")
         loc = [x for x in err.get("loc", ()) if x != "body"]
         by_field.setdefault(str(loc[0]) if loc else "", []).append({**err, "loc": loc})
     parts = []
@@ -137,39 +138,141 @@ def describe_validation(exc: RequestValidationError) -> tuple[int, str]:
             parts.append(f"{where}: {deepest.get('msg', 'invalid')} (got {shown})")
         else:
             parts.append(f"{name}: expected {' or '.join(dict.fromkeys(tags))} (got {shown})")
-    return 422, "; ".join(parts) or "the request body is invalid"
+    return ShapeError("; ".join(parts) or "the request body is invalid")
+
+
+def translate(exc: BaseException) -> WenmoError | None:
+    """What FastAPI, Starlette and Gradio raise, as the error tree; None for what we cannot explain (a bug)."""
+    if isinstance(exc, RequestValidationError):
+        return describe_validation(exc)
+    if isinstance(exc, ClientDisconnect) or isinstance(exc.__cause__, ClientDisconnect):
+        return CancelledError("the client went away before its request body arrived; nobody reads the answer")
+    if isinstance(exc, HTTPException):  # FastAPI's is a subclass
+        cause = exc.__cause__  # FastAPI answers "There was an error parsing the body" for these two
+        if isinstance(cause, UnicodeDecodeError):
+            bad = cause.object[cause.start]
+            return InputError(f"the request body is not UTF-8 text (byte {cause.start} is 0x{bad:02x}); send JSON "
+                              "encoded as UTF-8")
+        if isinstance(cause, RecursionError):
+            return InputError(f"the request body is nested too deeply (JSON arrays or objects more than about "
+                              f"{MAX_JSON_DEPTH} levels inside each other); a request needs a few levels — flatten it")
+        return HttpError(exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail, ensure_ascii=False),
+                         exc.status_code, exc.headers)
+    if isinstance(exc, KeyError) and _raised_in(exc, "get_fn"):  # gradio.route_utils: an fn_index out of range
+        return NotFoundError(f"no event with fn_index {exc.args[0]!r} (没有这个接口); GET /config lists them")
+    if type(exc).__name__ == "FnIndexInferError":  # gradio.route_utils: an api_name no event has
+        name = str(exc).rpartition(":")[2].strip()
+        return NotFoundError(f"no API endpoint named {name!r} (没有这个接口); GET /gradio_api/info lists them, "
+                             "or see the page's \"Use via API\" footer")
+    return None
+
+
+def _raised_in(exc: BaseException, function: str) -> bool:
+    """Whether `exc` was raised by a function of this name (the innermost frame of its traceback)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == function
+
+
+def gradio_stream_check(api: FastAPI) -> Callable[[dict], WenmoError | None]:
+    """A precheck for Gradio's result streams, GET /gradio_api/queue/data?session_hash=… and
+    GET /gradio_api/call/<api>/<event_id>: Gradio answers an id it does not know with a 200 event stream that
+    then fails (a dropped connection, two tracebacks), and an event whose result was already read with a stream
+    of heartbeats that never ends. Both are answered up front as a 404, by Gradio's own bookkeeping: a session
+    must have a message queue, an event must be pending (queued, running, or finished and not yet read). If Gradio's
+    internals change shape, the check steps aside and the boundary still ends such a stream cleanly."""
+
+    def gradio_queue() -> Any:
+        for route in api.routes:
+            if isinstance(route, Mount) and hasattr(route.app, "get_blocks"):
+                return getattr(route.app.get_blocks(), "_queue", None)
+        return None
+
+    def check(scope: dict) -> WenmoError | None:
+        path = scope["path"]
+        if scope["method"] != "GET" or not path.startswith(("/gradio_api/queue/data", "/gradio_api/call/")):
+            return None
+        try:
+            q = gradio_queue()
+            pending = q.pending_messages_per_session
+            if path == "/gradio_api/queue/data":
+                query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+                session = (query.get("session_hash") or [""])[0]
+                if not session or session in pending:
+                    return None  # none given: Gradio's own validation answers (rewritten by the boundary)
+                return NotFoundError(f"no queued events for session_hash {session[:64]!r}: join the queue first "
+                                     "(POST /gradio_api/queue/join with this session_hash), then read the results here")
+            parts = path[len("/gradio_api/call/"):].strip("/").split("/")
+            if parts[:1] == ["v2"]:
+                parts = parts[1:]
+            if len(parts) != 2:
+                return None
+            api_name, event_id = parts
+            # An event stays in its session's pending set from its push until a stream delivers its result:
+            # one not there has nothing left to send, and Gradio would stream heartbeats to it for ever (a
+            # connection the drain waits for).
+            if any(event_id in ids for ids in q.pending_event_ids_session.values()):
+                return None
+            return NotFoundError(f"no pending event {event_id[:64]!r} for /{api_name}: use the event_id that "
+                                 f"POST /gradio_api/call/{api_name} returned (a result is read once)")
+        except (AttributeError, TypeError):
+            return None
+
+    return check
 
 
 def install_error_handlers(app: FastAPI, ctx: ServerContext) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        status, message = describe_validation(exc)
-        return _json(status, message, "invalid_request_error")
+    """Put the error boundary (app/web_errors.py) around every route, ours and Gradio's (mounted later)."""
 
-    @app.exception_handler(WenmoError)
-    async def _wenmo(request: Request, exc: WenmoError) -> JSONResponse:
-        return wenmo_error_response(ctx, exc, request.url.path)
+    async def reraise(request: Request, exc: Exception) -> None:
+        # FastAPI's own handlers answer {"detail": …}; the boundary answers instead.
+        raise exc
 
-    @app.exception_handler(BodyTooLarge)
-    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
-        return _json(413, str(exc), "invalid_request_error")
+    app.exception_handlers[RequestValidationError] = reraise
+    app.exception_handlers[HTTPException] = reraise
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        rid = secrets.token_hex(4)
-        log.error("event=unhandled_error id=%s path=%s", rid, request.url.path, exc_info=exc)
-        record_error(ctx, request.url.path, f"internal error id={rid}: {type(exc).__name__}")
-        return _json(500, f"内部错误 (internal error, id {rid}); the server log has the detail", "internal_error")
+    def on_error(error: WenmoError, scope: dict) -> None:
+        if error.kind == OverloadedError.kind:
+            ctx.metrics.count_busy("http")
+        if error.http_status >= 500:
+            record_error(ctx, scope["path"], error.message)
+
+    app.add_middleware(ErrorBoundary, translate=translate, precheck=gradio_stream_check(app), on_error=on_error)
+
+
+def add_method_guards(router: APIRouter) -> None:
+    """Another method on one of our paths gets 405 with `Allow`, and an unknown /v1 path 404 (without these,
+    Starlette would hand both to the Gradio app mounted at `/`, which answers 404)."""
+    allowed: dict[str, set[str]] = {}
+    for route in router.routes:
+        if isinstance(route, APIRoute):
+            allowed.setdefault(route.path, set()).update(route.methods)
+    every = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"}
+    for path, methods in allowed.items():
+        allow = sorted(methods)
+
+        def refuse(request: Request, allow: list[str] = allow) -> None:
+            raise MethodNotAllowedError(f"{request.method} is not allowed on {request.url.path}; use "
+                                        f"{' or '.join(allow)}", allow)
+
+        router.add_api_route(path, refuse, methods=sorted(every - methods), include_in_schema=False)
+
+    def unknown(request: Request) -> None:
+        known = ", ".join(sorted(p for p in allowed if p.startswith("/v1/")))
+        raise NotFoundError(f"no route {request.url.path!r} (没有这个接口); the API routes are {known}")
+
+    router.add_api_route("/v1/{rest:path}", unknown, methods=sorted(every), include_in_schema=False)
 
 
 def create_router(ctx: ServerContext) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/healthz", include_in_schema=False)
+    @router.api_route("/healthz", methods=["GET", "HEAD"], include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", include_in_schema=False)
+    @router.api_route("/readyz", methods=["GET", "HEAD"], include_in_schema=False)
     def readyz() -> JSONResponse:
         phase = ctx.lifecycle.phase
         return JSONResponse({"status": phase.value}, status_code=200 if phase is Phase.READY else 503)
@@ -178,15 +281,20 @@ def create_router(ctx: ServerContext) -> APIRouter:
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    # The /v1 routes run their work in a worker thread that stops when the client disconnects (app/disconnect.py);
+    # building the answer (thousands of vectors) happens in that thread too, off the event loop.
     @router.post("/v1/embeddings")
-    def embeddings(body: EmbeddingsRequest) -> Response:
+    async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
+        return await until_disconnect(request, lambda cancel: embed_answer(body, cancel))
+
+    def embed_answer(body: EmbeddingsRequest, cancel: CancelToken) -> Response:
         service = ctx.service
         if body.dimensions is not None and service.embedder is not None \
                 and body.dimensions != service.embedder.dimension:
             raise InputError(f"dimensions={body.dimensions} is not available: this model gives "
                              f"{service.embedder.dimension}; leave `dimensions` out")
         timing = EngineTime()
-        result = service.embed(body.input, timing=timing)
+        result = service.embed(body.input, timing=timing, cancel=cancel)
         data = []
         for i, vec in enumerate(result.vectors):
             if body.encoding_format == "base64":
@@ -202,21 +310,28 @@ def create_router(ctx: ServerContext) -> APIRouter:
         }, timing)
 
     @router.post("/v1/similarity")
-    def similarity(body: SimilarityRequest) -> Response:
+    async def similarity(body: SimilarityRequest, request: Request) -> Response:
+        return await until_disconnect(request, lambda cancel: similarity_answer(body, cancel))
+
+    def similarity_answer(body: SimilarityRequest, cancel: CancelToken) -> Response:
         service = ctx.service
         timing = EngineTime()
-        out = service.similarity(body.source, body.candidates, rerank=body.rerank, timing=timing)
+        out = service.similarity(body.source, body.candidates, rerank=body.rerank, timing=timing, cancel=cancel)
         out["model"] = service.embedder.info.name
         if out["reranked"]:
             out["cross_model"] = service.cross_encoder.info.name
         return json_answer(out, timing)
 
     @router.post("/v1/nlu")
-    def nlu(body: NluRequest) -> Response:
+    async def nlu(body: NluRequest, request: Request) -> Response:
+        return await until_disconnect(request, lambda cancel: nlu_answer(body, cancel))
+
+    def nlu_answer(body: NluRequest, cancel: CancelToken) -> Response:
         service = ctx.service
         timing = EngineTime()
-        out = dict(service.nlu(body.text, body.schema_, body.task, timing=timing))
+        out = dict(service.nlu(body.text, body.schema_, body.task, timing=timing, cancel=cancel))
         out["model"] = service.nlu_model.info.name
         return json_answer(out, timing)
 
+    add_method_guards(router)
     return router

@@ -9,27 +9,39 @@ taken (503, /readyz 503), but what is already running finishes: HTTP requests in
 events already queued — their result streams (GET /gradio_api/…) stay open until they are delivered.
 
 Why a gate of our own: Gradio's and uvicorn's servers stop at once on SIGTERM and cut in-flight requests.
-Imports nothing from the web stack: the gate speaks bare ASGI.
+
+The gate also bounds every request body while it is received, uploads included: at most --max-upload-mib for
+the whole body (all files of an upload together), and at most --max-upload-files parts in a multipart body. A
+body past either limit gets 413 and is not read further; whatever the app had begun to store of it is deleted
+by the app's multipart parser (see BodyRefused).
+
+Speaks bare ASGI; imports nothing from the web stack but python_multipart's exception type.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from app.errors import ModelUnavailableError
+from app.errors import BodyTooLargeError, ModelUnavailableError, WenmoError
+from app.web_errors import BODY_CAP_SCOPE_KEY, UnavailableError, log_error, send_error
+
+try:  # Gradio's upload parser deletes the files it has begun only when the parse fails with this type
+    from python_multipart.exceptions import MultipartParseError
+except ImportError:  # pragma: no cover - no multipart parser, nothing to clean up after
+    MultipartParseError = ValueError  # type: ignore[assignment,misc]
 
 log = logging.getLogger(__name__)
 
 PROBES = frozenset({"/healthz", "/readyz"})
-# Long-lived result and heartbeat streams: not "work", and they must stay open while draining.
-STREAMS = ("/gradio_api/queue/data", "/gradio_api/heartbeat", "/gradio_api/stream")
+# Long-lived result, heartbeat and reload-notice streams: not "work", and they must stay open while draining.
+STREAMS = ("/gradio_api/queue/data", "/gradio_api/heartbeat", "/gradio_api/stream", "/gradio_api/dev/reload")
 RETRY_AFTER_S = 5
 # After the last job ends: quiet time with no request at all before exiting, so that a result can travel
 # down its open stream and the client can fetch the files it names (gradio_client downloads them at once).
@@ -59,7 +71,9 @@ class Lifecycle:
     @property
     def service(self) -> Any:
         if self._service is None:
-            raise ModelUnavailableError("模型仍在加载 (models are still loading); retry in a few seconds")
+            error = ModelUnavailableError("模型仍在加载 (models are still loading); retry in a few seconds")
+            error.retry_after_s = RETRY_AFTER_S  # type: ignore[attr-defined]
+            raise error
         return self._service
 
     @property
@@ -110,10 +124,11 @@ def _allowed_while_draining(method: str, path: str) -> bool:
 class LifecycleGate:
     """ASGI: 503 outside READY (except the probes); counts HTTP work in flight; caps request bodies."""
 
-    def __init__(self, app: Callable, lifecycle: Lifecycle, max_body_bytes: int) -> None:
+    def __init__(self, app: Callable, lifecycle: Lifecycle, max_body_bytes: int, max_upload_files: int = 10) -> None:
         self.app = app
         self.lifecycle = lifecycle
         self.max_body_bytes = max_body_bytes
+        self.max_upload_files = max_upload_files
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -130,44 +145,27 @@ class LifecycleGate:
         if phase is not Phase.READY and not (phase is Phase.DRAINING and _allowed_while_draining(method, path)):
             await self._unavailable(scope, send, phase)
             return
-        if path.startswith(STREAMS):
-            await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            error = BodyRefused(too_large_message(self.max_body_bytes, int(length)))
+            log_error(error, scope)
+            await send_error(send, error)
             return
-        # Uploads are capped by Gradio itself (max_file_size), with its own message in the UI.
-        if path != "/gradio_api/upload":
-            length = dict(scope.get("headers") or []).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                await send_json(send, 413, {"error": {
-                    "message": f"request body is {int(length)} bytes, the limit is {self.max_body_bytes} "
-                               "(WENMO_MAX_UPLOAD_MIB); send less per request",
-                    "type": "invalid_request_error"}})
-                return
-            receive = self._capped(receive)
+        cap = BodyCap(self.max_body_bytes, self.max_upload_files, multipart_boundary(headers.get(b"content-type")))
+        scope = dict(scope, **{BODY_CAP_SCOPE_KEY: cap})  # the error boundary inside leaves a refusal to the cap
+        if path.startswith(STREAMS):
+            await cap.serve(self.app, scope, receive, send)
+            return
         with self.lifecycle.lock:
             self.lifecycle.http_in_flight += 1
             self.lifecycle.last_request_at = time.monotonic()
         try:
-            await self.app(scope, receive, send)
+            await cap.serve(self.app, scope, receive, send)
         finally:
             with self.lifecycle.lock:
                 self.lifecycle.http_in_flight -= 1
                 self.lifecycle.last_request_at = time.monotonic()
-
-    def _capped(self, receive: Callable) -> Callable:
-        """Bodies sent without a Content-Length (chunked) are cut off at the same limit."""
-        seen = 0
-        limit = self.max_body_bytes
-
-        async def capped() -> dict:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise BodyTooLarge(limit)
-            return message
-
-        return capped
 
     async def _unavailable(self, scope: dict, send: Callable, phase: Phase) -> None:
         if phase is Phase.LOADING:
@@ -175,27 +173,116 @@ class LifecycleGate:
         else:
             message = "Wenmo 正在停止 (shutting down, not taking new work); retry shortly"
         accept = dict(scope.get("headers") or []).get(b"accept", b"")
-        headers = [(b"retry-after", str(RETRY_AFTER_S).encode())]
-        if b"text/html" in accept:
-            # A browser opening the page while models load sees a note that refreshes itself.
-            body = (f"<!doctype html><meta charset=utf-8><meta http-equiv=refresh content={RETRY_AFTER_S}>"
-                    f"<title>Wenmo</title><p>{message}</p>").encode()
-            await send_bytes(send, 503, body, b"text/html; charset=utf-8", headers)
+        # A browser opening the page while models load sees a note that reloads itself.
+        await send_error(send, UnavailableError(message, RETRY_AFTER_S), html_page=b"text/html" in accept)
+
+
+class BodyRefused(BodyTooLargeError, MultipartParseError):
+    """A body past a limit (413). Also a multipart parse error: raised while Gradio's upload parser reads the
+    body, it makes the parser delete the files it had begun, so nothing of a refused upload stays on disk."""
+
+
+def too_large_message(limit: int, got: int | None = None) -> str:
+    size = f"{got} bytes" if got is not None else f"more than {limit} bytes"
+    return (f"请求体过大 (request body too large): its size is {size}, the limit is {limit // 2**20} MiB ({limit} "
+            "bytes) for one request — all files of one upload together (--max-upload-mib / WENMO_MAX_UPLOAD_MIB); "
+            "send less per request")
+
+
+def too_many_files_message(limit: int) -> str:
+    return (f"一次上传的文件过多 (too many files in one upload): more than {limit} files (multipart parts); at most "
+            f"{limit} per request (--max-upload-files / WENMO_MAX_UPLOAD_FILES); upload fewer at a time")
+
+
+_BOUNDARY = re.compile(rb'boundary=(?:"([^"]+)"|([^;,\s]+))', re.IGNORECASE)
+
+
+def multipart_boundary(content_type: bytes | None) -> bytes | None:
+    """The boundary of a multipart body, from its Content-Type; None for any other body."""
+    if not content_type or not content_type.lower().lstrip().startswith(b"multipart/"):
+        return None
+    m = _BOUNDARY.search(content_type)
+    return (m.group(1) or m.group(2)) if m else None
+
+
+class PartCounter:
+    """Counts the parts of a multipart body while it streams by: each delimiter line `--boundary` except the
+    closing `--boundary--` begins one (RFC 2046 5.1.1), also when a delimiter is split between two chunks."""
+
+    def __init__(self, boundary: bytes) -> None:
+        self.delimiter = b"\r\n--" + boundary
+        self.window = b"\r\n"  # the first delimiter may open the body, with no CRLF before it
+        self.parts = 0
+        self.closed = False
+
+    def feed(self, chunk: bytes) -> int:
+        """The number of parts begun so far."""
+        if self.closed:
+            return self.parts
+        data = self.window + chunk
+        size = len(self.delimiter)
+        # A delimiter is decided once the two bytes after it are here ("--" closes the body); one that starts
+        # in the last size+1 bytes is not, and those bytes are searched again with the next chunk.
+        keep_from = max(0, len(data) - size - 1)
+        pos = 0
+        while (i := data.find(self.delimiter, pos)) >= 0 and i < keep_from:
+            if data[i + size: i + size + 2] == b"--":
+                self.closed = True
+                break
+            self.parts += 1
+            pos = i + size
+        self.window = data[keep_from:]
+        return self.parts
+
+
+class BodyCap:
+    """One request's body, counted while the app receives it. Past a limit, the app's next receive raises
+    BodyRefused, and the refusal (413) is the answer whatever the app then does: its own answer (a 400 from a
+    parser that failed, say) is dropped, and an exception it raises over it is the refusal's echo."""
+
+    def __init__(self, max_bytes: int, max_files: int, boundary: bytes | None) -> None:
+        self.max_bytes = max_bytes
+        self.max_files = max_files
+        self.parts = PartCounter(boundary) if boundary else None
+        self.seen = 0
+        self.refused: WenmoError | None = None
+        self.started = False  # the app's answer began before any refusal: it is left alone
+        self.answered = False
+
+    async def serve(self, app: Callable, scope: dict, receive: Callable, send: Callable) -> None:
+        async def capped_receive() -> dict:
+            if self.refused is not None:
+                raise self.refused
+            message = await receive()
+            if message["type"] == "http.request":
+                chunk = message.get("body", b"")
+                self.seen += len(chunk)
+                if self.seen > self.max_bytes:
+                    self.refused = BodyRefused(too_large_message(self.max_bytes))
+                elif self.parts is not None and self.parts.feed(chunk) > self.max_files:
+                    self.refused = BodyRefused(too_many_files_message(self.max_files))
+                if self.refused is not None:
+                    raise self.refused
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            if self.refused is None or self.started:
+                self.started = self.started or message["type"] == "http.response.start"
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await self._answer(scope, send)
+
+        try:
+            await app(scope, capped_receive, guarded_send)
+        except Exception:
+            if self.refused is None or self.started:
+                raise
+        if self.refused is not None and not self.started:
+            await self._answer(scope, send)
+
+    async def _answer(self, scope: dict, send: Callable) -> None:
+        if self.answered or self.refused is None:
             return
-        await send_json(send, 503, {"error": {"message": message, "type": "unavailable_error"}}, headers)
-
-
-class BodyTooLarge(Exception):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"request body is larger than {limit} bytes (WENMO_MAX_UPLOAD_MIB); send less per request")
-
-
-async def send_json(send: Callable, status: int, obj: Any, headers: list | None = None) -> None:
-    body = json.dumps(obj, ensure_ascii=False).encode()
-    await send_bytes(send, status, body, b"application/json", headers)
-
-
-async def send_bytes(send: Callable, status: int, body: bytes, ctype: bytes, headers: list | None = None) -> None:
-    all_headers = [*(headers or []), (b"content-type", ctype), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": all_headers})
-    await send({"type": "http.response.body", "body": body})
+        self.answered = True
+        log_error(self.refused, scope)
+        await send_error(send, self.refused)

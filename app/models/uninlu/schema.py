@@ -70,6 +70,11 @@ def parse_schema(schema: Any) -> Schema:
                 f"schema is not valid JSON: line {e.lineno}, column {e.colno}: {e.msg}. "
                 f"A schema is a JSON object such as {_EXAMPLE} (null, not None; double quotes)"
             ) from None
+        except RecursionError:  # the parser recurses once per [ or {: about a thousand of them end it
+            raise InputError(
+                f"schema is nested too deeply (about a thousand [ or {{ inside each other, too many for the JSON "
+                f"parser); a schema has at most {MAX_DEPTH} levels of types, e.g. {_EXAMPLE} — flatten it"
+            ) from None
     if not isinstance(schema, dict):
         raise InputError(
             f"schema must be a JSON object of types, got {_kind(schema)}; e.g. {_EXAMPLE}"
