@@ -42,7 +42,6 @@ import getpass
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
 import os
 import secrets
@@ -59,6 +58,7 @@ from typing import Any, NamedTuple
 
 from app.config import Settings, describe_auth_file
 from app.errors import ConfigError
+from app.web_errors import AuthenticationError, RateLimitedError, send_error
 
 log = logging.getLogger(__name__)
 
@@ -562,27 +562,15 @@ def with_header(send: Send, name: bytes, value: bytes) -> Send:
 
 async def send_refusal(send: Send, status: int, retry_after: int, *, html: bool, why: str = LOCKED) -> None:
     if status == 401:
-        message = "需要登录 (authentication required): give a user name and password (HTTP basic auth)"
-        headers = [(b"www-authenticate", CHALLENGE.encode())]
-        kind = "authentication_error"
+        error: Any = AuthenticationError(
+            "需要登录 (authentication required): give a user name and password (HTTP basic auth)", CHALLENGE)
+    elif why == BUSY:
+        error = RateLimitedError(f"同时登录的请求过多 (too many logins at once): the server checks a few passwords at "
+                                 f"a time; retry in {retry_after} s", retry_after)
     else:
-        if why == BUSY:
-            message = (f"同时登录的请求过多 (too many logins at once): the server checks a few passwords at a time; "
-                       f"retry in {retry_after} s")
-        else:
-            message = (f"登录失败次数过多 (too many failed logins from your address): wait {retry_after} s "
-                       "and try again")
-        headers = [(b"retry-after", str(retry_after).encode())]
-        kind = "rate_limit_error"
-    if html:
-        body = (f"<!doctype html><meta charset=utf-8><title>Wenmo</title><p>{message}</p>").encode()
-        ctype = b"text/html; charset=utf-8"
-    else:
-        body = json.dumps({"error": {"message": message, "type": kind}}, ensure_ascii=False).encode()
-        ctype = b"application/json"
-    headers += [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+        error = RateLimitedError(f"登录失败次数过多 (too many failed logins from your address): wait {retry_after} s "
+                                 "and try again", retry_after)
+    await send_error(send, error, html_page=html)
 
 
 # ---- `python -m app.auth hash` -----------------------------------------------------------------------

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from app.errors import BodyTooLargeError, ModelUnavailableError, WenmoError
-from app.web_errors import BODY_CAP_SCOPE_KEY, UnavailableError, log_error, send_error
+from app.web_errors import BODY_CAP_SCOPE_KEY, HttpError, UnavailableError, log_error, send_error
 
 try:  # Gradio's upload parser deletes the files it has begun only when the parse fails with this type
     from python_multipart.exceptions import MultipartParseError
@@ -46,6 +46,22 @@ RETRY_AFTER_S = 5
 # After the last job ends: quiet time with no request at all before exiting, so that a result can travel
 # down its open stream and the client can fetch the files it names (gradio_client downloads them at once).
 QUIET_S = 1.0
+
+
+# Gradio's routes that fetch a URL on the client's behalf (made for Hugging Face Spaces): on a private server
+# they would let any logged-in user make this machine fetch what it can reach. Gradio refuses private
+# addresses there, but a relay is no feature of ours.
+URL_FETCH_REFUSED = ("此服务器不代取网址 (this server does not fetch URLs for clients): /gradio_api/proxy= and "
+                     "/gradio_api/file=<http(s) URL> are turned off; fetch the URL yourself")
+
+
+def fetches_url(path: str) -> bool:
+    if path.startswith("/gradio_api/proxy="):
+        return True
+    if path.startswith("/gradio_api/file="):
+        target = path[len("/gradio_api/file="):].lstrip().lower()
+        return target.startswith(("http:", "https:", "//"))
+    return False
 
 
 class Phase(enum.Enum):
@@ -144,6 +160,11 @@ class LifecycleGate:
             return
         if phase is not Phase.READY and not (phase is Phase.DRAINING and _allowed_while_draining(method, path)):
             await self._unavailable(scope, send, phase)
+            return
+        if fetches_url(path):
+            error = HttpError(URL_FETCH_REFUSED, 403)
+            log_error(error, scope)
+            await send_error(send, error)
             return
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import InputError, StoreFullError
+from app.web_errors import send_error
 
 log = logging.getLogger(__name__)
 
@@ -308,8 +309,5 @@ def _content_length(scope: dict) -> int:
 
 
 async def _send_error(send: Any, e: StoreFullError) -> None:
-    body = json.dumps({"error": {"message": e.message, "type": e.kind}}, ensure_ascii=False).encode("utf-8")
-    await send({"type": "http.response.start", "status": e.http_status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+    # Connection: close — the client may still be sending the body we will not read.
+    await send_error(send, e, keep_headers=[(b"connection", b"close")])

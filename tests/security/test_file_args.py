@@ -163,3 +163,14 @@ def test_a_real_upload_still_works_for_every_file_function(server):
         assert event == "complete", stream
         ranked = data[1]["data"]
         assert sorted(row[1] for row in ranked) == sorted(lines)
+
+
+@pytest.mark.parametrize("path", ["/gradio_api/file=https://example.com/x.txt", "/gradio_api/file=http://127.0.0.1:1/",
+                                  "/gradio_api/file=HTTPS://example.com/", "/gradio_api/proxy=https://example.com/"])
+def test_gradio_does_not_fetch_urls_for_clients(server, path):
+    # Before: Gradio fetched public URLs on the client's behalf (an open relay for any logged-in user).
+    with server.client() as c:
+        r = c.get(path)
+    assert r.status_code == 403
+    assert r.json()["error"]["type"] == "permission_error"
+    assert "does not fetch URLs" in r.json()["error"]["message"]
