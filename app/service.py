@@ -17,6 +17,7 @@ import numpy as np
 
 from app.config import Settings
 from app.engine.cancellation import CancelToken, work_scope
+from app.engine.heap import HeapTrimmer
 from app.engine.limiter import ConcurrencyLimiter
 from app.errors import InputError, ModelUnavailableError
 
@@ -96,6 +97,7 @@ class Service:
         self.limiter = limiter or ConcurrencyLimiter(max_concurrent=1, max_queue=1 << 30)
         # Servers stop a request at its deadline; the CLI has none (one call may vectorise a whole corpus).
         self.request_timeout_s = request_timeout_s
+        self.heap = HeapTrimmer()
         self.stats = Stats()
 
     # ---- validation -------------------------------------------------------------------------------
@@ -132,8 +134,11 @@ class Service:
     def _work(self, timing: EngineTime, cancel: CancelToken | None) -> Iterator[None]:
         """One inference: a slot under the cap, then the request's deadline (from the moment the slot is
         held) and its cancellation token for the engine's checkpoints, and the engine-time measurement."""
-        with self.limiter.slot(cancel), work_scope(cancel, self.request_timeout_s), timing.measure():
-            yield
+        try:
+            with self.limiter.slot(cancel), work_scope(cancel, self.request_timeout_s), timing.measure():
+                yield
+        finally:
+            self.heap.maybe_trim()  # outside the slot: the next request does not wait for it
 
     def _need(self, model: Any, role: str) -> Any:
         if model is None:

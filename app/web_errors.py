@@ -308,16 +308,22 @@ class ErrorBoundary:
         try:
             await self.app(scope, receive, sending)
         except Exception as exc:
-            error, trace = self.classify(exc)
-            self._report(error, scope, trace)
-            if not started:  # an answer another layer had begun for this failure is replaced
-                await send_error(forward, error)
-            elif not finished:
-                # A stream already under way: end it cleanly (its last event said what went wrong).
-                await forward({"type": "http.response.body", "body": b"", "more_body": False})
+            # Handled in a frame of its own: a local here that held the error would be a reference cycle
+            # (this frame is in the error's traceback), and the frames it keeps — with a failed forward's
+            # activations and logits, tens of MB — would wait for the cyclic garbage collector.
+            await self._answer(exc, scope, forward, started=started, finished=finished)
             return
         if held is not None:
             await self._finish_held(held, bytes(body), scope, forward)
+
+    async def _answer(self, exc: Exception, scope: dict, forward: Send, *, started: bool, finished: bool) -> None:
+        error, trace = self.classify(exc)
+        self._report(error, scope, trace)
+        if not started:  # an answer another layer had begun for this failure is replaced
+            await send_error(forward, error)
+        elif not finished:
+            # A stream already under way: end it cleanly (its last event said what went wrong).
+            await forward({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _finish_held(self, start: dict, body: bytes, scope: dict, forward: Send) -> None:
         headers = list(start.get("headers") or [])

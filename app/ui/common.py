@@ -53,6 +53,9 @@ def guarded(ctx: ServerContext, name: str) -> Callable[[Callable], Callable]:
                 outcome = "ok"
                 return out
             except WenmoError as e:
+                # The toast says all there is to say; the frames of the failed work (a batch's activations and
+                # logits) must not live on, reachable from the gr.Error's context (app/disconnect.py says why).
+                e.__traceback__ = None
                 client = e.http_status < 500
                 outcome = OUTCOMES.get(e.kind, "invalid" if client else "error")
                 if not client:

@@ -1,0 +1,63 @@
+"""Give freed heap memory back to the operating system after an inference (glibc only; elsewhere a no-op).
+
+Measured on the demo models: a long NLU or embedding request allocates a few hundred MB of activations and
+frees them, but the process's resident memory stayed up by ~60 MB per request, request after request — not a
+leak (`malloc_trim` gave it all back: 786 → 498 MiB) but glibc's per-thread arenas: each worker thread that
+ran a large forward keeps its freed chunks, and the server runs requests on up to 40 worker threads.
+`malloc_trim(0)` after a call returns them; it costs ~3 ms after a heavy request, so it runs at most once per
+`MIN_INTERVAL_S`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+MIN_INTERVAL_S = 1.0
+
+
+def _load_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+class HeapTrimmer:
+    def __init__(self, min_interval_s: float = MIN_INTERVAL_S, clock: Callable[[], float] = time.monotonic,
+                 trim: Callable[[int], int] | None = None) -> None:
+        self.min_interval_s = min_interval_s
+        self.clock = clock
+        self._trim = trim if trim is not None else _load_trim()
+        self._lock = threading.Lock()
+        self._last = float("-inf")
+        self.trims = 0
+
+    @property
+    def available(self) -> bool:
+        return self._trim is not None
+
+    def maybe_trim(self) -> bool:
+        """Trim now unless another thread is trimming or one did within `min_interval_s`; True if trimmed."""
+        if self._trim is None:
+            return False
+        now = self.clock()
+        if now - self._last < self.min_interval_s or not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self._last = now
+            self._trim(0)
+            self.trims += 1
+            return True
+        finally:
+            self._lock.release()
