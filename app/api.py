@@ -43,10 +43,19 @@ from starlette.routing import Mount
 from app.context import ServerContext
 from app.disconnect import until_disconnect
 from app.engine.cancellation import CancelToken
-from app.errors import CancelledError, InputError, OverloadedError, WenmoError
+from app.errors import (
+    CancelledError,
+    HttpError,
+    InputError,
+    MethodNotAllowedError,
+    NotFoundError,
+    OverloadedError,
+    ShapeError,
+    WenmoError,
+)
 from app.lifecycle import Phase
 from app.service import EngineTime
-from app.web_errors import ErrorBoundary, HttpError, MethodNotAllowedError, NotFoundError, ShapeError, check_unicode
+from app.web_errors import ErrorBoundary, check_unicode
 
 log = logging.getLogger(__name__)
 

@@ -57,8 +57,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from app.config import Settings, describe_auth_file
-from app.errors import ConfigError
-from app.web_errors import AuthenticationError, RateLimitedError, send_error
+from app.errors import AuthenticationError, ConfigError, RateLimitedError
+from app.web_errors import send_error
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,18 @@
     ├── StoreFullError              507  exit 1  an upload or export that does not fit --max-file-store-mib
     └── CancelledError              499  exit 1  the client went away; its work stopped (nobody reads the answer)
 
+    At the HTTP edge only: HttpError (a status another layer chose: Starlette, Gradio), NotFoundError 404,
+    MethodNotAllowedError 405, ShapeError 422, AuthenticationError 401, RateLimitedError 429,
+    UnavailableError 503, InternalError 500 (a bug; its answer names the log entry's id).
+
 Each class knows its HTTP status, its error `type` (the JSON body's) and its exit code; the surfaces (CLI, UI,
 HTTP) render them at one boundary each. Library errors are translated into these at one boundary per layer.
-This module imports nothing.
+This module imports nothing but the standard library.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
 
 
 class WenmoError(Exception):
@@ -82,3 +88,90 @@ class StoreFullError(WenmoError):
 class CancelledError(WenmoError):
     kind = "cancelled_error"
     http_status = 499  # nginx's "client closed request": only ever seen in logs
+
+
+# ---- errors that exist only at the HTTP edge (rendered by app/web_errors.py) ----------------------------
+# `type` of an answer whose status some other layer chose (Starlette, Gradio).
+KIND_BY_STATUS = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+    405: "method_not_allowed_error", 408: "timeout_error", 409: "conflict_error", 413: "invalid_request_error",
+    415: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
+    503: "unavailable_error", 504: "timeout_error",
+}
+
+
+class HttpError(WenmoError):
+    """An answer whose status another layer chose (a Starlette route, Gradio), in our shape."""
+
+    def __init__(self, message: str, http_status: int, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.kind = KIND_BY_STATUS.get(http_status, "invalid_request_error" if http_status < 500 else "server_error")
+        self.exit_code = InputError.exit_code if http_status < 500 else WenmoError.exit_code
+        self.http_headers = dict(headers or {})
+
+
+class NotFoundError(InputError):
+    kind = "not_found_error"
+    http_status = 404
+
+
+class MethodNotAllowedError(InputError):
+    kind = "method_not_allowed_error"
+    http_status = 405
+
+    def __init__(self, message: str, allow: Iterable[str]) -> None:
+        super().__init__(message)
+        self.http_headers = {"Allow": ", ".join(allow)}
+
+
+class ShapeError(InputError):
+    """Valid JSON of the wrong shape (a missing field, a number where a list belongs)."""
+
+    http_status = 422
+
+
+class AuthenticationError(InputError):
+    """No credentials, or wrong ones: the answer asks for them (`challenge` is the WWW-Authenticate value)."""
+
+    kind = "authentication_error"
+    http_status = 401
+
+    def __init__(self, message: str, challenge: str) -> None:
+        super().__init__(message)
+        self.http_headers = {"WWW-Authenticate": challenge}
+
+
+class RateLimitedError(WenmoError):
+    """Logins refused for a while (lockout, or too many password checks at once)."""
+
+    kind = "rate_limit_error"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class UnavailableError(WenmoError):
+    """The server is loading its models or shutting down: nothing new is taken now."""
+
+    kind = "unavailable_error"
+    http_status = 503
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class InternalError(WenmoError):
+    """A bug: the answer names the id of the log entry with the traceback, never the traceback itself."""
+
+    kind = "internal_error"
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"内部错误 (internal error, id {request_id}); the server log has the detail")
+        self.request_id = request_id
+
+
+# ---- rendering ------------------------------------------------------------------------------------------
