@@ -101,8 +101,9 @@ def _save(state: dict, root: Path, fmt: str) -> None:
 
 
 def build_gte(root: Path, *, full: bool = False, seed: int = 1, prefix: str = "bert.", fmt: str = "bin",
-              pooler: str = "cls") -> Path:
-    """iic/nlp_gte_sentence-embedding_chinese-large layout."""
+              pooler: str = "cls", max_length: int = 512) -> Path:
+    """iic/nlp_gte_sentence-embedding_chinese-large layout. `max_length` is configuration.json's limit (the
+    position table stays at 512), so tests can tell which of the two the adapter reads."""
     import torch
     from transformers import BertConfig, BertModel
 
@@ -114,7 +115,7 @@ def build_gte(root: Path, *, full: bool = False, seed: int = 1, prefix: str = "b
         "framework": "pytorch", "task": "sentence-embedding",
         "model": {"type": "bert", "emb_pooler_type": pooler},
         "pipeline": {"type": "sentence-embedding"},
-        "preprocessor": {"type": "sentence-embedding", "max_length": 512},
+        "preprocessor": {"type": "sentence-embedding", "max_length": max_length},
     })
     write_bert_tokenizer(root, vocab if not full else _full_vocab(vocab, cfg["vocab_size"]), 512)
     torch.manual_seed(seed)
@@ -125,8 +126,9 @@ def build_gte(root: Path, *, full: bool = False, seed: int = 1, prefix: str = "b
     return root
 
 
-def build_structbert(root: Path, *, full: bool = False, seed: int = 2, fmt: str = "bin") -> Path:
-    """iic/nlp_structbert_sentence-similarity_chinese-large layout (`model_type: structbert`)."""
+def build_structbert(root: Path, *, full: bool = False, seed: int = 2, fmt: str = "bin", max_length: int = 512) -> Path:
+    """iic/nlp_structbert_sentence-similarity_chinese-large layout (`model_type: structbert`); `max_length` as
+    in build_gte."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -142,7 +144,7 @@ def build_structbert(root: Path, *, full: bool = False, seed: int = 2, fmt: str 
         "model": {"type": "structbert"},
         "pipeline": {"type": "sentence-similarity"},
         "preprocessor": {"type": "sen-sim-tokenizer", "first_sequence": "first_sequence",
-                         "second_sequence": "second_sequence", "max_length": 512},
+                         "second_sequence": "second_sequence", "max_length": max_length},
     })
     write_bert_tokenizer(root, vocab if not full else _full_vocab(vocab, cfg["vocab_size"]), 512)
     torch.manual_seed(seed)

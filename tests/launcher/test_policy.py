@@ -17,6 +17,7 @@ from launcher.policy import (
     RestartPolicy,
     Start,
     State,
+    Stop,
     Wait,
 )
 
@@ -396,3 +397,58 @@ def test_crash_note_carries_exit_code_and_state() -> None:
     running(policy, 0.0)
     note = policy.on_exit(42.0, -11)[0]
     assert note == Note("crash", "warning", {"exit_code": -11, "state": "running", "uptime_s": 42.0})
+
+
+# ---- the event lines' exact content (level and figures), which the status file and the journal show -------
+
+
+def test_sample_notes_carry_their_level_and_rounded_figures() -> None:
+    policy = make()  # grace 10 s, 3 consecutive
+    assert only(policy.on_tick(0.0), Start)
+    used, threshold = 1234.5678 * MIB, 1000.04 * MIB  # rounded to 0.1 MiB: 1234.6 and 1000.0
+    assert policy.on_sample(1.23456, used, threshold, "nvml") == [Note(
+        "sample_over_threshold_in_grace", "info",
+        {"used_mib": 1234.6, "threshold_mib": 1000.0, "source": "nvml", "grace_left_s": 8.765})]
+    assert kinds(policy.on_health(2.0, True)) == ["ready"]
+    assert policy.on_sample(11.0, used, threshold, "rss") == [Note(
+        "sample_over_threshold", "warning",
+        {"used_mib": 1234.6, "threshold_mib": 1000.0, "source": "rss", "count": 1, "consecutive": 3})]
+    assert policy.on_sample(12.0, UNDER, threshold, "rss") == [Note(
+        "sample_under_threshold", "info",
+        {"used_mib": 500.0, "threshold_mib": 1000.0, "source": "rss", "previous_count": 1})]
+
+
+def test_released_and_stop_notes_carry_their_level_and_figures() -> None:
+    policy = make()
+    ready = running(policy)
+    delay, _ = crash_and_restart(policy, ready + 5.0)
+    assert policy.on_released(ready + 7.12345) == [Note("memory_released", "info", {"waited_s": 2.123})]
+    assert policy.released and policy.on_released(ready + 8.0) == []  # noted once
+    assert policy.on_stop(ready + 9.0, "SIGTERM") == [Note("stop_requested", "info", {"reason": "SIGTERM"}),
+                                                      Exit(EXIT_OK)]
+
+
+def test_memory_released_is_noted_only_in_backoff() -> None:
+    policy = make()
+    ready = running(policy)
+    assert policy.on_released(ready + 1.0) == []  # running: nothing was released
+    assert policy.state is State.RUNNING
+
+
+def test_a_restart_leaves_the_window_exactly_restart_window_s_later() -> None:
+    policy = make(restart_window_s=600.0)
+    ready = running(policy)
+    crash_and_restart(policy, ready + 5.0)
+    assert policy.restarts_in_window(ready + 5.0 + 599.5) == 1
+    assert policy.restarts_in_window(ready + 5.0 + 600.0) == 0  # the window is (now − 600 s, now]
+
+
+def test_stop_names_its_reason_and_a_second_stop_kills_once() -> None:
+    policy = make()
+    ready = running(policy)
+    note = Note("stop_requested", "info", {"reason": "SIGINT"})
+    assert policy.on_stop(ready + 1.0, "SIGINT") == [note, Stop("SIGINT")]
+    assert policy.on_stop(ready + 2.0, "SIGINT") == [note, Kill("second_stop_request")]
+    assert policy.on_stop(ready + 3.0, "SIGINT") == [note]  # already killed: nothing more to do
+    assert policy.on_exit(ready + 4.0, -9) == [Note("exit", "info", {"exit_code": -9, "killed": True}),
+                                               Exit(EXIT_OK)]

@@ -47,6 +47,17 @@ def test_over_long_pairs_are_cut_and_flagged(tiny_dirs, cpu_plan):
     assert got.truncated == [False, True]
 
 
+def test_configuration_json_limit_wins_over_the_position_table(tmp_path, cpu_plan):
+    from app.models.fixtures import build_structbert
+
+    ce = CrossEncoderAdapter(build_structbert(tmp_path / "structbert-12", max_length=12), cpu_plan)
+    assert ce.max_length == 12 and ce.info.max_length == 12
+    # 4 + 5 + 3 = 12 tokens fits exactly; one character more is cut (and scores as the exact pair)
+    got = ce.score(["北京天安", "北京天安"], ["上海西班牙", "上海西班牙门"])
+    assert got.truncated == [False, True]
+    assert abs(got.scores[1] - got.scores[0]) <= 1e-6
+
+
 def test_positive_label_by_name():
     assert positive_label({"id2label": {"0": "0", "1": "1"}}, "x") == 1
     assert positive_label({"id2label": {"0": "similar", "1": "dissimilar"}}, "x") == 0

@@ -90,6 +90,16 @@ def test_model_max_length_comes_from_the_files(embedder):
     assert embedder.max_length == 512 and embedder.info.max_length == 512
 
 
+def test_configuration_json_limit_wins_over_the_position_table(tmp_path, cpu_plan):
+    # configuration.json says 24 while config.json's position table has 512 entries: 24 is the limit
+    short = EmbeddingAdapter(build_gte(tmp_path / "gte-24", max_length=24), cpu_plan)
+    assert short.max_length == 24 and short.info.max_length == 24
+    exact, over = "北京天安门" * 4 + "上海", "北京天安门" * 4 + "上海西"  # 22 + 2 = 24 tokens, then 25
+    r = short.embed([exact, over])
+    assert r.truncated == [False, True] and r.token_counts == [24, 24]
+    assert np.allclose(r.vectors[1], r.vectors[0], atol=1e-5)  # the cut one is the exact one
+
+
 def test_raw_vectors_when_not_normalized(embedder):
     raw = embedder.embed(["北京"], normalize=False).vectors[0]
     unit = embedder.embed(["北京"]).vectors[0]

@@ -82,3 +82,12 @@ def test_fill_out_of_range_is_refused():
 
     with pytest.raises(ValueError, match="min_fill"):
         plan_batches([1, 2], 100, 4, min_fill=1.5)
+
+
+def test_a_batch_exactly_at_the_fill_floor_stays_together():
+    # 8 + 4 real tokens in 2 × 8 padded cells: fill 12 / 16 = 0.75, exactly the floor (0.75 is exact in binary)
+    assert plan_batches([8, 4], max_batch_tokens=100, max_batch_size=8, min_fill=0.75) == [[0, 1]]
+    # one token less falls below the floor: the short one runs in a batch of its own
+    assert plan_batches([8, 3], max_batch_tokens=100, max_batch_size=8, min_fill=0.75) == [[0], [1]]
+    # three at once: 8 + 4 + 6 = 18 of 24 cells, again exactly 0.75
+    assert plan_batches([8, 4, 6], max_batch_tokens=100, max_batch_size=8, min_fill=0.75) == [[0, 2, 1]]

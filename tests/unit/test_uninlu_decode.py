@@ -15,7 +15,7 @@ import pytest
 from app.models.uninlu import pipeline
 from app.models.uninlu.decode import decode_spans
 from app.models.uninlu.fixture import rex_vocab, write_rex_tokenizer
-from app.models.uninlu.prompt import PromptTokenizer, prefix_string
+from app.models.uninlu.prompt import Anchor, Hint, PromptTokenizer, Window, prefix_string
 from app.models.uninlu.schema import parse_schema
 
 NER_TEXT = "北大西洋议会春季会议26日在西班牙巴塞罗那闭幕。"
@@ -276,3 +276,44 @@ def test_long_classification_text_is_truncated_and_flagged(tok):
     result, forward = run(tok, NER_TEXT * 40, SENTIMENT, [], cells, task="classify")
     assert result.truncated and result.forwards == 1 and len(forward.windows[0]) == 512
     assert [p[0].type for p in result.paths] == ["正向情感"]
+
+
+# -- decode_spans on a hand-made window: exact cell values ----------------------------------------------------
+
+def small_window(n_text: int = 3) -> Window:
+    """`[CLS] [TYPE] [SEP] t0 … t(n-1) [SEP]`: one anchor (token 1), the text from token 3."""
+    nh = 3
+    size = nh + n_text + 1
+    anchor = Anchor(key=(), type="地理位置", children=None)
+    return Window(hint=Hint(text="[TYPE]地理位置", anchors=(anchor,), split=0), level=0, index=0,
+                  input_ids=tuple(range(size)), position_ids=tuple(range(size)), groups=(0,) * size,
+                  segments=(0,) * size, anchor_tokens=(1,), nh=nh,
+                  text_offsets=tuple((i, i + 1) for i in range(n_text)))
+
+
+def planted(window: Window, span: float, head: float, tail: float, s: int = 3, e: int = 4):
+    """All cells OFF except span L[s, e], head L[s, t] and tail L[t, e] for the window's anchor t."""
+    t = window.anchor_tokens[0]
+    logits = np.full((len(window), len(window)), OFF, dtype=np.float32)
+    logits[s, e], logits[s, t], logits[t, e] = span, head, tail
+    return logits
+
+
+def test_span_score_is_the_mean_confidence_of_its_three_cells():
+    w = small_window()
+    (hit,) = decode_spans(w, planted(w, 1.0, 2.0, 3.0))
+    assert (hit.s, hit.e, hit.anchor) == (3, 4, 0)
+    # sigmoid(1), sigmoid(2), sigmoid(3) = 0.731059, 0.880797, 0.952574 (by hand): mean 0.854810,
+    # neither the largest (0.952574) nor the smallest cell.
+    assert hit.score == pytest.approx(0.854810, abs=1e-6)
+
+
+@pytest.mark.parametrize("zero", ["span", "head", "tail"])
+def test_a_cell_of_exactly_zero_is_off(zero):
+    w = small_window()
+    values = {"span": 2.0, "head": 2.0, "tail": 2.0, zero: 0.0}
+    assert decode_spans(w, planted(w, **values)) == []
+    # the smallest positive logit is on: the rule is `> 0`, not a threshold above zero
+    values[zero] = 1e-3
+    (hit,) = decode_spans(w, planted(w, **values))
+    assert hit.score == pytest.approx((2 * float(1 / (1 + np.exp(-2.0))) + 0.50025) / 3, abs=1e-6)
