@@ -226,3 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # a failure no check foresaw (a broken checkpoint, a bug): a message, never a traceback
+        log.debug("event=cli_failed", exc_info=e)  # --log-level DEBUG shows where
+        print(f"error: the command failed: {type(e).__name__}: {e} (run with --log-level DEBUG for the details)",
+              file=sys.stderr)
+        return EXIT_FAILED

@@ -39,6 +39,9 @@ async def until_disconnect(request: Any, work: Callable[[CancelToken], T]) -> T:
     watcher = asyncio.ensure_future(watch())
     try:
         return await anyio.to_thread.run_sync(work, token)
+    except asyncio.CancelledError:
+        token.cancel("the server is shutting down")  # the worker stops at its next checkpoint
+        raise
     except WenmoError as e:
         # The error's traceback runs through anyio's frames, one of which holds the future that holds the
         # error: a reference cycle. It kept the failed work's frames — a batch's activations and logits, ~60 MB

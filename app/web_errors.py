@@ -19,6 +19,8 @@ passes in, see app/api.py).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import html
 import json
 import logging
@@ -27,7 +29,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from app.errors import HttpError, InputError, InternalError, WenmoError
+from app.errors import HttpError, InputError, InternalError, UnavailableError, WenmoError
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +224,17 @@ class ErrorBoundary:
 
         try:
             await self.app(scope, receive, sending)
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs when the drain's grace is over (SIGTERM, --drain-s passed). Its own
+            # answer would be a plain-text 500 and an "Exception in ASGI application" traceback; ours says the
+            # server is stopping. The cancellation ends here: nothing above this layer waits for it.
+            if not started:
+                error = UnavailableError("Wenmo 正在停止 (shutting down): this request was stopped before it "
+                                         "finished; retry shortly", retry_after_s=5)
+                log_error(error, scope)
+                with contextlib.suppress(Exception):
+                    await send_error(forward, error)
+            return
         except Exception as exc:
             # Handled in a frame of its own: a local here that held the error would be a reference cycle
             # (this frame is in the error's traceback), and the frames it keeps — with a failed forward's
