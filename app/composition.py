@@ -29,18 +29,54 @@ def make_plan(settings: Settings) -> RuntimePlan:
     return plan
 
 
+DEMO_LOCK = "demo-models.lock"  # in the state directory, beside demo-models/
+
+
 def demo_models(state_dir: Path) -> dict[str, Path]:
-    """Tiny random-weight checkpoints for --demo, built once under the state directory."""
+    """Tiny random-weight checkpoints for --demo, built once under the state directory.
+
+    Several processes may want them at once (a server and a CLI command on one state directory, the launcher's
+    next app while the old one still runs): a lock file lets one build while the others wait for it, and the
+    build goes into a temporary folder renamed into place once complete. So nobody loads a checkpoint another
+    process is still writing (or rewriting), and a build killed half-way leaves nothing under the final name.
+    """
+    import fcntl
+    import shutil
+    import tempfile
+
     from app.models.fixtures import build_all
 
     root = state_dir / "demo-models"
-    marker = root / ".complete"
     dirs = {role: root / name for role, name in DEMO_DIRS.items()}
-    if marker.exists() and all(d.is_dir() for d in dirs.values()):
+    if _demo_complete(root, dirs):  # a complete tree is never written again: no lock needed to read it
         return dirs
-    built = build_all(root)
-    marker.touch()
-    return built
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / DEMO_LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("event=demo_models_wait path=%s (another process is building them; waiting for it)", root)
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released by the other process, or by the kernel when it dies
+        if _demo_complete(root, dirs):  # the other process built them
+            return dirs
+        for left in state_dir.glob(".demo-models-*"):  # a build killed half-way (only the lock holder builds)
+            shutil.rmtree(left, ignore_errors=True)
+        building = Path(tempfile.mkdtemp(prefix=".demo-models-", dir=state_dir))
+        try:
+            built = build_all(building)
+            (building / ".complete").touch()
+            if root.exists():  # an incomplete tree from an older version (no lock, built in place)
+                shutil.rmtree(root)
+            building.rename(root)
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+        log.info("event=demo_models_built path=%s", root)
+    return {role: root / path.name for role, path in built.items()}
+
+
+def _demo_complete(root: Path, dirs: dict[str, Path]) -> bool:
+    return (root / ".complete").exists() and all(d.is_dir() for d in dirs.values())
 
 
 def build_service(settings: Settings, roles: Iterable[str], *, limiter: ConcurrencyLimiter | None = None,

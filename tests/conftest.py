@@ -16,6 +16,15 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def pytest_terminal_summary(terminalreporter, config) -> None:  # noqa: ANN001
+    """Repeat pytest-randomly's seed under the results (its header line is hidden by -q and far above a
+    failure in a CI log), with the command that runs the same order again."""
+    seed = config.getoption("randomly_seed", default=None)
+    if isinstance(seed, int):
+        terminalreporter.write_line(f"random test order: --randomly-seed={seed} "
+                                    f"(tests/run.sh --randomly-seed={seed} … repeats it)")
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     from app.models.fixtures import build_gte, build_structbert

@@ -45,5 +45,7 @@ fi
 
 echo "== lint"
 "$PY" -m ruff check app launcher tests
-echo "== tests"
+# Random order (pytest-randomly): pytest prints the seed in its header, and tests/conftest.py again at the end
+# (also under -q); `tests/run.sh --randomly-seed=N` repeats that order, `-p no:randomly` keeps file order.
+echo "== tests (random order; the seed is printed first and last)"
 exec "$PY" -m pytest "$@"

@@ -43,6 +43,7 @@ class StubServer:
         self.embeddings = 0
         self.scrapes = 0
         self.ready_polls = 0
+        self.answered = 0  # embeddings answered after their service time
         self.served: dict[str, int] = {}
         self.httpd = _QuietServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -139,6 +140,8 @@ class StubServer:
                     headers = {"X-Wenmo-Engine-Ms": f"{engine_ms:.3f}"} if stub.engine_header else {}
                     self._send(200, {"object": "list", "data": data, "model": "stub",
                                      "usage": {"prompt_tokens": 1, "total_tokens": 1}}, headers)
+                    with stub.counter_lock:
+                        stub.answered += 1
                 elif self.path == "/v1/similarity":
                     results = [{"index": i, "text": t, "cosine": 0.5} for i, t in enumerate(body["candidates"])]
                     self._send(200, {"source": body["source"], "results": results, "reranked": body["rerank"]})

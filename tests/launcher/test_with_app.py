@@ -170,13 +170,15 @@ def test_memory_restart_drains_in_flight_request_and_app_comes_back(tmp_path: Pa
         assert in_flight, (
             f"no request in flight at the restart ({n_texts} texts each): {around(calls, decided)}"
         )
+        # Each was answered in full by the old app before it exited: it was sent to the old app, and a POST is
+        # not retried, so no other process could have answered it. (Comparing this process's clock with the
+        # exit event's only adds scheduling noise.)
         for call in in_flight:
             assert call.status == 200 and call.n_vectors == n_texts, (
                 f"in-flight request broken by restart: {call}"
             )
         drained = run.named("exit")[0]
         assert drained["exit_code"] == 0 and drained["killed"] is False, run.describe()
-        assert max(c.done for c in in_flight) <= event_time(drained) + 1.0  # answered before the app exited
 
         after = embed(port, 8)
         assert after.status == 200 and after.n_vectors == 8, after

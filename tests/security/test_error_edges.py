@@ -189,7 +189,8 @@ def test_head_probes_answer_200_without_auth_and_post_still_needs_it(server, pat
 
 # ---- drain -------------------------------------------------------------------------------------------------
 def test_open_reload_stream_does_not_hold_up_the_drain(start_server):
-    s = start_server(("--drain-s", "20"))
+    drain_s = 60  # a stream that held up the drain would end only here, with event=drain_timeout
+    s = start_server(("--drain-s", str(drain_s)))
     opened = threading.Event()
 
     def listen() -> None:
@@ -208,8 +209,9 @@ def test_open_reload_stream_does_not_hold_up_the_drain(start_server):
     time.sleep(0.5)  # the stream is open and idle
     start = time.monotonic()
     s.signal(signal.SIGTERM)
-    assert s.wait_exit(timeout_s=60) == 0
+    assert s.wait_exit(timeout_s=drain_s + 30) == 0
     took = time.monotonic() - start
-    # Drained at once: 1 s of quiet, then uvicorn's 2 s for idle connections; far below --drain-s 20.
-    assert took < 12, f"exit took {took:.1f} s after SIGTERM"
+    # The exit comes before the drain limit (normally ~3 s: 1 s of quiet, then uvicorn's 2 s for idle
+    # connections): drained, not cut off when --drain-s ran out.
+    assert took < drain_s, f"exit took {took:.1f} s after SIGTERM"
     assert "event=drained" in s.logs() and "drain_timeout" not in s.logs()

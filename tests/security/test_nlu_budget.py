@@ -79,7 +79,9 @@ def test_deadline_stops_the_work_and_frees_the_slot(start_server):
         assert r.status_code == 504, r.text[:300]
         assert r.json()["error"]["type"] == "timeout_error"
         assert "WENMO_REQUEST_TIMEOUT_S" in r.json()["error"]["message"]
-        assert took < 15  # stopped at a checkpoint soon after the deadline, not after the whole walk
+        # Stopped at a checkpoint (one forward of the tiny model apart) soon after the 1.5 s deadline, not after
+        # the whole walk (21 s measured = 14 deadlines): 10 deadlines is room for a very busy machine.
+        assert took < 10 * 1.5, f"the 504 came {took:.1f} s after the request"
         assert metric(c, "wenmo_in_flight") == 0
         assert c.post("/v1/nlu", json={"text": "北京", "schema": {"地点": None}}).status_code == 200
 

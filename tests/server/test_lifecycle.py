@@ -1,5 +1,5 @@
-"""A server of its own, started without WENMO_AUTH: the generated password, the per-address lockout, and
-last the SIGTERM drain (which ends it). Tests run in file order and share the module's server."""
+"""A server of its own, started without WENMO_AUTH: the generated password and the per-address lockout; and
+the SIGTERM drain, on one more server (the drain ends it, and the tests run in any order)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,16 @@ HEAVY = ["北京天安门上海" * 20 + str(i) for i in range(2000)]  # ~2 s on 
 def own(server, tmp_path_factory):
     s = WenmoServer(tmp_path_factory.mktemp("own") / "state", ["--drain-s", "20"], auth=None,
                     template=server.state_dir)
+    try:
+        yield s.wait_ready()
+    finally:
+        s.close()
+
+
+@pytest.fixture()
+def draining(server, tmp_path):
+    """A server for the drain test alone: SIGTERM ends it."""
+    s = WenmoServer(tmp_path / "state", ["--drain-s", "20"], auth=None, template=server.state_dir)
     try:
         yield s.wait_ready()
     finally:
@@ -49,8 +59,9 @@ def test_generated_password_opens_the_app(own):
 
 def test_repeated_failures_get_429_but_known_sessions_keep_working(own):
     good = generated(own)
-    # Guesser and browser on an address of their own (127.0.0.2 reaches 127.0.0.1 too): the drain test below
-    # logs in afresh from 127.0.0.1, which a lockout would refuse for 5 minutes.
+    # Guesser and browser on an address of their own (127.0.0.2 reaches 127.0.0.1 too): the count starts at
+    # zero whichever tests ran before (the one above guesses wrong from 127.0.0.1), and the lockout does not
+    # refuse the tests that log in from 127.0.0.1 after this one.
     address = "127.0.0.2"
 
     def client(**kwargs) -> httpx.Client:
@@ -79,12 +90,13 @@ def test_repeated_failures_get_429_but_known_sessions_keep_working(own):
     assert httpx.get(own.url + "/readyz").status_code == 200  # the probes never needed auth
 
 
-def test_sigterm_drains_in_flight_work_refuses_new_work_and_exits_0(own):
+def test_sigterm_drains_in_flight_work_refuses_new_work_and_exits_0(draining):
     """An HTTP request and a UI job (through gradio_client) are running when SIGTERM arrives: both finish
     (the UI job's files are still downloadable), new work gets 503, and the process exits 0."""
     from gradio_client import Client
     from gradio_client.utils import Status
 
+    own = draining
     good = generated(own)
     result: dict[str, httpx.Response] = {}
 
@@ -105,8 +117,10 @@ def test_sigterm_drains_in_flight_work_refuses_new_work_and_exits_0(own):
             assert time.monotonic() < deadline + 10, f"the UI job never started: {job.status()}"
             time.sleep(0.02)
         own.signal(signal.SIGTERM)
-        time.sleep(0.3)
-        ready = httpx.get(own.url + "/readyz")
+        # The signal is handled on the server's loop: wait for readiness to turn, with the work still running.
+        while (ready := httpx.get(own.url + "/readyz")).status_code == 200:
+            assert time.monotonic() < deadline + 20, "readiness never turned after SIGTERM"
+            time.sleep(0.02)
         assert (ready.status_code, ready.json()) == (503, {"status": "draining"})
         refused = c.post("/v1/embeddings", json={"input": "新的"})
         assert refused.status_code == 503 and "shutting down" in refused.json()["error"]["message"]

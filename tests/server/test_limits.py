@@ -130,22 +130,23 @@ def burst(server, n: int) -> list[httpx.Response]:
 
 def test_burst_gets_busy_answers_with_retry_after_and_no_5xx(server, client):
     busy_before = metric(client.get("/metrics").text, "wenmo_busy_total", surface="http")
-    start = time.monotonic()
     results = burst(server, 8)
-    took = time.monotonic() - start
+    assert all(r is not None for r in results), "a request of the burst got no answer"
     codes = sorted(r.status_code for r in results)
     assert set(codes) <= {200, 429}, codes
     # cap 1 + queue 2: at least three are served; the rest are told at once to come back
     assert codes.count(200) >= 3 and codes.count(429) >= 1, codes
+    # "At once": a busy answer takes less time than the quickest served request, which had to run its
+    # whole batch (≥ 1 s); a refusal that waited in line for a slot first would take longer than that.
+    quickest_served = min(r.elapsed for r in results if r.status_code == 200)
     for r in results:
         if r.status_code == 429:
             assert r.headers["retry-after"].isdigit() and int(r.headers["retry-after"]) >= 1
             assert r.json()["error"]["type"] == "overloaded_error"
             assert "busy" in r.json()["error"]["message"]
-            assert r.elapsed.total_seconds() < 2.0  # at once, not after waiting in line (≥ 1 s per request)
+            assert r.elapsed < quickest_served, (r.elapsed, quickest_served)
         else:
             assert len(r.json()["data"]) == len(HEAVY)
-    assert took < 45
     text = client.get("/metrics").text
     assert metric(text, "wenmo_busy_total", surface="http") == busy_before + codes.count(429)
     assert metric(text, "wenmo_in_flight") == 0 and metric(text, "wenmo_queue_depth") == 0

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import socket
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import time
 import httpx
 import pytest
 from server_harness import REPO_ROOT, WenmoServer, clean_env
+
+from app.composition import DEMO_LOCK
 
 
 def run_serve(args: list[str], env: dict[str, str] | None = None, timeout_s: float = 120):
@@ -21,14 +24,20 @@ def run_serve(args: list[str], env: dict[str, str] | None = None, timeout_s: flo
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """Two servers started at once (they spend most of their start importing): one with --no-auth whose
-    demo models are built while it serves (a loading phase of a few seconds), one with a broken model."""
+    demo models are built while it serves, one with a broken model. The test holds the no-auth server's
+    demo-model lock, as another process building them would: the server stays in its loading phase until the
+    test lets go (how long the building takes does not matter)."""
     root = tmp_path_factory.mktemp("startup")
     (root / "empty-model").mkdir()
+    (root / "noauth").mkdir()
+    lock = open(root / "noauth" / DEMO_LOCK, "a")  # noqa: SIM115 (released by the test, closed here)
+    fcntl.flock(lock, fcntl.LOCK_EX)
     open_server = WenmoServer(root / "noauth", ["--no-auth"], auth=None)
     broken = WenmoServer(root / "broken", ["--embed-model", str(root / "empty-model")], demo=False)
     try:
-        yield open_server, broken
+        yield open_server, broken, lock
     finally:
+        lock.close()
         open_server.close()
         broken.close()
 
@@ -41,7 +50,8 @@ def test_no_auth_is_refused_off_loopback(tmp_path):
 
 
 def test_loading_phase_then_no_auth_on_loopback(pair):
-    server, _ = pair
+    server, _, lock = pair
+    demo = server.state_dir / "demo-models"
     deadline = time.monotonic() + 90
     while True:
         assert time.monotonic() < deadline, server.logs()[-2000:]
@@ -50,14 +60,23 @@ def test_loading_phase_then_no_auth_on_loopback(pair):
                 break
         except httpx.HTTPError:
             time.sleep(0.1)
-    # Listening, demo models still being built: alive but not ready, and the UI says so.
+    # It waits for the other builder (the test) and builds nothing meanwhile: no half-written checkpoints
+    # under the name where the other builder's appear.
+    while "event=demo_models_wait" not in server.logs() and not demo.exists():
+        assert time.monotonic() < deadline, server.logs()[-2000:]
+        time.sleep(0.1)
+    assert not demo.exists() and "event=demo_models_wait" in server.logs()
+    # Listening, demo models not there yet: alive but not ready, and the UI says so.
     ready = httpx.get(server.url + "/readyz")
     assert (ready.status_code, ready.json()) == (503, {"status": "loading"})
     page = httpx.get(server.url + "/", headers={"Accept": "text/html"})
     assert page.status_code == 503 and "loading models" in page.text and page.headers["retry-after"] == "5"
     api = httpx.post(server.url + "/v1/embeddings", json={"input": "x"})
     assert api.status_code == 503 and "loading models" in api.json()["error"]["message"]
+    fcntl.flock(lock, fcntl.LOCK_UN)  # the other builder gave up without building: the server builds them
     server.wait_ready()
+    assert (demo / ".complete").exists() and "event=demo_models_built" in server.logs()
+    assert not list(server.state_dir.glob(".demo-models-*"))  # the temporary build folder was renamed
     # No credentials needed anywhere.
     assert httpx.get(server.url + "/").status_code == 200
     r = httpx.post(server.url + "/v1/embeddings", json={"input": "不需要密码"})
@@ -67,7 +86,7 @@ def test_loading_phase_then_no_auth_on_loopback(pair):
 
 
 def test_a_model_that_cannot_load_stops_the_start_with_its_message(pair):
-    _, broken = pair
+    _, broken, _ = pair
     code = broken.wait_exit(timeout_s=120)
     logs = broken.logs()
     assert code == 2, logs[-2000:]
