@@ -142,26 +142,26 @@ class AuthenticationError(InputError):
         self.http_headers = {"WWW-Authenticate": challenge}
 
 
-class RateLimitedError(WenmoError):
+class RetryLaterError(WenmoError):
+    """Not now, but soon: the answer carries Retry-After."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RateLimitedError(RetryLaterError):
     """Logins refused for a while (lockout, or too many password checks at once)."""
 
     kind = "rate_limit_error"
     http_status = 429
 
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
-
-class UnavailableError(WenmoError):
+class UnavailableError(RetryLaterError):
     """The server is loading its models or shutting down: nothing new is taken now."""
 
     kind = "unavailable_error"
     http_status = 503
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class InternalError(WenmoError):
