@@ -1,12 +1,22 @@
 """Batch planning: a pure function, checked by properties over random inputs."""
 
-from hypothesis import given, settings
+import os
+
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from app.engine.batching import plan_batches, restore_order
 
+# tests/mutation.sh sets WENMO_MUTATION: there every mutant of plan_batches re-runs these properties, and a
+# failing example is all a run needs — fewer examples, no shrinking, no example database shared between mutants.
+EXAMPLES = 300
+if os.environ.get("WENMO_MUTATION"):
+    EXAMPLES = 60
+    settings.register_profile("mutation", phases=[Phase.explicit, Phase.generate], database=None)
+    settings.load_profile("mutation")
 
-@settings(max_examples=300, deadline=None)
+
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(
     lengths=st.lists(st.integers(min_value=1, max_value=600), max_size=200),
     budget=st.integers(min_value=1, max_value=5000),
@@ -44,7 +54,7 @@ def test_empty_input():
     assert plan_batches([], 100, 4) == []
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(
     lengths=st.lists(st.integers(min_value=1, max_value=600), max_size=200),
     budget=st.integers(min_value=1, max_value=50_000),
