@@ -31,9 +31,13 @@ def read_json(model_dir: Path, name: str, required: bool = True) -> dict[str, An
             raise ModelUnavailableError(f"{model_dir}: {name} is missing; is this a complete model directory?")
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise ModelUnavailableError(f"{path}: cannot be read as JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ModelUnavailableError(f"{path}: holds a JSON {type(value).__name__}, not an object of settings; "
+                                    "is this file from the model's repository?")
+    return value
 
 
 def load_state_dict(model_dir: Path) -> dict[str, Any]:

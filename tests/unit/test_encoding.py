@@ -77,3 +77,13 @@ def write_configs(root, configuration, positions=512):
 def test_model_max_length_comes_from_the_files(tmp_path, configuration, positions, cap, want):
     config = write_configs(tmp_path / "model", configuration, positions)
     assert model_max_length(tmp_path / "model", config, cap) == want
+
+
+@pytest.mark.parametrize("content", ["[512]", "512", "\"max_length\"", "null"])
+def test_a_configuration_json_that_is_not_an_object_is_a_clear_model_error(tmp_path, content):
+    from app.errors import ModelUnavailableError
+
+    (tmp_path / "configuration.json").write_text(content, encoding="utf-8")
+    # Before: `[512]` raised a bare AttributeError ('list' object has no attribute 'get') at load time.
+    with pytest.raises(ModelUnavailableError, match="configuration.json: holds a JSON .*, not an object"):
+        model_max_length(tmp_path, {"max_position_embeddings": 512})
