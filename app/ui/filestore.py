@@ -49,6 +49,7 @@ LOW_WATER_RATIO = 0.9  # prune down to this share of the cap: one rescan per ten
 PART_SLACK_BYTES = 8192  # one file's last partial block plus its folder, which a Content-Length does not count
 STALE_PART_S = 3600.0  # a half-written upload older than this was abandoned (its request is long gone)
 EMPTY_DIR_GRACE_S = 60.0  # Gradio creates an upload's folder just before it moves the file in
+MAX_AGE_S = 3600.0  # uploads and exports are kept an hour at most (README "Security"): refused, then removed
 _UPLOAD_DIR = re.compile(r"[0-9a-f]{64}")  # Gradio names an upload's folder by the sha256 of its bytes
 
 FILE_RULE = ("文件不可用 (file not accepted): a file argument must be a file uploaded to this server through "
@@ -98,7 +99,7 @@ class FileStore:
             st = os.stat(real, follow_symlinks=False)
         except OSError:
             raise FileRejectedError() from None
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode) or time.time() - st.st_mtime > MAX_AGE_S:
             raise FileRejectedError()
         return Path(real)
 
@@ -135,6 +136,9 @@ class FileStore:
                 "request (fewer or smaller files, fewer texts), or ask the operator to raise the limit")
         with self._lock:
             reserved = sum(self._reserved.values())
+            # Every new file is a moment to remove what has expired (an upload or export older than MAX_AGE_S);
+            # Gradio's own hourly clean-up only runs every ten minutes and ages files by ctime.
+            self._on_disk = self._prune(None)
             if self._on_disk + reserved + nbytes > cap:
                 self._on_disk = self._prune(int(cap * LOW_WATER_RATIO) - reserved - nbytes)
                 if self._on_disk + reserved + nbytes > cap:
@@ -199,9 +203,11 @@ class FileStore:
                         total += _blocks(entry.stat(follow_symlinks=False))
         return total
 
-    def _prune(self, target: int) -> int:
-        """Remove the oldest files until the store takes at most `target` bytes; the bytes left."""
+    def _prune(self, target: int | None) -> int:
+        """Remove every file older than MAX_AGE_S, then the oldest until the store takes at most `target` bytes
+        (None: only the expired); the bytes left."""
         now = time.time()
+        expired_before_ns = int((now - MAX_AGE_S) * 1e9)
         files, empty = self._scan(now)
         for folder in empty:
             with contextlib.suppress(OSError):
@@ -209,10 +215,10 @@ class FileStore:
         used = sum(size for _m, size, _p in files) + self._scan_dirs_bytes()
         removed = 0
         for mtime, size, path in sorted(files, key=lambda f: f[0]):
-            if used <= target:
-                break
-            if mtime < 0:
+            if mtime < 0:  # an upload still arriving
                 continue
+            if mtime >= expired_before_ns and (target is None or used <= target):
+                break  # oldest first: nothing later has expired either
             parent = path.parent
             try:
                 path.unlink()

@@ -109,3 +109,27 @@ def test_one_upload_larger_than_the_whole_store_gets_507(start_server):
         assert err["type"] == "insufficient_storage_error"
         assert "WENMO_MAX_FILE_STORE_MIB" in err["message"] and "smaller" in err["message"]
         assert sorted(p.name for p in root.rglob("*")) == before
+
+
+def test_uploads_and_exports_older_than_an_hour_are_refused_then_removed(server):
+    """README: uploads and exports are kept an hour at most. An hour is not waited for: the files' modification
+    time is moved back, as if they had been written 61 minutes ago (the store ages files by mtime)."""
+    with server.client() as c:
+        old = Path(upload(c, "old.txt", "一小时前\n".encode()))
+        event, data, stream = call(c, "embed", ["", file_data(str(old)), True, False])
+        assert event == "complete", stream
+        exports = [Path(f["path"]) for f in data[3:6]]
+        assert all(p.exists() for p in exports)
+        long_ago = old.stat().st_mtime - 61 * 60
+        for p in (old, *exports):
+            os.utime(p, (long_ago, long_ago))
+        # Refused at once, with the rule's message, though the file is still on disk.
+        event, data, stream = call(c, "embed", ["", file_data(str(old)), True, False])
+        assert event == "error" and "file not accepted" in data["error"], stream
+        assert old.exists()
+        # The next file stored removes what has expired; a fresh upload is untouched and works.
+        fresh = Path(upload(c, "fresh.txt", "刚刚\n".encode()))
+        assert not old.exists() and not old.parent.exists()
+        assert not any(p.exists() for p in exports)
+        event, data, stream = call(c, "embed", ["", file_data(str(fresh)), True, False])
+        assert event == "complete", stream
