@@ -91,3 +91,34 @@ def test_an_invalid_trusted_proxy_stops_the_start_with_exit_2(tmp_path, value, n
     assert out.returncode == 2, out.stderr[-2000:]
     assert "--trusted-proxies / WENMO_TRUSTED_PROXIES" in out.stderr and named in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_x_forwarded_proto_from_an_untrusted_peer_is_ignored(start_server):
+    s = start_server()  # no --trusted-proxies
+    r = httpx.get(s.url + "/metrics", auth=(USER, PASSWORD), headers={"X-Forwarded-Proto": "https"}, timeout=30)
+    assert r.status_code == 200
+    cookie = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith(SESSION_COOKIE))
+    assert "Secure" not in cookie  # the header was not believed: the scheme is the peer's, http
+
+
+@pytest.fixture(scope="module")
+def proxy_chain(server, tmp_path_factory):
+    """Two proxies: an outer one on the internet side (192.0.2.7, inside a trusted CIDR network), and the
+    test process as the inner one on 127.0.0.1."""
+    s = WenmoServer(tmp_path_factory.mktemp("chain") / "state",
+                    [*LOCK_ARGS, "--trusted-proxies", "127.0.0.1, 192.0.2.0/24"], template=server.state_dir)
+    try:
+        yield s.wait_ready()
+    finally:
+        s.close()
+
+
+def test_a_chain_of_trusted_proxies_and_cidr_entries_name_the_first_untrusted_address(proxy_chain):
+    # client 203.0.113.50 → outer proxy 192.0.2.7 (trusted by the /24) → inner proxy 127.0.0.1 → Wenmo
+    chain = "203.0.113.50, 192.0.2.7"
+    codes = [login(proxy_chain, f"guess-{i}", forwarded_for=chain).status_code for i in range(3)]
+    assert codes == [401, 401, 429], codes
+    # The client behind the chain is locked out — not the outer proxy, whose other clients still log in.
+    assert login(proxy_chain, PASSWORD, forwarded_for=chain).status_code == 429
+    assert login(proxy_chain, PASSWORD, forwarded_for="203.0.113.51, 192.0.2.7").status_code == 200
+    assert login(proxy_chain, PASSWORD, forwarded_for="192.0.2.7").status_code == 200
