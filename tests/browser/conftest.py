@@ -28,8 +28,11 @@ def server(request, tmp_path_factory) -> WenmoServer:
     return shared_server(request.config, tmp_path_factory.mktemp("wenmo"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Module scope, not session: Playwright's sync API keeps an event loop running in the main thread while it
+    # is open, and every later test that calls asyncio.run() there would fail ("cannot be called from a
+    # running event loop") — in random order, the browser module may come first.
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set WENMO_TEST_CHROMIUM)")
     try:
