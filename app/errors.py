@@ -57,13 +57,20 @@ class BudgetExceededError(InputError):
     http_status = 422
 
 
-class OverloadedError(WenmoError):
+class RetryLaterError(WenmoError):
+    """Not now, but soon: the answer carries Retry-After."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class OverloadedError(RetryLaterError):
     kind = "overloaded_error"
     http_status = 429
 
     def __init__(self, message: str = "服务繁忙，请稍后重试 (busy, retry shortly)", retry_after_s: int = 1):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+        super().__init__(message, retry_after_s)
 
 
 class ModelUnavailableError(WenmoError):
@@ -140,14 +147,6 @@ class AuthenticationError(InputError):
     def __init__(self, message: str, challenge: str) -> None:
         super().__init__(message)
         self.http_headers = {"WWW-Authenticate": challenge}
-
-
-class RetryLaterError(WenmoError):
-    """Not now, but soon: the answer carries Retry-After."""
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class RateLimitedError(RetryLaterError):

@@ -43,7 +43,7 @@ class Nlu(Protocol):
     info: Any
 
     def infer(self, text: str, schema: Any, task: str | None = None, *, max_batch_tokens: int,
-              max_batch_size: int, max_forwards: int | None = None, max_paths: int | None = None) -> dict: ...
+              max_batch_size: int, max_forwards: int, max_paths: int) -> dict: ...
 
 
 @dataclass

@@ -5,7 +5,6 @@ every call happens inside a test (mutmut only sees calls made while a test runs,
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import concurrent.futures
 import hashlib
@@ -15,6 +14,7 @@ import time
 import types
 
 import pytest
+from test_auth_verify import basic, run
 
 import app.auth as auth_module
 from app.auth import (
@@ -27,16 +27,6 @@ from app.auth import (
     parse_basic,
 )
 from app.errors import ConfigError
-
-
-def basic(user: str, password: str) -> bytes:
-    return b"Basic " + base64.b64encode(f"{user}:{password}".encode())
-
-
-def run(coro):
-    # In a thread of its own: an event loop left running in this thread by another test cannot interfere.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 class Clock:

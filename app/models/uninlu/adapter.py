@@ -114,8 +114,8 @@ class NluAdapter:
     # -- public ---------------------------------------------------------------------------------------------
 
     def infer(self, text: str, schema: Any, task: str | None = None, *, max_batch_tokens: int = 16384,
-              max_batch_size: int = 32, max_forwards: int | None = None,
-              max_paths: int | None = None) -> dict[str, Any]:
+              max_batch_size: int = 32, max_forwards: int = pipeline.Budget.max_forwards,
+              max_paths: int = pipeline.Budget.max_paths) -> dict[str, Any]:
         """{"task", "output": [[{type, span, offset: [start, end], score}, …], …], "truncated"}.
 
         Extraction: each inner list is a root-to-leaf path, ancestors first; `text[start:end] == span`.
@@ -129,11 +129,7 @@ class NluAdapter:
         def forward(windows: Sequence[Window], reduce: pipeline.Reduce) -> list:
             return self._forward(windows, reduce, max_batch_tokens, max_batch_size)
 
-        budget = pipeline.Budget()
-        if max_forwards is not None:
-            budget.max_forwards = max_forwards
-        if max_paths is not None:
-            budget.max_paths = max_paths
+        budget = pipeline.Budget(max_forwards, max_paths)
         if resolved == "extract":
             result = pipeline.extract(body, parsed, self.tokenizer, forward, max_len=self.max_length, budget=budget)
             output = [[{"type": it.type, "span": it.span, "offset": [it.start, it.end], "score": it.score}
