@@ -771,7 +771,7 @@ as_user() {
 
 install_code() {
   local new=$PREFIX/src.new old=$PREFIX/src.old item items=()
-  for item in app launcher deploy.sh ds_config.json requirements.txt pyproject.toml README.md; do
+  for item in app launcher bench deploy.sh ds_config.json requirements.txt pyproject.toml README.md; do
     [[ -e $REPO/$item ]] && items+=("$item")
   done
   if ((DRY_RUN)); then

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("plan", parents=[common], help="print the runtime plan and what ds_config.json does")
 
-    from app.bench.cli import add_bench_parser, add_loadtest_parser
+    from bench.cli import add_bench_parser, add_loadtest_parser
 
     add_bench_parser(sub, common)
     add_loadtest_parser(sub, common)
@@ -185,19 +185,19 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from app.server import serve
+    from app.web.server import serve
 
     return serve(settings, demo=args.demo, no_auth=args.no_auth)
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from app.bench.cli import run_bench
+    from bench.cli import run_bench
 
     return run_bench(args, settings)
 
 
 def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
-    from app.bench.cli import run_loadtest
+    from bench.cli import run_loadtest
 
     return run_loadtest(args, settings)
 

@@ -97,7 +97,7 @@ class CancelledError(WenmoError):
     http_status = 499  # nginx's "client closed request": only ever seen in logs
 
 
-# ---- errors that exist only at the HTTP edge (rendered by app/web_errors.py) ----------------------------
+# ---- errors that exist only at the HTTP edge (rendered by app/web/boundary.py) ----------------------------
 # `type` of an answer whose status some other layer chose (Starlette, Gradio).
 KIND_BY_STATUS = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",

@@ -23,7 +23,7 @@ fi
 
 # Which functions are mutated, per module (mutmut's names: module.x_function, module.xǁClassǁmethod).
 # app/models/encoding.py: tokenization and truncation (pad_batch needs torch: tests/models covers it).
-# app/auth.py: only the decision (secrets, the failure limiter, the authenticator, the Basic header);
+# app/web/auth.py: only the decision (secrets, the failure limiter, the authenticator, the Basic header);
 # its file handling, CLI and HTTP rendering are tested through servers, not here.
 declare -A SELECT=(
   [batching]="app.engine.batching.*"
@@ -33,10 +33,10 @@ declare -A SELECT=(
   [schema]="app.models.uninlu.schema.*"
   [prompt]="app.models.uninlu.prompt.*"
   [decode]="app.models.uninlu.decode.*"
-  [auth]="app.auth.x_hash_password__* app.auth.xǁSecretǁ* app.auth.xǁFailureLimiterǁ* app.auth.x_parse_basic__*
-          app.auth.xǁAuthenticatorǁcheck__* app.auth.xǁAuthenticatorǁ_verify__* app.auth.xǁAuthenticatorǁset_credentials__*
-          app.auth.xǁAuthenticatorǁ_start_check__* app.auth.xǁAuthenticatorǁ_end_check__*
-          app.auth.xǁAuthenticatorǁ_remembered__* app.auth.xǁAuthenticatorǁ_remember__*"
+  [auth]="app.web.auth.x_hash_password__* app.web.auth.xǁSecretǁ* app.web.auth.xǁFailureLimiterǁ* app.web.auth.x_parse_basic__*
+          app.web.auth.xǁAuthenticatorǁcheck__* app.web.auth.xǁAuthenticatorǁ_verify__* app.web.auth.xǁAuthenticatorǁset_credentials__*
+          app.web.auth.xǁAuthenticatorǁ_start_check__* app.web.auth.xǁAuthenticatorǁ_end_check__*
+          app.web.auth.xǁAuthenticatorǁ_remembered__* app.web.auth.xǁAuthenticatorǁ_remember__*"
   [policy]="launcher.policy.*"
 )
 ORDER=(batching limiter encoding schema prompt decode auth policy)

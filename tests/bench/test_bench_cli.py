@@ -25,7 +25,7 @@ def bench(tmp_path_factory):
                 "WENMO_DEVICE": "cpu"})
     out_json, out_png = tmp / "bench.json", tmp / "bench.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "app.bench", "bench", "--size", "tiny", "--texts", str(TEXTS), "--naive-texts",
+        [sys.executable, "-m", "bench", "bench", "--size", "tiny", "--texts", str(TEXTS), "--naive-texts",
          str(NAIVE), "--nlu-texts", str(NLU_PER_FAMILY), "--seed", "3", "--json", str(out_json), "--plot",
          str(out_png)],
         cwd=ROOT, env=env, capture_output=True, timeout=400)

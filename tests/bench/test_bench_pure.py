@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.bench import flops, prometheus, stats
-from app.bench import workload as wl
-from app.bench.loadtest import Outcome, classify, parse_mix, ramp_users, safe_concurrency, summarize
 from app.errors import InputError
+from bench import flops, prometheus, stats
+from bench import workload as wl
+from bench.loadtest import Outcome, classify, parse_mix, ramp_users, safe_concurrency, summarize
 
 # ---- workload ---------------------------------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from bench_stub import MIB, StubServer
 
-from app.bench.loadtest import LoadOptions, LoadTester, run
 from app.errors import InputError
+from bench.loadtest import LoadOptions, LoadTester, run
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTH = ("u", "p")
@@ -165,7 +165,7 @@ def test_cli_reads_credentials_from_the_environment_and_writes_json_and_png(tmp_
                     "PYTHONPATH": str(ROOT)})
         out_json, out_png = tmp_path / "lt.json", tmp_path / "lt.png"
         proc = subprocess.run(
-            [sys.executable, "-m", "app.bench", "loadtest", "--url", stub.url, "--users", "2", "--step-s", "5",
+            [sys.executable, "-m", "bench", "loadtest", "--url", stub.url, "--users", "2", "--step-s", "5",
              "--step-requests", "14", "--baseline-requests", "14", "--soak-s", "1", "--mixed-s", "1",
              "--metrics-interval-s", "0.25", "--p95-target-ms", "5000", "--json", str(out_json),
              "--plot", str(out_png)],

@@ -563,7 +563,7 @@ def test_subcommands_need_an_installation(tmp_path):
 # ---- end to end on this machine -------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.skipif(not (ROOT / "app" / "server.py").exists(), reason="app/server.py does not exist yet")
+@pytest.mark.skipif(not (ROOT / "app" / "server.py").exists(), reason="app/web/server.py does not exist yet")
 def test_demo_install_serves_protected_and_reruns_idempotently(world_dir):
     prefix = world_dir / "p"
     port = free_port()

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from server_harness import PASSWORD, USER, WenmoServer
 
-from app.auth import HASH_ITERATIONS, FailureLimiter, Secret, hash_password
+from app.web.auth import HASH_ITERATIONS, FailureLimiter, Secret, hash_password
 
 ATTACK_THREADS = 4  # the attack: 4 threads of wrong guesses pushed /healthz p95 from 24 ms to 3.9 s
 MAX_CHECKS = 4  # the default --auth-max-checks

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from server_harness import PASSWORD, USER, WenmoServer
 
-from app.auth import Authenticator, Secret
+from app.web.auth import Authenticator, Secret
 
 SESSION_COOKIE = "wenmo_session"  # the README's names and lifetime, as a client sees them
 SESSION_S = 12 * 3600

@@ -109,7 +109,7 @@ def test_listening_socket_is_tcp_so_replies_are_not_delayed_by_nagle():
     """Regression: a socket made with proto 0 made asyncio skip TCP_NODELAY, adding ~40 ms per keep-alive reply."""
     import socket
 
-    from app.server import bind_socket
+    from app.web.server import bind_socket
 
     sock = bind_socket("127.0.0.1", 0)
     try:

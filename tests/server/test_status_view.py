@@ -8,8 +8,8 @@ import json
 import pytest
 
 from app.errors import InputError
-from app.ui.status import launcher_view, read_events
-from app.ui.uploads import parse_csv
+from app.web.ui.status import launcher_view, read_events
+from app.web.ui.uploads import parse_csv
 
 
 def write_launcher_files(state_dir, events, status=None):

@@ -16,8 +16,9 @@ import types
 import pytest
 from test_auth_verify import basic, run
 
-import app.auth as auth_module
-from app.auth import (
+import app.web.auth as auth_module
+from app.errors import ConfigError
+from app.web.auth import (
     LOCKED,
     Authenticator,
     FailureLimiter,
@@ -26,7 +27,6 @@ from app.auth import (
     hash_password,
     parse_basic,
 )
-from app.errors import ConfigError
 
 
 class Clock:
@@ -73,7 +73,7 @@ def test_a_parsed_hash_keeps_user_iterations_salt_and_digest():
 
 
 HASH_ERROR = ("auth.txt: the hash for user 'bob' is not pbkdf2_sha256$<iterations>$<salt>$<base64>; "
-              "make one with `python -m app.auth hash --user NAME`")
+              "make one with `python -m app.web.auth hash --user NAME`")
 
 
 @pytest.mark.parametrize("secret", [
@@ -166,7 +166,7 @@ def test_too_many_failing_addresses_forget_the_oldest():
 
 def test_a_lockout_is_logged_with_address_failures_and_seconds(caplog):
     lim = FailureLimiter(max_failures=2, lockout_s=900.0, clock=Clock())
-    with caplog.at_level(logging.WARNING, logger="app.auth"):
+    with caplog.at_level(logging.WARNING, logger="app.web.auth"):
         lim.record_failure("10.0.0.7")
         lim.record_failure("10.0.0.7")
     assert [r.getMessage() for r in caplog.records] == ["event=auth_lockout address=10.0.0.7 failures=2 seconds=900"]

@@ -12,9 +12,9 @@ import logging
 
 import pytest
 
-from app.auth import Authenticator, BasicAuthMiddleware, FailureLimiter, Secret, load_credentials
 from app.config import Settings
 from app.errors import ConfigError
+from app.web.auth import Authenticator, BasicAuthMiddleware, FailureLimiter, Secret, load_credentials
 
 GOOD = ("alice", "right")
 
@@ -32,7 +32,7 @@ class Clock:
 
 
 def middleware(settings: Settings, clock: Clock) -> BasicAuthMiddleware:
-    """Built the way app/server.py builds it, around an app that answers 200."""
+    """Built the way app/web/server.py builds it, around an app that answers 200."""
 
     async def ok(scope, receive, send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})

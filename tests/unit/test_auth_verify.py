@@ -12,7 +12,7 @@ import concurrent.futures
 
 import pytest
 
-from app.auth import (
+from app.web.auth import (
     BUSY,
     LOCKED,
     Authenticator,

@@ -13,7 +13,7 @@ def model_dir(tmp_path, configuration):
 
 def test_without_a_cap_the_declared_limit_holds(tmp_path):
     d = model_dir(tmp_path, {"preprocessor": {"max_length": 256}})
-    assert model_max_length(d, {"max_position_embeddings": 512}) == 256  # as app/bench/baselines.py calls it
+    assert model_max_length(d, {"max_position_embeddings": 512}) == 256  # as bench/baselines.py calls it
     assert model_max_length(d, {"max_position_embeddings": 512}, 0) == 256
 
 

@@ -12,9 +12,9 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app.context import ServerContext
 from app.errors import InputError
-from app.ui.common import guarded
+from app.web.context import ServerContext
+from app.web.ui.common import guarded
 
 TASK_CHOICES = [("自动 auto", "auto"), ("抽取 extract", "extract"), ("单标签分类 classify", "classify"),
                 ("多标签分类 multi_classify", "multi_classify")]

@@ -81,7 +81,7 @@ def plot_loadtest(report: dict[str, Any], path: str | Path) -> Path:
     soak = report["stages"].get("soak", {})
     series = soak.get("memory_samples", [])
     keys = sorted({k for _, g in series for k in g})
-    from app.bench.prometheus import to_mib
+    from bench.prometheus import to_mib
 
     for key in keys:
         pts = [(t, to_mib(key, g[key])) for t, g in series if key in g]

@@ -1,4 +1,4 @@
-"""One measurement in a fresh process: `python -m app.bench.worker JOB.json RESULT.json`.
+"""One measurement in a fresh process: `python -m bench.worker JOB.json RESULT.json`.
 
 A fresh process per configuration makes its peak RSS its own (nothing left over from the previous
 configuration, no allocator cache shared between them) and confines a crash (out of memory, SIGILL) to
@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from app.bench import flops, memory
+from bench import flops, memory
 
 
 def _flop_kwargs(family: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -36,13 +36,13 @@ def _load(job: dict[str, Any], records: list) -> tuple[Any, dict[str, Any]]:  # 
     kind, family = job["kind"], job["family"]
     model_dir = Path(job["model_dir"])
     if kind in ("naive", "library"):
-        from app.bench.baselines import CrossEncoderBaseline, EmbeddingBaseline
+        from bench.baselines import CrossEncoderBaseline, EmbeddingBaseline
 
         batch = 1 if kind == "naive" else int(job["library_batch_size"])
         cls = EmbeddingBaseline if family == "embed" else CrossEncoderBaseline
         return cls(model_dir, job["device"], records, batch), {"device": job["device"], "dtype": "fp32",
                                                                "engine": "transformers", "batch_size": batch}
-    from app.bench import engine_bench
+    from bench import engine_bench
 
     plan = engine_bench.make_plan(job["device"], job["dtype"], job["engine"], job["ds_config"],
                                   job.get("kernel_inject"), job.get("min_batch_fill", "auto"))
@@ -68,7 +68,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     if job["kind"] == "matmul":
-        from app.bench.matmul import measure
+        from bench.matmul import measure
 
         return {"ok": True, **measure(job["device"], job["dtype"])}
 

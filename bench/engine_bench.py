@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.bench.timing import BatchRecord, TimedForward
 from app.engine.runtime import RuntimePlan
+from bench.timing import BatchRecord, TimedForward
 
 
 def make_plan(device: str, dtype: str, engine: str, ds_config: str, kernel_inject: bool | None,

@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.bench import workload as wl
-from app.bench.prometheus import memory_gauges, memory_trend
-from app.bench.stats import percentile
 from app.errors import InputError
+from bench import workload as wl
+from bench.prometheus import memory_gauges, memory_trend
+from bench.stats import percentile
 
 SCHEMA = "wenmo-loadtest/1"
 BUSY_STATUSES = (429, 503)

@@ -1,5 +1,5 @@
 """What the web surfaces (UI and HTTP API) share in one server process: settings, the lifecycle (and through
-it the service), the limiter, metrics and a few facts about the start. Built by app/server.py.
+it the service), the limiter, metrics and a few facts about the start. Built by app/web/server.py.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 from app.config import Settings
 from app.engine.limiter import ConcurrencyLimiter
-from app.lifecycle import Lifecycle
-from app.metrics import Metrics
+from app.web.lifecycle import Lifecycle
+from app.web.metrics import Metrics
 
 
 @dataclass

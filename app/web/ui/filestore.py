@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import InputError, StoreFullError
-from app.web_errors import send_error
+from app.web.boundary import send_error
 
 log = logging.getLogger(__name__)
 

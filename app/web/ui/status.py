@@ -15,8 +15,8 @@ import gradio as gr
 import pandas as pd
 
 from app import hostinfo
-from app.context import ServerContext
-from app.ui.common import guarded
+from app.web.context import ServerContext
+from app.web.ui.common import guarded
 
 REFRESH_S = 5.0
 EVENTS_FILE = "launcher-events.jsonl"

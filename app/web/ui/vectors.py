@@ -15,12 +15,12 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from app.context import ServerContext
 from app.export import write_vectors  # one definition of the JSONL/CSV layout for the CLI and the UI
 from app.service import Embeddings
-from app.ui.common import guarded, short
-from app.ui.filestore import FileStore
-from app.ui.uploads import read_texts
+from app.web.context import ServerContext
+from app.web.ui.common import guarded, short
+from app.web.ui.filestore import FileStore
+from app.web.ui.uploads import read_texts
 
 CHUNK = 256  # texts per service call when a batch is large enough to want a progress bar
 PREVIEW_ROWS = 100

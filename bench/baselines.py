@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.bench.timing import BatchRecord, TimedForward
+from bench.timing import BatchRecord, TimedForward
 
 
 def _quiet_transformers() -> None:

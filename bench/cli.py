@@ -1,6 +1,6 @@
 """The `bench` and `loadtest` subcommands: their flags and entry points, for app/cli.py to wire in.
 
-    from app.bench.cli import add_bench_parser, add_loadtest_parser, run_bench, run_loadtest
+    from bench.cli import add_bench_parser, add_loadtest_parser, run_bench, run_loadtest
     add_bench_parser(sub, common); add_loadtest_parser(sub, common)
     COMMANDS["bench"] = run_bench; COMMANDS["loadtest"] = run_loadtest
 
@@ -62,7 +62,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:  # noqa: ANN401
-    from app.bench.suite import FAMILIES
+    from bench.suite import FAMILIES
 
     b = sub.add_parser(
         "bench", parents=[common],
@@ -110,7 +110,7 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Argu
 
 
 def add_loadtest_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:  # noqa: ANN401
-    from app.bench.loadtest import DEFAULT_MIX, LoadOptions
+    from bench.loadtest import DEFAULT_MIX, LoadOptions
 
     d = LoadOptions()
     t = sub.add_parser(
@@ -161,8 +161,8 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 
 
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from app.bench.report import bench_text
-    from app.bench.suite import BenchOptions, run_suite
+    from bench.report import bench_text
+    from bench.suite import BenchOptions, run_suite
 
     if args.bench_pairs < 0:
         raise InputError("--pairs must be ≥ 0 (0: as many as --texts)")
@@ -179,7 +179,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.json_path:
         _write_json(args.json_path, report)
     if args.plot_path:
-        from app.bench.plot import plot_bench
+        from bench.plot import plot_bench
 
         plot_bench(report, args.plot_path)
     return 0 if report["ok"] else 1
@@ -195,8 +195,8 @@ def credentials(settings: Settings) -> tuple[str, str] | None:
 
 
 def run_loadtest(args: argparse.Namespace, settings: Settings) -> int:
-    from app.bench.loadtest import LoadOptions, run
-    from app.bench.report import loadtest_text
+    from bench.loadtest import LoadOptions, run
+    from bench.report import loadtest_text
 
     opts = LoadOptions(
         url=args.url, allow_remote=args.allow_remote, stages=tuple(args.stages), users=args.users,
@@ -212,7 +212,7 @@ def run_loadtest(args: argparse.Namespace, settings: Settings) -> int:
     if args.json_path:
         _write_json(args.json_path, report)
     if args.plot_path:
-        from app.bench.plot import plot_loadtest
+        from bench.plot import plot_loadtest
 
         plot_loadtest(report, args.plot_path)
     return 0

@@ -1,4 +1,4 @@
-"""`python -m app.bench bench|loadtest …`: the same commands as `python -m app bench|loadtest`.
+"""`python -m bench bench|loadtest …`: the same commands as `python -m app bench|loadtest`.
 
 The parser, settings and exit codes are app/cli.py's; this entry point only forwards to it.
 """

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.bench import workload as wl
-from app.bench.stats import percentile, ratio, summarize
 from app.config import REPO_ROOT, Settings
+from bench import workload as wl
+from bench.stats import percentile, ratio, summarize
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def run_job(job: dict[str, Any], work: Path, name: str, timeout_s: float) -> dic
     env.setdefault("HF_HUB_OFFLINE", "1")
     with open(log_path, "wb") as logf:
         try:
-            proc = subprocess.run([sys.executable, "-m", "app.bench.worker", str(job_path), str(result_path)],
+            proc = subprocess.run([sys.executable, "-m", "bench.worker", str(job_path), str(result_path)],
                                   cwd=REPO_ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT, timeout=timeout_s)
             code = proc.returncode
         except subprocess.TimeoutExpired:

@@ -9,7 +9,7 @@ Credentials, in this order of precedence (all that are given are accepted):
 - ``WENMO_AUTH=user:password`` (environment only; never a flag, where ``ps`` would show it);
 - ``WENMO_AUTH_FILE=/path``: one ``user:secret`` per line, ``#`` comments and blank lines ignored. The
   secret is either the password itself or a salted hash ``pbkdf2_sha256$<iterations>$<salt>$<base64>``
-  (Django's format); make one with ``python -m app.auth hash --user NAME``;
+  (Django's format); make one with ``python -m app.web.auth hash --user NAME``;
 - neither, under systemd: the ``wenmo-auth`` credential (``LoadCredential=``), i.e. the file
   ``$CREDENTIALS_DIRECTORY/wenmo-auth``, in the auth file's format (resolved in app/config.py);
 - none of these: a random password is generated at first start and kept in ``<state_dir>/auth.txt`` (mode
@@ -26,7 +26,7 @@ passes even from a locked address, so a guesser cannot lock real users out. `/he
 without credentials (they reveal nothing else).
 
 The client address is the TCP peer's; `X-Forwarded-For` names it only when the peer is one of the proxies the
-operator lists in `trusted_proxies` (uvicorn applies it, configured in app/server.py; see
+operator lists in `trusted_proxies` (uvicorn applies it, configured in app/web/server.py; see
 `parse_trusted_proxies`).
 
 Imports nothing from the web stack: the middleware speaks bare ASGI.
@@ -58,7 +58,7 @@ from typing import Any, NamedTuple
 
 from app.config import Settings, describe_auth_file
 from app.errors import AuthenticationError, ConfigError, RateLimitedError
-from app.web_errors import send_error
+from app.web.boundary import send_error
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class Secret:
         except (ValueError, binascii.Error):
             raise ConfigError(
                 f"{where}: the hash for user {user!r} is not {HASH_SCHEME}$<iterations>$<salt>$<base64>; "
-                "make one with `python -m app.auth hash --user NAME`"
+                "make one with `python -m app.web.auth hash --user NAME`"
             ) from None
         return cls(user, iterations=iterations, salt=parts[2], digest=digest)
 
@@ -573,9 +573,9 @@ async def send_refusal(send: Send, status: int, retry_after: int, *, html: bool,
     await send_error(send, error, html_page=html)
 
 
-# ---- `python -m app.auth hash` -----------------------------------------------------------------------
+# ---- `python -m app.web.auth hash` -----------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m app.auth",
+    p = argparse.ArgumentParser(prog="python -m app.web.auth",
                                 description="Make a line for WENMO_AUTH_FILE (user:salted-hash).")
     sub = p.add_subparsers(dest="command", required=True)
     h = sub.add_parser("hash", help="read a password (prompt, or one line on stdin) and print user:hash")

@@ -14,7 +14,7 @@ an unexpected one names that id in its answer so that the log entry can be found
 Gradio's answers keep their own `detail` beside `error`: Gradio's web client reads it.
 
 Bare ASGI; imports nothing from the web stack (library exceptions are translated by a function the app
-passes in, see app/api.py).
+passes in, see app/web/api.py).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ Send = Callable[[dict], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict]]
 ASGIApp = Callable[[dict, Receive, Send], Awaitable[None]]
 
-# The lifecycle gate's body cap for this request (app/lifecycle.py); once it has refused the body, its 413 replaces
+# The lifecycle gate's body cap for this request (app/web/lifecycle.py); once it has refused the body, its 413 replaces
 # whatever the app answers, so the boundary neither logs nor reports the app's answer.
 BODY_CAP_SCOPE_KEY = "wenmo.body_cap"
 # Error bodies of other layers are read whole to be rewritten; a larger one is passed on as it is.

@@ -1,6 +1,6 @@
 """Texts from the UI's text box or an uploaded .txt/.csv file, one text per line (or row).
 
-An upload is read only through the file store's rule (app/ui/filestore.py): a path the caller names is
+An upload is read only through the file store's rule (app/web/ui/filestore.py): a path the caller names is
 never opened unless it is one of this process's uploads. Plain text goes through app/textinput.parse_lines,
 so the UI names the same bad lines as the CLI does.
 A CSV takes the column named text/文本/candidate/候选/sentence/句子 when the first row names one, else the
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from app.errors import InputError
 from app.textinput import parse_lines
-from app.ui.filestore import FileStore
+from app.web.ui.filestore import FileStore
 
 TEXT_BOX = "文本框 (text box)"
 HEADER_NAMES = ("text", "texts", "文本", "candidate", "candidates", "候选", "sentence", "句子")

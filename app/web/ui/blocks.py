@@ -1,7 +1,7 @@
 """The page: demo banner, four tabs, footer. Every event has an api_name (README: "gradio_client").
 
 Nothing is cached: no example caching, no flagging, no run history; Gradio's file cache (uploads and
-downloads, app/ui/filestore.py) is pruned hourly and bounded on disk. Every file argument of every event is
+downloads, app/web/ui/filestore.py) is pruned hourly and bounded on disk. Every file argument of every event is
 checked against the store's rule before Gradio touches it (`WenmoBlocks.preprocess_data`).
 """
 
@@ -12,10 +12,10 @@ from typing import Any
 
 import gradio as gr
 
-from app.context import ServerContext
-from app.ui import nlu, similarity, status, vectors
-from app.ui.common import DEMO_BANNER, footer_text
-from app.ui.filestore import FileRejectedError, FileStore
+from app.web.context import ServerContext
+from app.web.ui import nlu, similarity, status, vectors
+from app.web.ui.common import DEMO_BANNER, footer_text
+from app.web.ui.filestore import FileRejectedError, FileStore
 
 CSS = """
 .wm-demo-banner { background: #b91c1c; color: #fff; font-weight: 600; padding: 8px 14px; border-radius: 6px;

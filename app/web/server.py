@@ -5,7 +5,7 @@ Start-up, in order (the cheap checks first, so a mistake fails in a second, not 
 
 1. refuse `--no-auth` unless bound to a loopback address; read or generate the credentials;
 2. resolve the runtime plan (device → the default concurrency cap); bind the port;
-3. build the app — FastAPI routes (app/api.py) with the Gradio Blocks mounted at `/` — behind, from the
+3. build the app — FastAPI routes (app/web/api.py) with the Gradio Blocks mounted at `/` — behind, from the
    outside in: metrics → basic auth → lifecycle gate (503 while loading/draining, body cap);
 4. serve at once (`/healthz` 200, `/readyz` 503) while a thread loads every model; when all are loaded
    `/readyz` turns 200. A model that cannot load stops the server: its message, exit 2.
@@ -28,10 +28,10 @@ from types import FrameType
 from typing import Any
 
 from app.config import Settings
-from app.context import ServerContext
 from app.engine.limiter import ConcurrencyLimiter
 from app.errors import ConfigError, WenmoError
-from app.lifecycle import Lifecycle, LifecycleGate, Phase
+from app.web.context import ServerContext
+from app.web.lifecycle import Lifecycle, LifecycleGate, Phase
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def build_asgi(ctx: ServerContext, authenticator: Any) -> tuple[Any, Any, Any]:
     """(the ASGI app with every layer, the Blocks, the file store)."""
-    from app.ui.filestore import FileStore, UploadStoreGate
+    from app.web.ui.filestore import FileStore, UploadStoreGate
 
     # Uploads and exports live in a folder of this process's own (0700), bounded on disk; Gradio reads
     # GRADIO_TEMP_DIR when it loads and when the Blocks are built, so it is set first.
@@ -77,10 +77,10 @@ def build_asgi(ctx: ServerContext, authenticator: Any) -> tuple[Any, Any, Any]:
     import gradio as gr
     from fastapi import FastAPI
 
-    from app.api import create_router, install_error_handlers
-    from app.auth import BasicAuthMiddleware
-    from app.metrics import MetricsMiddleware
-    from app.ui.blocks import CSS, build_blocks
+    from app.web.api import create_router, install_error_handlers
+    from app.web.auth import BasicAuthMiddleware
+    from app.web.metrics import MetricsMiddleware
+    from app.web.ui.blocks import CSS, build_blocks
 
     s = ctx.settings
     api = FastAPI(title="Wenmo", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
@@ -225,8 +225,8 @@ def load_models(ctx: ServerContext, demo: bool, on_done: Any) -> None:
 
 
 def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> int:
-    from app.auth import Authenticator, FailureLimiter, is_loopback, load_credentials, parse_trusted_proxies
     from app.composition import make_plan
+    from app.web.auth import Authenticator, FailureLimiter, is_loopback, load_credentials, parse_trusted_proxies
 
     # Files this process writes (uploads, exports, Gradio's copies, generated credentials) are its own:
     # 0600 files in 0700 folders, whatever the login shell's umask.

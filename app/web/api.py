@@ -8,7 +8,7 @@
     POST /v1/nlu           {text, schema, task}
 
 Another method on these paths gets 405 with `Allow`; an unknown /v1 path gets 404. Every error answer, of these
-routes and of Gradio's, leaves through the boundary in app/web_errors.py as {"error": {"message", "type"}}:
+routes and of Gradio's, leaves through the boundary in app/web/boundary.py as {"error": {"message", "type"}}:
 here we only translate what FastAPI, Starlette and Gradio raise into the error tree (`translate`): a body that
 is not UTF-8, not JSON or nested too deep → 400, a body of the wrong shape → 422, text with a lone surrogate or
 input the service rejects (InputError) → 400, busy (OverloadedError) → 429 with Retry-After, a model that is
@@ -40,8 +40,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Mount
 
-from app.context import ServerContext
-from app.disconnect import until_disconnect
 from app.engine.cancellation import CancelToken
 from app.errors import (
     CancelledError,
@@ -53,9 +51,11 @@ from app.errors import (
     ShapeError,
     WenmoError,
 )
-from app.lifecycle import Phase
 from app.service import EngineTime
-from app.web_errors import ErrorBoundary, check_unicode
+from app.web.boundary import ErrorBoundary, check_unicode
+from app.web.context import ServerContext
+from app.web.disconnect import until_disconnect
+from app.web.lifecycle import Phase
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ def gradio_stream_check(api: FastAPI) -> Callable[[dict], WenmoError | None]:
 
 
 def install_error_handlers(app: FastAPI, ctx: ServerContext) -> None:
-    """Put the error boundary (app/web_errors.py) around every route, ours and Gradio's (mounted later)."""
+    """Put the error boundary (app/web/boundary.py) around every route, ours and Gradio's (mounted later)."""
 
     async def reraise(request: Request, exc: Exception) -> None:
         # FastAPI's own handlers answer {"detail": …}; the boundary answers instead.
@@ -290,7 +290,7 @@ def create_router(ctx: ServerContext) -> APIRouter:
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    # The /v1 routes run their work in a worker thread that stops when the client disconnects (app/disconnect.py);
+    # The /v1 routes run their work in a worker thread that stops when the client disconnects (app/web/disconnect.py);
     # building the answer (thousands of vectors) happens in that thread too, off the event loop.
     @router.post("/v1/embeddings")
     async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:

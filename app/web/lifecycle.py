@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from app.errors import BodyTooLargeError, HttpError, ModelUnavailableError, UnavailableError, WenmoError
-from app.web_errors import BODY_CAP_SCOPE_KEY, log_error, send_error
+from app.web.boundary import BODY_CAP_SCOPE_KEY, log_error, send_error
 
 try:  # Gradio's upload parser deletes the files it has begun only when the parse fails with this type
     from python_multipart.exceptions import MultipartParseError

@@ -2,7 +2,7 @@
 
 A handler never shows a traceback: errors from the error tree become `gr.Error` with their message, titled by
 the error's `kind` (busy gets its own title so people know to retry); anything else is logged with an id the
-toast names. Text arguments are checked for lone surrogates first, as the HTTP API does (app/web_errors.py).
+toast names. Text arguments are checked for lone surrogates first, as the HTTP API does (app/web/boundary.py).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 
 import gradio as gr
 
-from app.context import ServerContext
 from app.errors import WenmoError
-from app.web_errors import check_unicode
+from app.web.boundary import check_unicode
+from app.web.context import ServerContext
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def guarded(ctx: ServerContext, name: str) -> Callable[[Callable], Callable]:
                 return out
             except WenmoError as e:
                 # The toast says all there is to say; the frames of the failed work (a batch's activations and
-                # logits) must not live on, reachable from the gr.Error's context (app/disconnect.py says why).
+                # logits) must not live on, reachable from the gr.Error's context (app/web/disconnect.py says why).
                 e.__traceback__ = None
                 client = e.http_status < 500
                 outcome = OUTCOMES.get(e.kind, "invalid" if client else "error")

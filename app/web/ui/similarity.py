@@ -11,10 +11,10 @@ import html
 import gradio as gr
 import pandas as pd
 
-from app.context import ServerContext
-from app.ui.common import guarded, short
-from app.ui.filestore import FileStore
-from app.ui.uploads import read_texts
+from app.web.context import ServerContext
+from app.web.ui.common import guarded, short
+from app.web.ui.filestore import FileStore
+from app.web.ui.uploads import read_texts
 
 HEATMAP_MAX_TEXTS = 50  # source + candidates; beyond this a matrix is unreadable anyway
 BAR_MAX = 30
