@@ -54,6 +54,9 @@ class Settings:
     max_batch_size: int = _opt(128, "texts per forward pass at most")
     min_batch_fill: str = _opt("auto", "a forward's real tokens / padded cells at least, 0 to 1 (auto: 0.9 on CPU, "
                                        "0.5 on CUDA)")
+    batch_across_requests: str = _opt("on", "on: the engine forms each forward from the work of every waiting "
+                                            "request (one queue per model); off: each request runs its own "
+                                            "forwards (for comparison)", ("on", "off"))
     max_texts: int = _opt(10000, "texts per call at most")
     max_chars: int = _opt(20000, "characters per text at most")
     nlu_max_forwards: int = _opt(4096, "RexUniNLU windows (forward passes) one request may run, all schema levels "
@@ -73,7 +76,8 @@ class Settings:
     # serving
     host: str = _opt("127.0.0.1", "address to bind (0.0.0.0 for every interface)")
     port: int = _opt(7860, "port to listen on")
-    max_concurrent: int = _opt(0, "inferences running at once (0: 2 on a GPU, 1 per 2 CPU cores)")
+    max_concurrent: int = _opt(0, "requests admitted to the engine at once (0: with batch_across_requests on, 64; "
+                                  "off: 2 on a GPU, 1 per 2 CPU cores)")
     max_queue: int = _opt(16, "requests waiting for a slot before new ones are answered busy")
     drain_s: float = _opt(30.0, "seconds in-flight requests get to finish after SIGTERM")
     max_upload_mib: int = _opt(20, "largest request body, MiB: one upload request (all its files together) or "
