@@ -14,6 +14,8 @@ from app.engine.dsconfig import load_ds_config
 from app.engine.limiter import ConcurrencyLimiter
 from app.engine.loading import resolve_model
 from app.engine.runtime import RuntimePlan, resolve_plan
+from app.engine.workqueue import BatchLimits, WorkQueue
+from app.models.family import ModelFamily
 from app.service import Service
 
 log = logging.getLogger(__name__)
@@ -92,9 +94,21 @@ def build_service(settings: Settings, roles: Iterable[str], *, limiter: Concurre
         if demo_dirs and role in demo_dirs:
             name = f"demo:{path.name}"
         loaded[role] = load_adapter(role, path, plan, settings.max_length, name)
+        loaded[role].queue = make_queue(role, loaded[role], settings, plan)
         log.info("event=model_loaded role=%s name=%s path=%s", role, name, path)
     return Service(settings, embedder=loaded.get("embed"), cross_encoder=loaded.get("cross"),
                    nlu=loaded.get("nlu"), limiter=limiter, request_timeout_s=request_timeout_s)
+
+
+def make_queue(role: str, model: ModelFamily, settings: Settings, plan: RuntimePlan) -> WorkQueue:
+    """The role's engine queue: every request's work for this model goes through it (batched across requests
+    unless batch_across_requests=off), under the settings' batch limits."""
+    size = min(settings.max_batch_size, model.batch_size_cap or settings.max_batch_size)
+    limits = BatchLimits(settings.max_batch_tokens, size, plan.min_batch_fill)
+    across = settings.batch_across_requests == "on"
+    log.info("event=work_queue role=%s across_requests=%s max_batch_tokens=%d max_batch_size=%d min_fill=%g",
+             role, "on" if across else "off", limits.max_batch_tokens, limits.max_batch_size, limits.min_fill)
+    return WorkQueue(role, model, limits, across=across)
 
 
 def load_adapter(role: str, path: Path, plan: RuntimePlan, max_length: int, name: str):  # noqa: ANN201

@@ -69,6 +69,12 @@ def work_scope(token: CancelToken | None, timeout_s: float | None) -> Iterator[W
         _current.reset(reset)
 
 
+def current_scope() -> WorkScope | None:
+    """The scope of the request this thread works for (None outside any): the engine's queue carries it with
+    the request's work items to its worker thread, where the context variable does not reach."""
+    return _current.get()
+
+
 def checkpoint() -> None:
     """Raise CancelledError / DeadlineExceededError if the current request should stop; else nothing."""
     scope = _current.get()

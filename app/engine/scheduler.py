@@ -37,7 +37,8 @@ def free_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def _run_with_retry(run_batch: Callable[[list[int]], list[R]], batch: list[int]) -> list[R]:
+def run_with_retry(run_batch: Callable[[list[int]], list[R]], batch: list[int]) -> list[R]:
+    """`run_batch(batch)`, and on out-of-memory the two halves once each; InferenceError if that fails too."""
     try:
         return run_batch(batch)
     except Exception as e:
@@ -78,5 +79,5 @@ def run_batched(
     results = []
     for b in batches:
         checkpoint()
-        results.append(_run_with_retry(run_batch, b))
+        results.append(run_with_retry(run_batch, b))
     return restore_order(batches, results)  # type: ignore[return-value]

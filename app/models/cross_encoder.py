@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.runtime import RuntimePlan
-from app.engine.scheduler import run_batched
-from app.engine.wrapping import prepare_module
 from app.errors import ModelUnavailableError
 from app.models.bert import bert_config
-from app.models.checkpoint import load_into, load_state_dict, load_tokenizer, parameters_on_meta, read_json
-from app.models.encoding import ModelInfo, encode_pairs, model_max_length, pad_batch
+from app.models.checkpoint import load_state_dict, load_tokenizer, read_json
+from app.models.encoding import Encoded, encode_pairs, model_max_length, pad_rows
+from app.models.family import describe, load_module, own_queue, queue_for_call
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +47,7 @@ def positive_label(config: dict[str, Any], where: str) -> int:
 
 class CrossEncoderAdapter:
     family = "cross_encoder"
+    batch_size_cap = None
 
     def __init__(self, model_dir: Path, plan: RuntimePlan, max_length_cap: int = 0, name: str | None = None):
         from transformers import BertForSequenceClassification
@@ -63,25 +63,29 @@ class CrossEncoderAdapter:
         self.max_length = model_max_length(model_dir, config, max_length_cap)
         cfg = bert_config({k: v for k, v in config.items() if k not in ("id2label", "label2id")},
                           num_labels=num_labels)
-        with parameters_on_meta():
-            module = BertForSequenceClassification(cfg)
-        load_into(module, load_state_dict(model_dir), str(model_dir))
-        self.model = prepare_module(module, plan)
-        self.info = ModelInfo(self.family, name or str(model_dir), str(model_dir), self.max_length, None,
-                              plan.device, plan.dtype, plan.engine)
+        _, self.model = load_module(model_dir, plan, lambda: BertForSequenceClassification(cfg),
+                                    load_state_dict(model_dir))
+        self.info = describe(self, model_dir, name, plan, self.max_length, None)
+        self.queue = own_queue(self, plan)
 
-    def score(self, first: Sequence[str], second: Sequence[str], *, max_batch_tokens: int = 16384,
-              max_batch_size: int = 128) -> PairScores:
+    # ---- the family interface (app/models/family.py) --------------------------------------------------------
+    def encode(self, first: Sequence[str], second: Sequence[str]) -> Encoded:
+        return encode_pairs(self.tokenizer, first, second, self.max_length)
+
+    def forward_batch(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """P(similar) of each pair."""
         import torch
 
-        enc = encode_pairs(self.tokenizer, first, second, self.max_length)
+        inputs = pad_rows(rows, self.tokenizer.pad_token_id, self.plan.device)
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits.float()
+            probs = torch.softmax(logits, dim=-1)[:, self.positive]
+        return [float(p) for p in probs.cpu().tolist()]
 
-        def run(batch: list[int]) -> list[float]:
-            inputs = pad_batch(enc, batch, self.tokenizer.pad_token_id, self.plan.device)
-            with torch.inference_mode():
-                logits = self.model(**inputs).logits.float()
-                probs = torch.softmax(logits, dim=-1)[:, self.positive]
-            return probs.cpu().tolist()
-
-        scores = run_batched(enc.lengths, run, max_batch_tokens, max_batch_size, self.plan.min_batch_fill)
-        return PairScores([float(s) for s in scores], enc.truncated)
+    # ---- public ---------------------------------------------------------------------------------------------
+    def score(self, first: Sequence[str], second: Sequence[str], *, max_batch_tokens: int | None = None,
+              max_batch_size: int | None = None) -> PairScores:
+        """P(similar) per pair through the role's queue; `max_batch_*` given: this call's own forwards."""
+        enc = self.encode(first, second)
+        queue = queue_for_call(self, self.plan, max_batch_tokens, max_batch_size)
+        return PairScores(queue.run(enc.rows, enc.lengths), enc.truncated)

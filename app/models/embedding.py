@@ -13,19 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from app.engine.runtime import RuntimePlan
-from app.engine.scheduler import run_batched
-from app.engine.wrapping import prepare_module
 from app.errors import ModelUnavailableError
 from app.models.bert import bert_config
-from app.models.checkpoint import (
-    load_into,
-    load_state_dict,
-    load_tokenizer,
-    parameters_on_meta,
-    read_json,
-    strip_prefix,
-)
-from app.models.encoding import ModelInfo, encode_texts, model_max_length, pad_batch
+from app.models.checkpoint import load_state_dict, load_tokenizer, read_json, strip_prefix
+from app.models.encoding import Encoded, encode_texts, model_max_length, pad_rows
+from app.models.family import describe, load_module, own_queue, queue_for_call
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +58,7 @@ def pool(name: str, last_hidden, hidden_states, mask):  # noqa: ANN001, ANN201
 
 class EmbeddingAdapter:
     family = "embedding"
+    batch_size_cap = None
 
     def __init__(self, model_dir: Path, plan: RuntimePlan, max_length_cap: int = 0, name: str | None = None):
         from transformers import BertModel
@@ -76,35 +69,46 @@ class EmbeddingAdapter:
         self.tokenizer = load_tokenizer(model_dir)
         self.pooler = pooler_type(model_dir)
         self.max_length = model_max_length(model_dir, config, max_length_cap)
-        with parameters_on_meta():
-            module = BertModel(bert_config(config), add_pooling_layer=False)
         # Checkpoints keep the backbone under `bert.` (ModelScope's BertForSentenceEmbedding) or bare.
-        load_into(module, strip_prefix(load_state_dict(model_dir), "bert."), str(model_dir), ignore=("pooler.",))
+        _, self.model = load_module(model_dir, plan, lambda: BertModel(bert_config(config), add_pooling_layer=False),
+                                    strip_prefix(load_state_dict(model_dir), "bert."), ignore=("pooler.",))
         self.dimension = int(config["hidden_size"])
-        self.model = prepare_module(module, plan)
-        self.info = ModelInfo(self.family, name or str(model_dir), str(model_dir), self.max_length,
-                              self.dimension, plan.device, plan.dtype, plan.engine)
+        self.info = describe(self, model_dir, name, plan, self.max_length, self.dimension)
+        self.queue = own_queue(self, plan)
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return encode_texts(self.tokenizer, texts, self.max_length).lengths
+    # ---- the family interface (app/models/family.py) --------------------------------------------------------
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        return encode_texts(self.tokenizer, texts, self.max_length)
 
-    def embed(self, texts: Sequence[str], *, normalize: bool = True, max_batch_tokens: int = 16384,
-              max_batch_size: int = 128) -> EmbedResult:
+    def forward_batch(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[np.ndarray]:
+        """Pooled float32 vectors, not normalised (normalising is each request's own choice)."""
         import torch
 
-        enc = encode_texts(self.tokenizer, texts, self.max_length)
+        inputs = pad_rows(rows, self.tokenizer.pad_token_id, self.plan.device)
         need_states = self.pooler in ("avg_top2", "avg_first_last")
+        with torch.inference_mode():
+            out = self.model(**inputs, output_hidden_states=need_states)
+            vec = pool(self.pooler, out.last_hidden_state, out.hidden_states, inputs["attention_mask"]).float()
+        return list(vec.cpu().numpy())
 
-        def run(batch: list[int]) -> list[np.ndarray]:
-            inputs = pad_batch(enc, batch, self.tokenizer.pad_token_id, self.plan.device)
-            with torch.inference_mode():
-                out = self.model(**inputs, output_hidden_states=need_states)
-                vec = pool(self.pooler, out.last_hidden_state, out.hidden_states, inputs["attention_mask"])
-                vec = vec.float()
-                if normalize:
-                    vec = torch.nn.functional.normalize(vec, p=2, dim=-1)
-            return list(vec.cpu().numpy())
+    def postprocess(self, rows: list[np.ndarray], normalize: bool) -> np.ndarray:
+        if not rows:
+            return np.zeros((0, self.dimension), np.float32)
+        vectors = np.stack(rows).astype(np.float32)
+        if normalize:  # as torch.nn.functional.normalize: x / max(‖x‖, 1e-12)
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, np.float32(1e-12))
+        return vectors
 
-        rows = run_batched(enc.lengths, run, max_batch_tokens, max_batch_size, self.plan.min_batch_fill)
-        vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.dimension), np.float32)
-        return EmbedResult(vectors, enc.truncated, enc.lengths)
+    # ---- public ---------------------------------------------------------------------------------------------
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.encode(texts).lengths
+
+    def embed(self, texts: Sequence[str], *, normalize: bool = True, max_batch_tokens: int | None = None,
+              max_batch_size: int | None = None) -> EmbedResult:
+        """Vectors for `texts` through the role's queue; `max_batch_*` given: this call's own forwards with
+        those limits instead."""
+        enc = self.encode(texts)
+        queue = queue_for_call(self, self.plan, max_batch_tokens, max_batch_size)
+        rows = queue.run(enc.rows, enc.lengths)
+        return EmbedResult(self.postprocess(rows, normalize), enc.truncated, enc.lengths)

@@ -23,6 +23,11 @@ class Encoded:
     def lengths(self) -> list[int]:
         return [len(x) for x in self.ids]
 
+    @property
+    def rows(self) -> list[tuple[list[int], list[int]]]:
+        """One work item per text: (token ids, token type ids)."""
+        return list(zip(self.ids, self.type_ids, strict=True))
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -84,21 +89,26 @@ def encode_pairs(tok, first: Sequence[str], second: Sequence[str], max_len: int)
     return enc
 
 
-def pad_batch(enc: Encoded, batch: Sequence[int], pad_id: int, device: str) -> dict[str, Any]:
-    """Tensors for one batch, padded only to the longest member."""
+def pad_rows(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, device: str) -> dict[str, Any]:
+    """Tensors for one forward over (token ids, token type ids) rows, padded only to the longest row."""
     import torch
 
-    width = max(len(enc.ids[i]) for i in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    types = torch.zeros((len(batch), width), dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, i in enumerate(batch):
-        n = len(enc.ids[i])
-        ids[row, :n] = torch.tensor(enc.ids[i])
-        types[row, :n] = torch.tensor(enc.type_ids[i])
+    width = max(len(ids) for ids, _ in rows)
+    ids_t = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    types_t = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, (ids, types) in enumerate(rows):
+        n = len(ids)
+        ids_t[row, :n] = torch.tensor(ids)
+        types_t[row, :n] = torch.tensor(types)
         mask[row, :n] = 1
     return {
-        "input_ids": ids.to(device),
-        "token_type_ids": types.to(device),
+        "input_ids": ids_t.to(device),
+        "token_type_ids": types_t.to(device),
         "attention_mask": mask.to(device),
     }
+
+
+def pad_batch(enc: Encoded, batch: Sequence[int], pad_id: int, device: str) -> dict[str, Any]:
+    """Tensors for the texts `batch` (indices into `enc`), padded only to the longest member."""
+    return pad_rows([(enc.ids[i], enc.type_ids[i]) for i in batch], pad_id, device)

@@ -21,11 +21,10 @@ from typing import Any
 import numpy as np
 
 from app.engine.runtime import RuntimePlan
-from app.engine.scheduler import run_batched
-from app.engine.wrapping import prepare_module
+from app.engine.workqueue import WorkQueue
 from app.errors import InputError, ModelUnavailableError
-from app.models.checkpoint import load_into, load_state_dict, load_tokenizer, parameters_on_meta, read_json
-from app.models.encoding import ModelInfo
+from app.models.checkpoint import load_state_dict, load_tokenizer, read_json
+from app.models.family import describe, load_module, own_queue, queue_for_call
 from app.models.uninlu import pipeline
 from app.models.uninlu.prompt import HINT_MAX_LEN, MAX_LEN, STRIDE, PromptTokenizer, Window, segment_mask
 from app.models.uninlu.schema import ADDED_TOKENS, parse_schema, resolve_task
@@ -39,6 +38,8 @@ MIN_MAX_LEN = HINT_MAX_LEN + 2 + STRIDE + 30
 
 class NluAdapter:
     family = "nlu"
+    # Windows per forward at most: a window is up to 512 tokens and its (L, L) logits come back whole.
+    batch_size_cap = 32
 
     def __init__(self, model_dir: Path, plan: RuntimePlan, max_length_cap: int = 0, name: str | None = None):
         import torch
@@ -79,17 +80,15 @@ class NluAdapter:
                 f"{len(ADDED_TOKENS)} prompt tokens = {base_vocab + len(ADDED_TOKENS)}"
             )
         self.tokenizer = PromptTokenizer(tokenizer, base_vocab)
-        with parameters_on_meta():
-            module = RexUniNluModel(deberta_config(config, rows))
         hidden = int(config["hidden_size"])
         freqs = state.get("rotary_emb.freqs")
         if freqs is None:  # older exports do not save it; it is a fixed function of the hidden size
             freqs = rope_frequencies(hidden)
             state["rotary_emb.freqs"] = freqs
         freqs = freqs.to(torch.float32).clone()
-        load_into(module, state, str(model_dir))
+        module, self.model = load_module(model_dir, plan, lambda: RexUniNluModel(deberta_config(config, rows)),
+                                         state, kernel_inject_supported=False)
         del state
-        self.model = prepare_module(module, plan, kernel_inject_supported=False)
         # prepare_module casts every float tensor to the serving dtype; RoPE frequencies stay float32 (fp16
         # frequencies would shift the angles of far positions by a large fraction of a radian).
         module.rotary_emb.freqs = freqs.to(plan.device)
@@ -101,8 +100,8 @@ class NluAdapter:
             if self.max_length != max_length_cap and max_length_cap < MAX_LEN:
                 log.info("event=max_length_floor model=nlu cap=%d used=%d why=prompt_needs_%d_tokens",
                          max_length_cap, self.max_length, MIN_MAX_LEN)
-        self.info = ModelInfo(self.family, name or str(model_dir), str(model_dir), self.max_length, None,
-                              plan.device, plan.dtype, plan.engine)
+        self.info = describe(self, model_dir, name, plan, self.max_length, None)
+        self.queue = own_queue(self, plan)
         log.info("event=model_loaded family=nlu path=%s vocab=%d+%d hidden=%d layers=%d max_length=%d device=%s "
                  "dtype=%s engine=%s", model_dir, base_vocab, len(ADDED_TOKENS), hidden,
                  int(config["num_hidden_layers"]), self.max_length, plan.device, plan.dtype, plan.engine)
@@ -113,21 +112,24 @@ class NluAdapter:
 
     # -- public ---------------------------------------------------------------------------------------------
 
-    def infer(self, text: str, schema: Any, task: str | None = None, *, max_batch_tokens: int = 16384,
-              max_batch_size: int = 32, max_forwards: int = pipeline.Budget.max_forwards,
+    def infer(self, text: str, schema: Any, task: str | None = None, *, max_batch_tokens: int | None = None,
+              max_batch_size: int | None = None, max_forwards: int = pipeline.Budget.max_forwards,
               max_paths: int = pipeline.Budget.max_paths) -> dict[str, Any]:
         """{"task", "output": [[{type, span, offset: [start, end], score}, …], …], "truncated"}.
 
         Extraction: each inner list is a root-to-leaf path, ancestors first; `text[start:end] == span`.
         Classification: the chosen label path(s); `span` is the label and `offset` is [0, 0].
+        Windows go through the role's queue (`max_batch_*` given: this call's own forwards with those limits).
         `max_forwards` / `max_paths`: the request's work budget (pipeline.Budget); past it, BudgetExceededError."""
         parsed = parse_schema(schema)
         resolved, body = resolve_task(text, task)
-        if max_batch_tokens < 1 or max_batch_size < 1:
+        if (max_batch_tokens is not None and max_batch_tokens < 1) or (max_batch_size is not None
+                                                                       and max_batch_size < 1):
             raise InputError("max_batch_tokens and max_batch_size must be ≥ 1")
+        queue = queue_for_call(self, self.plan, max_batch_tokens, max_batch_size)
 
         def forward(windows: Sequence[Window], reduce: pipeline.Reduce) -> list:
-            return self._forward(windows, reduce, max_batch_tokens, max_batch_size)
+            return self._forward(queue, windows, reduce)
 
         budget = pipeline.Budget(max_forwards, max_paths)
         if resolved == "extract":
@@ -143,33 +145,34 @@ class NluAdapter:
                   result.forwards, result.truncated)
         return {"task": resolved, "output": output, "truncated": result.truncated}
 
-    def window_logits(self, windows: Sequence[Window], *, max_batch_tokens: int = 16384,
-                      max_batch_size: int = 32) -> list[np.ndarray]:
-        """Each window's (L, L) float32 logits, run in planned batches (tests compare batch sizes with this)."""
-        return self._forward(windows, lambda w, logits: logits.copy(), max_batch_tokens, max_batch_size)
+    def window_logits(self, windows: Sequence[Window], *, max_batch_tokens: int | None = None,
+                      max_batch_size: int | None = None) -> list[np.ndarray]:
+        """Each window's (L, L) float32 logits (tests compare batch sizes with this)."""
+        queue = queue_for_call(self, self.plan, max_batch_tokens, max_batch_size)
+        return self._forward(queue, windows, lambda w, logits: logits.copy())
+
+    # -- the family interface (app/models/family.py) ---------------------------------------------------------
+
+    def forward_batch(self, windows: Sequence[Window]) -> list[np.ndarray]:
+        """Each window's (L, L) float32 logits — views into the forward's output, reduced by the caller before
+        the next forward (they are the largest thing a level holds)."""
+        import torch
+
+        ids, positions, mask = self._collate(windows)
+        with torch.inference_mode():
+            logits = self.model(ids, positions, mask).float().cpu().numpy()
+        return [logits[row, : len(w), : len(w)] for row, w in enumerate(windows)]
 
     # -- internals ------------------------------------------------------------------------------------------
 
-    def _forward(self, windows: Sequence[Window], reduce: pipeline.Reduce, max_batch_tokens: int,
-                 max_batch_size: int) -> list:
-        import torch
-
+    def _forward(self, queue: WorkQueue, windows: Sequence[Window], reduce: pipeline.Reduce) -> list:
         hook = self.window_hook
         if hook is not None:
             for w in windows:
                 hook(w)
         with self._count_lock:
             self.forward_count += len(windows)
-        lengths = [len(w) for w in windows]
-
-        def run(batch: list[int]) -> list:
-            ids, positions, mask = self._collate([windows[i] for i in batch])
-            with torch.inference_mode():
-                logits = self.model(ids, positions, mask)
-                logits = logits.float().cpu().numpy()
-            return [reduce(windows[i], logits[row, : lengths[i], : lengths[i]]) for row, i in enumerate(batch)]
-
-        return run_batched(lengths, run, max_batch_tokens, max_batch_size, self.plan.min_batch_fill)
+        return queue.run(windows, [len(w) for w in windows], lambda i, logits: reduce(windows[i], logits))
 
     def _collate(self, windows: Sequence[Window]):  # noqa: ANN202 - torch tensors
         import torch

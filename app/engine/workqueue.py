@@ -1,0 +1,254 @@
+"""The engine owns the work: one queue per model role, and one worker thread that forms every forward from what
+is queued, across requests.
+
+A request hands its queue a list of work items — encoded texts, text pairs, NLU windows, each with its length in
+tokens — and waits. The worker takes items from every waiting request, plans them under the token budget, the
+batch-size cap and the fill floor (app/engine/batching.py: longest first, padding reaches only the longest of
+its own forward), runs one forward through the model (with the scheduler's out-of-memory split and retry), and
+hands each request its slice. A lone request never waits for company: the worker starts the moment an item
+arrives, and a lone request's forwards are exactly the ones `plan_batches` gives for it alone. Company comes
+from the forward in flight: whatever arrives while it runs shares the next one. (TEI's queue.rs and Infinity's
+batch handler work the same way.)
+
+Fairness, the rule: requests take turns. Each forward is formed by going round the waiting requests in turn
+order — oldest first on arrival, then whoever was served longest ago — taking each request's next item (its
+items go longest first) until `max_batch_size` candidates are on the table; the candidates are planned, and the
+forward is the planned batch that holds the first candidate of the request whose turn it is. That request then
+goes to the back of the line. So a 10,000-text request shares the worker with a single text that arrives after
+it: the single text runs within the next forward or two (one per request ahead of it), not after 10,000 texts.
+
+Deadlines and cancellation travel with the items: each request carries its WorkScope (app/engine/cancellation.py,
+captured where the request was submitted). Before every forward the worker checks every waiting request;
+a cancelled or expired one is failed and its remaining items dropped, so no forward runs for nobody.
+
+With `across=False` (setting batch_across_requests=off) a request runs its own forwards in its own thread, as
+before the queue existed; kept for comparison (bench: `python -m app bench-batching`).
+
+The model side is `forward(payloads) -> results`, one result per payload in order (BatchModel below);
+`finish(index, result)` (optional, per request) reduces a result in the worker as soon as its forward ends — the
+NLU walk keeps its spans and drops each window's (L, L) logits there. No torch here.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from app.engine.batching import plan_batches
+from app.engine.cancellation import WorkScope, current_scope
+from app.engine.scheduler import run_batched, run_with_retry
+
+log = logging.getLogger(__name__)
+
+Finish = Callable[[int, Any], Any]
+
+
+class BatchModel(Protocol):
+    """What the engine needs from a model family: run one forward over ready work items."""
+
+    def forward_batch(self, payloads: Sequence[Any]) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_batch_tokens: int
+    max_batch_size: int
+    min_fill: float = 0.0
+
+
+@dataclass(eq=False)
+class _Request:
+    payloads: Sequence[Any]
+    lengths: Sequence[int]
+    finish: Finish | None
+    scope: WorkScope | None
+    pending: list[int]  # item indices not yet taken by a forward, longest first
+    results: list[Any]
+    left: int
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+    def fail(self, error: BaseException) -> None:
+        if self.error is None:
+            # The traceback would hold the worker's frames (and the forward's tensors) for as long as the
+            # request thread keeps the error; the worker logs anything unexpected before it gets here.
+            self.error = error.with_traceback(None)
+        self.pending.clear()
+        self.done.set()
+
+
+@dataclass
+class QueueStats:
+    forwards: int = 0
+    items: int = 0
+    shared_forwards: int = 0  # forwards that held items of more than one request
+
+
+class WorkQueue:
+    """One model role's queue and worker. `run` is called from request threads (any number at once)."""
+
+    def __init__(self, name: str, model: BatchModel, limits: BatchLimits, *, across: bool = True) -> None:
+        self.name = name
+        self.model = model
+        self.limits = limits
+        self.across = across
+        self.stats = QueueStats()
+        self._lock = threading.Condition()
+        self._turns: deque[_Request] = deque()
+        self._worker: threading.Thread | None = None
+        self._closed = False
+
+    # ---- request side --------------------------------------------------------------------------------------
+    def run(self, payloads: Sequence[Any], lengths: Sequence[int], finish: Finish | None = None) -> list[Any]:
+        """Results for `payloads` in their order (each through `finish` when given). Raises what a forward
+        raised for these items, CancelledError / DeadlineExceededError when the request's scope ends first."""
+        if len(payloads) != len(lengths):
+            raise ValueError("one length per payload")
+        if not payloads:
+            return []
+        if not self.across:
+            return self._run_alone(payloads, lengths, finish)
+        scope = current_scope()
+        if scope is not None:
+            scope.check()
+        order = sorted(range(len(payloads)), key=lambda i: -lengths[i])
+        req = _Request(payloads, lengths, finish, scope, order, [None] * len(payloads), len(payloads))
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"the {self.name} queue is closed")
+            self._turns.append(req)
+            self._ensure_worker()
+            self._lock.notify()
+        req.done.wait()
+        if req.error is not None:
+            raise req.error
+        return req.results
+
+    def _run_alone(self, payloads: Sequence[Any], lengths: Sequence[int], finish: Finish | None) -> list[Any]:
+        def run(batch: list[int]) -> list[Any]:
+            out = self.model.forward_batch([payloads[i] for i in batch])
+            return [finish(i, r) if finish else r for i, r in zip(batch, out, strict=True)]
+
+        lim = self.limits
+        return run_batched(lengths, run, lim.max_batch_tokens, lim.max_batch_size, lim.min_fill)
+
+    @property
+    def waiting(self) -> int:
+        """Requests with items queued or in the forward now running."""
+        with self._lock:
+            return len(self._turns)
+
+    def close(self) -> None:
+        """Stop the worker once the queue is empty (tests; the server's process exit needs nothing)."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+        if self._worker is not None:
+            self._worker.join()
+
+    # ---- worker side ---------------------------------------------------------------------------------------
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._loop, name=f"wenmo-{self.name}-worker", daemon=True)
+            self._worker.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._turns and not self._closed:
+                    self._lock.wait()
+                if not self._turns:
+                    return
+                self._drop_stopped()
+                taken = self._form_forward()
+            if taken:
+                self._run_forward(taken)
+
+    def _drop_stopped(self) -> None:
+        for req in list(self._turns):
+            if req.scope is None:
+                continue
+            try:
+                req.scope.check()
+            except Exception as e:  # CancelledError / DeadlineExceededError
+                req.fail(e)
+        self._forget_finished()
+
+    def _forget_finished(self) -> None:
+        # A failed request leaves the line at once; its items still in a running forward are skipped when that
+        # forward delivers. A request whose last items are in the running forward stays until they come back.
+        self._turns = deque(r for r in self._turns if r.error is None and r.left > 0)
+
+    def _form_forward(self) -> list[tuple[_Request, int]]:
+        """Pick the next forward's items (the turn rule in the module docstring) and take them off the line."""
+        lim = self.limits
+        candidates: list[tuple[_Request, int]] = []
+        turns = [r for r in self._turns if r.pending]
+        if not turns:
+            return []
+        cursors = [0] * len(turns)
+        progressed = True
+        while len(candidates) < lim.max_batch_size and progressed:
+            progressed = False
+            for k, req in enumerate(turns):
+                if cursors[k] < len(req.pending) and len(candidates) < lim.max_batch_size:
+                    candidates.append((req, req.pending[cursors[k]]))
+                    cursors[k] += 1
+                    progressed = True
+        lengths = [req.lengths[i] for req, i in candidates]
+        batches = plan_batches(lengths, lim.max_batch_tokens, lim.max_batch_size, lim.min_fill)
+        chosen = next(b for b in batches if 0 in b)
+        taken = [candidates[p] for p in chosen]
+        by_request: dict[int, set[int]] = {}
+        for req, i in taken:
+            by_request.setdefault(id(req), set()).add(i)
+        for req in turns:
+            gone = by_request.get(id(req))
+            if gone:
+                req.pending = [i for i in req.pending if i not in gone]
+        # The served request goes to the back of the line.
+        head = turns[0]
+        self._turns.remove(head)
+        self._turns.append(head)
+        return taken
+
+    def _run_forward(self, taken: list[tuple[_Request, int]]) -> None:
+        try:
+            outputs = run_with_retry(lambda batch: self.model.forward_batch([taken[p][0].payloads[taken[p][1]]
+                                                                             for p in batch]),
+                                     list(range(len(taken))))
+        except Exception as e:
+            if not getattr(e, "http_status", None):  # not one of ours: keep its traceback in the log
+                log.exception("event=forward_failed queue=%s items=%d", self.name, len(taken))
+            outputs = None
+            error: BaseException | None = e
+        else:
+            error = None
+        with self._lock:
+            self.stats.forwards += 1
+            self.stats.items += len(taken)
+            if len({id(r) for r, _ in taken}) > 1:
+                self.stats.shared_forwards += 1
+        for p, (req, i) in enumerate(taken):
+            if req.error is not None:
+                continue
+            if error is not None:
+                req.fail(copy.copy(error))  # each request raises its own instance, in its own thread
+                continue
+            try:
+                req.results[i] = req.finish(i, outputs[p]) if req.finish else outputs[p]  # type: ignore[index]
+            except Exception as e:  # this request's own reduction failed (e.g. its NLU budget): only it fails
+                if not getattr(e, "http_status", None):
+                    log.exception("event=finish_failed queue=%s", self.name)
+                req.fail(e)
+                continue
+            req.left -= 1
+            if req.left == 0:
+                req.done.set()
+        with self._lock:
+            self._forget_finished()

@@ -1,0 +1,72 @@
+"""What every model family in this package is, and the one recipe that loads its weights.
+
+A family (GTE embedder, StructBERT cross-encoder, RexUniNLU) implements the same small interface:
+
+- load: `load_module` below — the module is built on the meta device and the checkpoint's tensors become its
+  parameters (app/models/checkpoint.py), then the engine wraps it for the runtime plan (dtype, DeepSpeed);
+- encode: request inputs → work items, each with its length in tokens (texts, pairs, NLU windows);
+- `forward_batch(items)`: one forward over ready items (padding, the network, per-item raw results) — the
+  engine's worker calls it with items from any number of requests (app/engine/workqueue.py), so it keeps no
+  per-request state;
+- post-process: raw results → the family's output (normalised vectors, probabilities, spans).
+
+The public methods (`embed`, `score`, `infer`) chain these through `self.queue`, the role's WorkQueue: the
+composition root gives each model the engine's shared queue; until then a model has a private one that runs
+each call's forwards in the caller's thread (tests, the bench, one-off scripts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from app.engine.runtime import RuntimePlan
+from app.engine.workqueue import BatchLimits, WorkQueue
+from app.engine.wrapping import prepare_module
+from app.models.checkpoint import load_into, parameters_on_meta
+from app.models.encoding import ModelInfo
+
+# A call's own forwards when no shared queue is attached: the Settings defaults for max_batch_tokens/size.
+DEFAULT_LIMITS = (16384, 128)
+
+
+class ModelFamily(Protocol):
+    family: str
+    info: ModelInfo
+    queue: WorkQueue
+    batch_size_cap: int | None  # items per forward at most whatever max_batch_size says (None: no own cap)
+
+    def forward_batch(self, payloads: Sequence[Any]) -> list[Any]: ...
+
+
+def load_module(model_dir: Path, plan: RuntimePlan, construct: Callable[[], Any], state: dict[str, Any], *,
+                ignore: tuple[str, ...] = (), kernel_inject_supported: bool = True) -> tuple[Any, Any]:
+    """(the bare module, the module prepared for `plan`): built without a second copy of the weights."""
+    with parameters_on_meta():
+        module = construct()
+    load_into(module, state, str(model_dir), ignore=ignore)
+    return module, prepare_module(module, plan, kernel_inject_supported=kernel_inject_supported)
+
+
+def own_queue(model: ModelFamily, plan: RuntimePlan, max_batch_tokens: int | None = None,
+              max_batch_size: int | None = None) -> WorkQueue:
+    """A queue that runs each call's forwards alone, in the caller's thread."""
+    size = max_batch_size or min(DEFAULT_LIMITS[1], model.batch_size_cap or DEFAULT_LIMITS[1])
+    limits = BatchLimits(max_batch_tokens or DEFAULT_LIMITS[0], size, plan.min_batch_fill)
+    return WorkQueue(model.family, model, limits, across=False)
+
+
+def queue_for_call(model: ModelFamily, plan: RuntimePlan, max_batch_tokens: int | None,
+                   max_batch_size: int | None) -> WorkQueue:
+    """The model's queue, or — when a call names its own batch limits (the bench compares them, tests pin them)
+    — a private queue with those limits for this call alone."""
+    if max_batch_tokens is None and max_batch_size is None:
+        return model.queue
+    return own_queue(model, plan, max_batch_tokens, max_batch_size)
+
+
+def describe(model: Any, model_dir: Path, name: str | None, plan: RuntimePlan, max_length: int,
+             dimension: int | None) -> ModelInfo:
+    return ModelInfo(model.family, name or str(model_dir), str(model_dir), max_length, dimension, plan.device,
+                     plan.dtype, plan.engine)
