@@ -462,7 +462,7 @@ def test_concurrent_calls_give_the_same_results_as_sequential_ones(nlu):
         (NER_TEXT, {}, None, "schema is empty"),
         (NER_TEXT, {1: None}, None, "must be a string"),
         (NER_TEXT, {"a": {"b": {"c": {"d": {"e": None}}}}}, None, "more than 4 levels"),
-        (NER_TEXT, {f"t{i}": None for i in range(65)}, None, "more than 64 types"),
+        (NER_TEXT, {f"t{i}": None for i in range(513)}, None, "more than 512 types"),
         (NER_TEXT, {"a": []}, None, 'schema["a"]: the value is a list'),
         (NER_TEXT, {"a": "x"}, None, 'schema["a"]: the value is a string'),
         ("北京[TYPE]上海", NER_SCHEMA, None, "control token [TYPE] at character 2"),

@@ -90,10 +90,11 @@ def test_too_deep_points_at_the_first_key_beyond_the_limit():
 def test_too_many_types_counts_every_level():
     flat = {f"t{i}": None for i in range(MAX_TYPES)}
     assert len(parse_schema(flat)) == MAX_TYPES
-    nested = {"root": {f"t{i}": None for i in range(MAX_TYPES)}}  # 65 keys in total
+    nested = {"root": {f"t{i}": None for i in range(MAX_TYPES)}}  # 513 keys in total
     with pytest.raises(InputError) as err:
         parse_schema(nested)
-    assert "more than 64 types" in err.value.message and 'schema["root"]["t63"]' in err.value.message
+    assert MAX_TYPES == 512
+    assert "more than 512 types" in err.value.message and 'schema["root"]["t511"]' in err.value.message
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,8 @@ def test_a_type_name_of_exactly_the_maximum_length_is_kept():
 def test_too_many_types_says_to_split_the_request():
     schema = {f"t{i}": None for i in range(MAX_TYPES + 1)}
     assert message(parse_schema, schema) == (
-        f'schema["t{MAX_TYPES}"]: the schema has more than {MAX_TYPES} types in total; split it into several requests')
+        f'schema["t{MAX_TYPES}"]: the schema has more than {MAX_TYPES} types in total (all levels together); at most '
+        f"{MAX_TYPES} are allowed — split it into several requests of at most {MAX_TYPES} types each")
 
 
 def test_a_key_that_is_not_a_string_is_named_with_its_kind():

@@ -1,16 +1,19 @@
 """The recursive schema walk (spec §4–§5, with Wenmo's decisions of §7), over any forward function.
 
 Level 0 asks for the schema's top-level types; every found item whose type has sub-types becomes a prefix
-group of the next level; levels run until no group remains. The forward function is injected, so the same
-walk runs on the real model (the adapter batches windows and calls the network) and on planted logits in
-tests. It receives a level's windows and a `reduce(window, logits)` to apply to each window's (L, L)
-logits, and returns the reductions in window order — logits never outlive their batch.
+group of the next level; levels run until no group remains. A level's types are split into hints of at most
+256 tokens (prompt.iter_hints), so a schema of any size is read; what it costs, hints × windows per level, is
+what Budget bounds. The forward function is injected, so the same walk runs on the real model (the adapter
+batches windows and calls the network) and on planted logits in tests. It receives a level's windows and a
+`reduce(window, logits)` to apply to each window's (L, L) logits, and returns the reductions in window order —
+logits never outlive their batch.
 
 Pure Python + numpy: no torch.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,13 +33,16 @@ from app.models.uninlu.prompt import (
     MAX_LEN,
     STRIDE,
     Hint,
+    HintLayout,
     Item,
     Key,
     PromptTokenizer,
     Window,
     build_hints,
     build_windows,
+    iter_hints,
     layout_hint,
+    window_ranges,
 )
 from app.models.uninlu.schema import CLASSIFY_TOKEN, MULTI_CLASSIFY_TOKEN, Schema, schema_paths
 
@@ -57,22 +63,30 @@ class WalkResult:
 @dataclass
 class Budget:
     """What one request may cost: windows run (all levels together) and spans found (output paths plus the
-    prefixes of nested types). Nested types multiply: each span found for a type with sub-types is read again
-    as a prefix over the whole text, so a deep schema on a long text (or a model that finds spans everywhere)
-    grows without bound unless it is counted. Checked before each level's windows are built and as spans are
-    found, so memory stays bounded by the budget, not by what the request would have grown to."""
+    prefixes of nested types). A level costs (its hints) × (windows of the text per hint): a hint holds up to
+    256 tokens of type names (about 50 four-character types), so a big schema costs several passes per window.
+    Nested types multiply: each span found for a type with sub-types is read again as a prefix over the whole
+    text, so a deep schema on a long text (or a model that finds spans everywhere) grows without bound unless
+    it is counted. A level's windows are counted from its hints before any of them runs (a level past the
+    budget is refused whole, not after part of it ran) and spent as they are built; spans are counted as they
+    are found. Memory stays bounded by the budget, not by what the request would have grown to."""
 
     max_forwards: int = 1 << 62
     max_paths: int = 1 << 62
     forwards: int = 0
 
-    def spend_forwards(self, n: int, level: int) -> None:
+    def check_forwards(self, n: int, level: int) -> None:
+        """Raise when `n` more windows would pass the budget (`n` may be a lower bound: "at least")."""
         if self.forwards + n > self.max_forwards:
             raise BudgetExceededError(
-                f"this request needs more than {self.max_forwards} model passes (WENMO_NLU_MAX_FORWARDS; "
-                f"{self.forwards + n} by schema level {level + 1}): every span found for a type with sub-types "
-                "is read again over the whole text. Narrow it: a shorter text (split it), fewer nested types, "
-                "or a flatter schema")
+                f"this request needs more than {self.max_forwards} model passes (WENMO_NLU_MAX_FORWARDS; at least "
+                f"{self.forwards + n} by schema level {level + 1}): each level reads the text once per hint "
+                "(a hint holds up to 256 tokens of type names, about 50 short types) and every span found for a "
+                "type with sub-types is read again over the whole text. Narrow it: a shorter text (split it), "
+                "fewer types, fewer nested types, or a flatter schema")
+
+    def spend_forwards(self, n: int, level: int) -> None:
+        self.check_forwards(n, level)
         self.forwards += n
 
     def check_paths(self, n: int) -> None:
@@ -87,37 +101,61 @@ class Budget:
 CHUNK_WINDOWS = 256
 
 
-class _Level:
-    """Hints and windows of one level, built from its prefix groups."""
+def _layout(tok: PromptTokenizer, hint: Hint) -> HintLayout:
+    ids, _ = tok.encode(hint.text)
+    layout = layout_hint(ids, tok.cls_id, tok.prefix_id, tok.type_id)
+    if len(layout.anchor_tokens) != len(hint.anchors):
+        raise AssertionError(f"hint {hint.text!r}: {len(layout.anchor_tokens)} [TYPE] tokens for "
+                             f"{len(hint.anchors)} types")
+    return layout
 
-    def __init__(self, tok: PromptTokenizer, groups: list[tuple[Key, Schema]], level: int) -> None:
-        self.hints: list[Hint] = build_hints(groups, tok.count)
+
+def _counter(tok: PromptTokenizer) -> Callable[[str], int]:
+    """tok.count remembered for one walk: every prefix group of a level asks for the same sub-type names
+    (hundreds of them in a big schema), and a level's hints are generated twice (counted, then built)."""
+    return functools.cache(tok.count)
+
+
+class _Level:
+    """Hints and layouts of one classification level, built from its prefix groups (at most one group per label
+    with sub-labels: bounded by the schema, so held whole)."""
+
+    def __init__(self, tok: PromptTokenizer, count: Callable[[str], int], groups: list[tuple[Key, Schema]],
+                 level: int) -> None:
+        self.hints: list[Hint] = build_hints(groups, count)
         self.level = level
-        self.layouts = []
-        for hint in self.hints:
-            ids, _ = tok.encode(hint.text)
-            layout = layout_hint(ids, tok.cls_id, tok.prefix_id, tok.type_id)
-            if len(layout.anchor_tokens) != len(hint.anchors):
-                raise AssertionError(f"hint {hint.text!r}: {len(layout.anchor_tokens)} [TYPE] tokens for "
-                                     f"{len(hint.anchors)} types")
-            self.layouts.append(layout)
+        self.layouts = [_layout(tok, hint) for hint in self.hints]
+
+
+def level_windows(groups: Sequence[tuple[Key, Schema]], count: Callable[[str], int], n_text: int, max_len: int,
+                  stop_after: int | None = None) -> int:
+    """Extraction windows one level needs: Σ over its hints of the text's windows beside that hint, from the
+    hints' token counts alone (nothing is tokenized but the type names). Stops once past `stop_after`."""
+    total = 0
+    for hint in iter_hints(groups, count):
+        total += len(window_ranges(n_text, max_len - hint.tokens - 1, STRIDE))
+        if stop_after is not None and total > stop_after:
+            break
+    return total
 
 
 def extract(text: str, schema: Schema, tok: PromptTokenizer, forward: Forward, *, max_len: int = MAX_LEN,
             budget: Budget | None = None) -> WalkResult:
     """Extraction: every root-to-leaf path found, each element pointing into `text`."""
     budget = budget or Budget()
+    count = _counter(tok)
     text_ids, text_offsets = tok.encode(text)
     legal = schema_paths(schema)
     groups: dict[tuple, tuple[Key, Schema]] = {(): ((), schema)}
     seen: set[tuple] = set()
     paths: list[Key] = []
     level_no = 0
-    # ident → (order key, item path, sub-schema), the earliest occurrence in the deterministic order:
-    # windows, then spans row-major, then anchors in prompt order (a later hint split's anchors after an
-    # earlier one's). Overlapping windows repeat items: the earliest is kept, whatever order the batches
-    # ran in. Spans are compared by their characters, not their token indices: hint splits have different
-    # hint lengths, so the same span sits at different indices.
+    # ident → (order key, item path, sub-schema), the earliest occurrence in the reference's order: hint
+    # splits, then windows, then spans row-major, then anchors in prompt order (the reference runs a level's
+    # hints one after the other and appends each window's finds). An anchor lives in exactly one split, so an
+    # item's split is fixed; overlapping windows repeat items and the earliest is kept, whatever order the
+    # batches ran in. Spans are compared by their characters, not their token indices: hint splits have
+    # different hint lengths, so the same span sits at different indices.
     best: dict[tuple, tuple[tuple, Key, Schema | None]] = {}
 
     def collect(w: Window, logits: np.ndarray) -> None:
@@ -135,7 +173,7 @@ def extract(text: str, schema: Schema, tok: PromptTokenizer, forward: Forward, *
             if end <= start:  # never an empty span
                 continue
             anchor = w.hint.anchors[h.anchor]
-            order = (w.index, start, end, w.hint.split, h.anchor)
+            order = (w.hint.split, w.index, start, end, h.anchor)
             item = Item(anchor.type, text[start:end], start, end, round(h.score, SCORE_DIGITS))
             path = (*anchor.key, item)
             ident = tuple((it.type, it.start, it.end) for it in path)
@@ -147,11 +185,16 @@ def extract(text: str, schema: Schema, tok: PromptTokenizer, forward: Forward, *
                 budget.check_paths(len(seen) + len(best))
 
     while groups:
-        level = _Level(tok, list(groups.values()), level_no)
+        level_groups = list(groups.values())
+        # The whole level is counted first, so a level past the budget runs none of its windows; the count
+        # stops just past the budget, so neither does it build every hint of a level that could not run.
+        room = budget.max_forwards - budget.forwards
+        budget.check_forwards(level_windows(level_groups, count, len(text_ids), max_len, stop_after=room), level_no)
         best.clear()
         pending: list[Window] = []
-        for hint, layout in zip(level.hints, level.layouts, strict=True):
-            windows = build_windows(hint, layout, text_ids, text_offsets, tok.sep_id, level=level_no,
+        # Hints are built one at a time and their windows run in chunks: a level holds one chunk, not all.
+        for hint in iter_hints(level_groups, count):
+            windows = build_windows(hint, _layout(tok, hint), text_ids, text_offsets, tok.sep_id, level=level_no,
                                     max_len=max_len, stride=STRIDE)
             budget.spend_forwards(len(windows), level_no)
             pending += windows
@@ -187,6 +230,7 @@ def classify(body: str, schema: Schema, tok: PromptTokenizer, forward: Forward, 
         raise AssertionError(f"the tokenizer did not keep {marker} as one token")
     legal = schema_paths(schema)
     budget = budget or Budget()
+    count = _counter(tok)
     cache: dict[str, LabelCells] = {}
     state = {"truncated": False}
 
@@ -206,7 +250,7 @@ def classify(body: str, schema: Schema, tok: PromptTokenizer, forward: Forward, 
         groups: dict[tuple, tuple[Key, Schema]] = {(): ((), schema)}
         level_no = 0
         while groups:
-            level = _Level(tok, list(groups.values()), level_no)
+            level = _Level(tok, count, list(groups.values()), level_no)
             next_groups: dict[tuple, tuple[Key, Schema]] = {}
             best_of_level: Key | None = None
             for hint, cells in zip(level.hints, run_level(level), strict=True):

@@ -16,7 +16,7 @@ Pure Python (numpy for the mask only): no torch, no transformers at import time.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,9 @@ class Hint:
     text: str
     anchors: tuple[Anchor, ...]
     split: int  # index among the hints of its level
+    # `[CLS] hint [SEP]` in tokens by the reference's count (= a window's nh): how many windows the hint costs
+    # is known before it is tokenized. 0 for a hint made by hand.
+    tokens: int = 0
 
 
 def prefix_string(key: Key) -> str:
@@ -66,13 +69,19 @@ def prefix_string(key: Key) -> str:
 
 
 def build_hints(groups: Sequence[tuple[Key, Schema]], count: Callable[[str], int]) -> list[Hint]:
-    """Split one level's prefix groups into hints of at most HINT_MAX_LEN tokens (the reference's rule).
+    """Every hint of one level (see `iter_hints`)."""
+    return list(iter_hints(groups, count))
+
+
+def iter_hints(groups: Sequence[tuple[Key, Schema]], count: Callable[[str], int]) -> Iterator[Hint]:
+    """Split one level's prefix groups into hints of at most HINT_MAX_LEN tokens (the reference's rule), one
+    at a time: a level of many groups with many sub-types is never held whole (the caller stops at its budget).
 
     `count(s)` is the token cost of a piece: its tokens plus one for its [PREFIX]/[TYPE] token. The budget
     starts at 2 ([CLS], [SEP]); a prefix or type over 125 is skipped; when a group's first type (with the
     prefix) or a further type does not fit, a new hint starts and repeats `[PREFIX]<prefix>`.
     Groups keep their order (discovery order); types inside a group are sorted by code point."""
-    hints: list[Hint] = []
+    split = 0
     text = ""
     anchors: list[Anchor] = []
     used = 2
@@ -89,7 +98,8 @@ def build_hints(groups: Sequence[tuple[Key, Schema]], count: Callable[[str], int
             need = used + (prefix_cost if first else 0) + type_cost
             if need > HINT_MAX_LEN:
                 if text:
-                    hints.append(Hint(text, tuple(anchors), len(hints)))
+                    yield Hint(text, tuple(anchors), split, used)
+                    split += 1
                 text, anchors = PREFIX_TOKEN + prefix, []
                 used = 2 + prefix_cost
             elif first:
@@ -100,8 +110,7 @@ def build_hints(groups: Sequence[tuple[Key, Schema]], count: Callable[[str], int
             used += type_cost
             first = False
     if text:
-        hints.append(Hint(text, tuple(anchors), len(hints)))
-    return hints
+        yield Hint(text, tuple(anchors), split, used)
 
 
 class PromptTokenizer:

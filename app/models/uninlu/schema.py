@@ -30,7 +30,11 @@ TASKS = ("extract", "classify", "multi_classify")
 MARKERS = {"classify": CLASSIFY_TOKEN, "multi_classify": MULTI_CLASSIFY_TOKEN}
 
 MAX_DEPTH = 4
-MAX_TYPES = 64
+# Any number of types fits the prompt (a level's types are split into hints of at most 256 tokens, each one more
+# pass per window of text); the work budget (WENMO_NLU_MAX_FORWARDS) bounds what a schema costs. This cap only
+# keeps validation and prompt building small before the budget can bite: 512 four-character types are ~11
+# hints, 11 passes per window.
+MAX_TYPES = 512
 # A type longer than 125 tokens is skipped by the prompt builder; a BERT token covers at least one character,
 # so a key of at most 120 characters is never skipped.
 MAX_KEY_CHARS = 120
@@ -123,8 +127,8 @@ def _check_level(level: dict, keys: list[str], count: list[int]) -> Schema:
         count[0] += 1
         if count[0] > MAX_TYPES:
             raise InputError(
-                f"{_path(here)}: the schema has more than {MAX_TYPES} types in total; "
-                "split it into several requests"
+                f"{_path(here)}: the schema has more than {MAX_TYPES} types in total (all levels together); at "
+                f"most {MAX_TYPES} are allowed — split it into several requests of at most {MAX_TYPES} types each"
             )
         if len(here) > MAX_DEPTH:
             raise InputError(
