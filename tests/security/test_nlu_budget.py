@@ -18,7 +18,8 @@ from server_harness import PASSWORD, USER
 
 NESTED = {"人物": {"职位": None}}
 TEXT_200 = ("北大西洋议会春季会议26日在西班牙巴塞罗那闭幕，会长谷口清太郎等人出席。" * 8)[:200]
-# The worst shape the documented limits allow: 20,000 characters, 16 roots each 4 deep (64 types).
+# A worst-case shape within the documented limits: 20,000 characters, 16 roots each 4 deep (64 types; with
+# 512 types allowed, 128 such roots are refused sooner, by the path budget).
 WORST_SCHEMA = {f"根{i}": {f"二{i}": {f"三{i}": {f"四{i}": None}}} for i in range(16)}
 WORST_TEXT = ("谷口清太郎在日本名古屋积极筹资，北大西洋议会在西班牙闭幕。" * 700)[:20000]
 
