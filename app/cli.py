@@ -1,7 +1,9 @@
 """Shell subcommands: `python -m app embed | similarity | nlu | serve | fixtures | plan`.
 
-Every command shares the engine and the service with the web app. Bad input gets a clear message on
-stderr and exit status 2, never a traceback; a failed inference exits 1.
+Every command shares the engine and the service with the web app. Every `Settings` field is a flag here,
+built from its `scope` in app/config.py (no list of our own). An error leaves through `report_error`, the shell's
+one error renderer: its message on stderr and the exit status its class names in app/errors.py (bad input 2,
+a failed inference 1), never a traceback.
 """
 
 from __future__ import annotations
@@ -17,34 +19,28 @@ from pathlib import Path
 from typing import Any
 
 from app.config import Settings, env_name, flag_name
-from app.errors import InputError, ModelUnavailableError, WenmoError
+from app.errors import InputError, WenmoError
 from app.export import write_vectors
 from app.textinput import parse_lines
 
 log = logging.getLogger("app")
 
-COMMON_FIELDS = ("device", "dtype", "engine", "ds_config", "model_dir", "max_length", "max_batch_tokens",
-                 "max_batch_size", "max_texts", "max_chars", "nlu_max_forwards", "nlu_max_paths", "state_dir",
-                 "log_level")
-SERVE_FIELDS = ("host", "port", "max_concurrent", "max_queue", "drain_s", "request_timeout_s", "max_upload_mib",
-                "max_upload_files", "max_file_store_mib", "auth_max_failures", "auth_lockout_s", "auth_max_checks",
-                "trusted_proxies", "embed_model", "cross_model", "nlu_model")
-EXIT_INPUT = 2
-EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130  # the shell's own convention for Ctrl-C (128 + SIGINT), not an error class's
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
-    fields = {f.name: f for f in dataclasses.fields(Settings)}
-    for name in names:
-        f = fields[name]
+def add_setting_flags(parser: argparse.ArgumentParser, scope: str) -> None:
+    """A flag for every Settings field of `scope` ("common" or "serve"), named `--` + the field with dashes."""
+    for f in dataclasses.fields(Settings):
+        if f.metadata["scope"] != scope:
+            continue
         kind = {"int": int, "float": float}.get(str(f.type), str)
-        parser.add_argument(flag_name(name), dest=name, type=kind, default=None, choices=f.metadata["choices"],
-                            help=f"{f.metadata['help']} [env {env_name(name)}, default {f.default}]")
+        parser.add_argument(flag_name(f.name), dest=f.name, type=kind, default=None, choices=f.metadata["choices"],
+                            help=f"{f.metadata['help']} [env {env_name(f.name)}, default {f.default}]")
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    add_setting_flags(common, COMMON_FIELDS)
+    add_setting_flags(common, "common")
     common.add_argument("--demo", action="store_true",
                         help="use tiny random-weight models built locally (no network; outputs are meaningless)")
 
@@ -74,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--input", help='JSONL file: {"text": ..., "schema": ..., "task": optional} per line')
 
     v = sub.add_parser("serve", parents=[common], help="run the web app (UI + HTTP API)")
-    add_setting_flags(v, SERVE_FIELDS)
+    add_setting_flags(v, "serve")
     v.add_argument("--no-auth", action="store_true", help="no authentication (only on a loopback address)")
 
     f = sub.add_parser("fixtures", help="write tiny (or --full size) random-weight checkpoints")
@@ -83,10 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("plan", parents=[common], help="print the runtime plan and what ds_config.json does")
 
-    from bench.cli import add_bench_parser, add_loadtest_parser
+    from bench.cli import add_batching_parser, add_bench_parser, add_loadtest_parser
 
     add_bench_parser(sub, common)
     add_loadtest_parser(sub, common)
+    add_batching_parser(sub, common)
     return p
 
 
@@ -128,9 +125,8 @@ def cmd_similarity(args: argparse.Namespace, settings: Settings) -> int:
     candidates = parse_lines(data, skip_blank=args.skip_blank, source=source)
     roles = ["embed", "cross"] if args.cross_model else ["embed"]
     service = service_for(settings, roles, args.demo)
-    out = service.similarity(args.source, candidates, rerank=bool(args.cross_model))
-    out.pop("elapsed_s", None)
-    print(json.dumps(out, ensure_ascii=False))
+    result = service.similarity(args.source, candidates, rerank=bool(args.cross_model))
+    print(json.dumps(result.as_dict(), ensure_ascii=False))
     return 0
 
 
@@ -159,12 +155,12 @@ def cmd_nlu(args: argparse.Namespace, settings: Settings) -> int:
     service = service_for(settings, ["nlu"], args.demo)
     for i, req in enumerate(requests):
         try:
-            out = service.nlu(req["text"], req["schema"], req["task"])
+            result = service.nlu(req["text"], req["schema"], req["task"])
         except InputError as e:
             if len(requests) > 1:
                 raise InputError(f"request {i + 1}: {e.message}") from None
             raise
-        print(json.dumps(out, ensure_ascii=False), flush=True)
+        print(json.dumps(result.as_dict(), ensure_ascii=False), flush=True)
     return 0
 
 
@@ -202,8 +198,15 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
     return run_loadtest(args, settings)
 
 
+def cmd_bench_batching(args: argparse.Namespace, settings: Settings) -> int:
+    from bench.cli import run_batching
+
+    return run_batching(args, settings)
+
+
 COMMANDS = {"embed": cmd_embed, "similarity": cmd_similarity, "nlu": cmd_nlu, "serve": cmd_serve,
-            "fixtures": cmd_fixtures, "plan": cmd_plan, "bench": cmd_bench, "loadtest": cmd_loadtest}
+            "fixtures": cmd_fixtures, "plan": cmd_plan, "bench": cmd_bench, "loadtest": cmd_loadtest,
+            "bench-batching": cmd_bench_batching}
 
 
 def configure_logging(level: str) -> None:
@@ -212,22 +215,26 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
+def report_error(error: BaseException) -> int:
+    """The shell's one error renderer: `error: <message>` on stderr, and the exit status the error's class names
+    (app/errors.py). A failure no check foresaw (a broken checkpoint, a bug) gets one line too, never a traceback,
+    and WenmoError's status."""
+    if isinstance(error, WenmoError):
+        print(f"error: {error.message}", file=sys.stderr)
+        return error.exit_code
+    log.debug("event=cli_failed", exc_info=error)  # --log-level DEBUG shows where
+    print(f"error: the command failed: {type(error).__name__}: {error} (run with --log-level DEBUG for the "
+          "details)", file=sys.stderr)
+    return WenmoError.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # a usage error exits 2 from argparse, InputError's status
     try:
         settings = settings_from(args)
         configure_logging(settings.log_level)
         return COMMANDS[args.command](args, settings)
-    except (InputError, ModelUnavailableError) as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        return EXIT_INPUT
-    except WenmoError as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
-    except Exception as e:  # a failure no check foresaw (a broken checkpoint, a bug): a message, never a traceback
-        log.debug("event=cli_failed", exc_info=e)  # --log-level DEBUG shows where
-        print(f"error: the command failed: {type(e).__name__}: {e} (run with --log-level DEBUG for the details)",
-              file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        return report_error(e)

@@ -1,7 +1,11 @@
 """Settings: one frozen dataclass, read from the environment here and nowhere else.
 
 Every field has one name everywhere: field `max_batch_tokens` = env `WENMO_MAX_BATCH_TOKENS` = flag
-`--max-batch-tokens`. Invalid values fail at start with the valid choices in the message.
+`--max-batch-tokens`. Each field's `scope` says which commands take its flag (app/cli.py builds the flags from
+it, no list of its own): `common` every command that runs a model, `serve` only the server, `env` no command
+(secrets, which a command line would show to `ps`). The README's settings table has one row per field
+(tests/unit/test_settings_names.py holds the three together). Invalid values fail at start with the valid
+choices in the message.
 One variable outside that scheme is read here too: systemd's CREDENTIALS_DIRECTORY, where a `wenmo-auth`
 credential (LoadCredential=) is the auth file when neither WENMO_AUTH nor WENMO_AUTH_FILE is given.
 Imports nothing from the rest of the app except the error tree.
@@ -31,10 +35,13 @@ ENGINE_CHOICES = ("auto", "torch", "deepspeed")
 SYSTEMD_CREDENTIAL = "wenmo-auth"  # the credential's name in $CREDENTIALS_DIRECTORY
 
 
-def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None, *, flag: bool = True,
+SCOPES = ("common", "serve", "env")  # which commands take a field's flag: see the module docstring
+
+
+def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None, *, scope: str = "common",
          secret: bool = False) -> Any:
-    # `flag=False`: environment only (secrets must never be on a command line, where `ps` shows them).
-    return field(default=default, metadata={"help": help, "choices": choices, "flag": flag}, repr=not secret)
+    assert scope in SCOPES, scope
+    return field(default=default, metadata={"help": help, "choices": choices, "scope": scope}, repr=not secret)
 
 
 @dataclass(frozen=True)
@@ -63,37 +70,43 @@ class Settings:
                                        "together; beyond it the request is refused (422)")
     nlu_max_paths: int = _opt(10000, "RexUniNLU spans one request may find (output paths plus the prefixes of "
                                      "nested types); beyond it the request is refused (422)")
+    # `serve` only: a shell command runs until it is done or interrupted.
     request_timeout_s: float = _opt(300.0, "seconds one inference request may run (waiting for a slot not "
-                                           "counted); the work stops there and the request gets 504")
-    # models
-    embed_model: str = _opt(DEFAULT_EMBED_MODEL, "GTE embedding model: local directory or ModelScope id")
-    cross_model: str = _opt(DEFAULT_CROSS_MODEL, "StructBERT cross-encoder: local directory or ModelScope id")
-    nlu_model: str = _opt(DEFAULT_NLU_MODEL, "RexUniNLU model: local directory or ModelScope id")
+                                           "counted); the work stops there and the request gets 504", scope="serve")
+    # models (`serve` only: embed, similarity and nlu name theirs with options of their own, such as --model)
+    embed_model: str = _opt(DEFAULT_EMBED_MODEL, "GTE embedding model: local directory or ModelScope id",
+                            scope="serve")
+    cross_model: str = _opt(DEFAULT_CROSS_MODEL, "StructBERT cross-encoder: local directory or ModelScope id",
+                            scope="serve")
+    nlu_model: str = _opt(DEFAULT_NLU_MODEL, "RexUniNLU model: local directory or ModelScope id", scope="serve")
     # process
     state_dir: str = _opt(str(Path.home() / ".local" / "state" / "wenmo"),
                           "state directory (generated password, demo models, launcher events)")
     log_level: str = _opt("INFO", "log level", ("DEBUG", "INFO", "WARNING", "ERROR"))
     # serving
-    host: str = _opt("127.0.0.1", "address to bind (0.0.0.0 for every interface)")
-    port: int = _opt(7860, "port to listen on")
-    max_concurrent: int = _opt(0, "requests admitted to the engine at once (0: with batch_across_requests on, 64; "
-                                  "off: 2 on a GPU, 1 per 2 CPU cores)")
-    max_queue: int = _opt(16, "requests waiting for a slot before new ones are answered busy")
-    drain_s: float = _opt(30.0, "seconds in-flight requests get to finish after SIGTERM")
+    host: str = _opt("127.0.0.1", "address to bind (0.0.0.0 for every interface)", scope="serve")
+    port: int = _opt(7860, "port to listen on", scope="serve")
+    max_concurrent: int = _opt(0, "requests admitted to the engine at once (0: with batch_across_requests on, 32; "
+                                  "off: 2 on a GPU, 1 per 2 CPU cores)", scope="serve")
+    max_queue: int = _opt(16, "requests waiting for a slot before new ones are answered busy", scope="serve")
+    drain_s: float = _opt(30.0, "seconds in-flight requests get to finish after SIGTERM", scope="serve")
     max_upload_mib: int = _opt(20, "largest request body, MiB: one upload request (all its files together) or "
-                                   "one API call")
-    max_upload_files: int = _opt(10, "files in one upload request at most")
+                                   "one API call", scope="serve")
+    max_upload_files: int = _opt(10, "files in one upload request at most", scope="serve")
     max_file_store_mib: int = _opt(1024, "disk that uploaded and exported files may take together, MiB (oldest "
-                                         "removed first; an upload or export that cannot fit even then gets 507)")
-    auth: str = _opt("", "user:password for HTTP basic auth (environment only)", flag=False, secret=True)
+                                         "removed first; an upload or export that cannot fit even then gets 507)",
+                                  scope="serve")
+    auth: str = _opt("", "user:password for HTTP basic auth (environment only)", scope="env", secret=True)
     auth_file: str = _opt("", "file of user:password or user:salted-hash lines (environment only; default: "
-                              f"$CREDENTIALS_DIRECTORY/{SYSTEMD_CREDENTIAL} when systemd passes it)", flag=False)
-    auth_max_failures: int = _opt(10, "wrong logins from one client address within 5 minutes that lock it out")
-    auth_lockout_s: float = _opt(300.0, "seconds a locked-out client address gets 429 for new logins")
+                              f"$CREDENTIALS_DIRECTORY/{SYSTEMD_CREDENTIAL} when systemd passes it)", scope="env")
+    auth_max_failures: int = _opt(10, "wrong logins from one client address within 5 minutes that lock it out",
+                                  scope="serve")
+    auth_lockout_s: float = _opt(300.0, "seconds a locked-out client address gets 429 for new logins", scope="serve")
     auth_max_checks: int = _opt(4, "password checks (salted hashes) running at once, off the event loop; more "
-                                   "logins at the same moment get 429 at once")
+                                   "logins at the same moment get 429 at once", scope="serve")
     trusted_proxies: str = _opt("", "comma-separated addresses or networks of reverse proxies whose "
-                                    "X-Forwarded-For names the client (empty: none; the TCP peer is the client)")
+                                    "X-Forwarded-For names the client (empty: none; the TCP peer is the client)",
+                                scope="serve")
 
     def replace(self, **changes: Any) -> Settings:
         """Apply overrides (e.g. CLI flags); `None` means "not given" and keeps the current value."""
@@ -172,6 +185,8 @@ def validate(s: Settings) -> Settings:
                                   f"got {value}")
         elif f.type in ("int", int, "float", float):
             minimum = 0 if f.name in ("max_length", "max_concurrent", "max_queue", "drain_s") else 1
+            if not math.isfinite(value):  # float("nan") and float("inf") parse, and `nan < 0` is False
+                raise ConfigError(f"{flag_name(f.name)} / {env_name(f.name)} must be a finite number, got {value}")
             if value < minimum:
                 raise ConfigError(f"{flag_name(f.name)} / {env_name(f.name)} must be ≥ {minimum}, got {value}")
     if s.min_batch_fill != "auto":

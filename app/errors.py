@@ -4,9 +4,11 @@
     ├── InputError                  400  exit 2  bad input or settings: what was wrong, what is allowed, what to do
     │   ├── ConfigError             400  exit 2  invalid settings / ds_config.json, detected at start
     │   ├── BodyTooLargeError       413  exit 2  a request body or upload past --max-upload-mib
-    │   └── BudgetExceededError     422  exit 2  a valid request whose work passes a per-request budget
+    │   ├── BudgetExceededError     422  exit 2  a valid request whose work passes a per-request budget
+    │   └── FileRejectedError       400  exit 2  a UI file argument that is not an upload of this server
     ├── OverloadedError             429  exit 1  the concurrency cap is full: "busy, retry shortly"
-    ├── ModelUnavailableError       503  exit 1  a model cannot be found, downloaded or loaded
+    ├── ModelUnavailableError       503  exit 2  a model cannot be found, downloaded or loaded: a restart cannot
+    │                                            fix it, the message says what will (README: "The shell CLI")
     ├── InferenceError              500  exit 1  the forward pass failed (e.g. out of memory after a retry)
     ├── DeadlineExceededError       504  exit 1  the request ran past --request-timeout-s; its work stopped
     ├── StoreFullError              507  exit 1  an upload or export that does not fit --max-file-store-mib
@@ -16,8 +18,10 @@
     MethodNotAllowedError 405, ShapeError 422, AuthenticationError 401, RateLimitedError 429,
     UnavailableError 503, InternalError 500 (a bug; its answer names the log entry's id).
 
-Each class knows its HTTP status, its error `type` (the JSON body's) and its exit code; the surfaces (CLI, UI,
-HTTP) render them at one boundary each. Library errors are translated into these at one boundary per layer.
+Each class knows its HTTP status, its error `type` (the JSON body's) and its exit code, and nothing else
+decides them: one function renders an error for HTTP (`render` in app/web/boundary.py), one for the shell
+(`report_error` in app/cli.py); the README's error table lists every class. Library errors are translated into
+these at one boundary per layer. Error classes live here and nowhere else in `app` (tests/unit/test_error_classes.py).
 This module imports nothing but the standard library.
 """
 
@@ -57,6 +61,20 @@ class BudgetExceededError(InputError):
     http_status = 422
 
 
+FILE_RULE = ("文件不可用 (file not accepted): a file argument must be a file uploaded to this server through "
+             "POST /gradio_api/upload (the path that call returned, as it returned it); no other path is read. "
+             "Uploads are kept for an hour at most, and removed sooner, oldest first, when the file store is "
+             "full (WENMO_MAX_FILE_STORE_MIB); upload the file again and pass the new path")
+
+
+class FileRejectedError(InputError):
+    """A file argument that is not an upload of this process. One message for every reason (missing, outside
+    the folder, a link out of it, a folder): the answer must not tell which files exist."""
+
+    def __init__(self) -> None:
+        super().__init__(FILE_RULE)
+
+
 class RetryLaterError(WenmoError):
     """Not now, but soon: the answer carries Retry-After."""
 
@@ -74,8 +92,12 @@ class OverloadedError(RetryLaterError):
 
 
 class ModelUnavailableError(WenmoError):
+    # Exit 2 like bad input: a missing or unreadable checkpoint is the operator's to fix (the message says how),
+    # and systemd's RestartPreventExitStatus=2 keeps a restart loop from retrying it. Over HTTP it is the 503
+    # of a model that is not loaded (yet).
     kind = "model_unavailable_error"
     http_status = 503
+    exit_code = 2
 
 
 class InferenceError(WenmoError):
@@ -172,5 +194,3 @@ class InternalError(WenmoError):
         super().__init__(f"内部错误 (internal error, id {request_id}); the server log has the detail")
         self.request_id = request_id
 
-
-# ---- rendering ------------------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """The service layer: validation and limits, then calls into the model adapters under the concurrency cap.
 
-Every surface (CLI, UI, HTTP API) calls these functions, so a limit or a message is defined once.
-No torch and no gradio here: adapters are passed in, and results are plain Python/numpy values.
+Every surface (CLI, UI, HTTP API) calls these functions, so a limit or a message is defined once, and gets back
+typed results (frozen dataclasses below) that carry the names of the models that made them and the vector size:
+no surface reaches into an adapter. `models()` and `describe()` say what is loaded.
+Imports nothing from app/models, app/web, torch or gradio: adapters are passed in (the Protocols below say what
+the service needs of them), and results are plain Python/numpy values.
 """
 
 from __future__ import annotations
@@ -9,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -23,39 +26,183 @@ from app.errors import InputError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
+M = TypeVar("M")
+
+
+class ModelFacts(Protocol):
+    """What an adapter's `info` says about its model (app/models/encoding.ModelInfo has these fields; the service
+    reads them by name, so it needs nothing from app/models)."""
+
+    @property
+    def family(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def max_length(self) -> int: ...
+    @property
+    def dimension(self) -> int | None: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def engine(self) -> str: ...
+
+
+class EmbedOutput(Protocol):
+    @property
+    def vectors(self) -> np.ndarray: ...  # (n, dimension) float32, input order
+    @property
+    def truncated(self) -> Sequence[bool]: ...
+    @property
+    def token_counts(self) -> Sequence[int]: ...
+
+
+class ScoreOutput(Protocol):
+    @property
+    def scores(self) -> Sequence[float]: ...
+    @property
+    def truncated(self) -> Sequence[bool]: ...
+
 
 class Embedder(Protocol):
-    info: Any
+    info: ModelFacts
     dimension: int
 
-    def embed(self, texts: Sequence[str], *, normalize: bool, max_batch_tokens: int,
-              max_batch_size: int) -> Any: ...
+    def embed(self, texts: Sequence[str], *, normalize: bool) -> EmbedOutput: ...
 
 
 class CrossEncoder(Protocol):
-    info: Any
+    info: ModelFacts
 
-    def score(self, first: Sequence[str], second: Sequence[str], *, max_batch_tokens: int,
-              max_batch_size: int) -> Any: ...
+    def score(self, first: Sequence[str], second: Sequence[str]) -> ScoreOutput: ...
 
 
 class Nlu(Protocol):
-    info: Any
+    info: ModelFacts
 
-    def infer(self, text: str, schema: Any, task: str | None = None, *, max_batch_tokens: int,
-              max_batch_size: int, max_forwards: int, max_paths: int) -> dict: ...
+    def infer(self, text: str, schema: Any, task: str | None = None, *, max_forwards: int,
+              max_paths: int) -> dict[str, Any]: ...
 
 
-@dataclass
+# ---- results: what every surface gets back; each carries the names of the models that made it -------------
+# Results that hold arrays compare by identity (eq=False): `==` on arrays is elementwise, not a truth value.
+@dataclass(frozen=True, eq=False)
 class Embeddings:
-    vectors: np.ndarray
-    truncated: list[bool]
-    token_counts: list[int]
+    vectors: np.ndarray = field(repr=False)  # (n, dimension) float32, in input order
+    truncated: tuple[bool, ...]
+    token_counts: tuple[int, ...]
     elapsed_s: float
+    model: str  # the embedding model's name
+    dimension: int
+
+
+@dataclass(frozen=True)
+class SimilarityHit:
+    index: int  # the candidate's position in the input
+    text: str
+    cosine: float
+    cross_score: float | None  # the cross-encoder's P(similar), when reranked
+    truncated: bool  # the candidate (or its pair with the source) was cut to the model's maximum length
+
+    def as_dict(self) -> dict[str, Any]:
+        """The documented JSON of one result (README: `similarity`)."""
+        return {"index": self.index, "text": self.text, "cosine": self.cosine, "cross_score": self.cross_score,
+                "truncated": self.truncated}
+
+
+@dataclass(frozen=True, eq=False)
+class SimilarityResult:
+    source: str
+    source_truncated: bool
+    reranked: bool
+    results: tuple[SimilarityHit, ...]  # best first: by cross_score when reranked, else by cosine
+    elapsed_s: float
+    model: str  # the embedding model's name
+    cross_model: str | None  # the cross-encoder's name, when reranked
+    dimension: int
+    # Unit vectors of the source (row 0) and the candidates in input order (row 1 + index): a caller draws the
+    # pairwise matrix from them instead of embedding the same texts again.
+    vectors: np.ndarray = field(repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields every surface shows, in the documented order; the HTTP API adds its own after them."""
+        return {"source": self.source, "source_truncated": self.source_truncated, "reranked": self.reranked,
+                "results": [hit.as_dict() for hit in self.results]}
 
     @property
-    def dimension(self) -> int:
-        return int(self.vectors.shape[1])
+    def texts(self) -> list[str]:
+        """Source, then the candidates in input order: the rows of `vectors`."""
+        return [self.source, *(hit.text for hit in sorted(self.results, key=lambda h: h.index))]
+
+    def pairwise_matrix(self) -> list[list[float]]:
+        """Cosine of every text (`texts`) with every other, from the vectors already computed."""
+        return (self.vectors @ self.vectors.T).astype(float).tolist()
+
+
+@dataclass(frozen=True)
+class PairwiseResult:
+    texts: list[str]
+    matrix: list[list[float]]  # cosines, texts × texts
+    model: str
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class NluResult:
+    task: str  # the task that ran: extract, classify or multi_classify
+    output: list[list[dict[str, Any]]]  # paths of {type, span, offset: [start, end], score}, ancestors first
+    truncated: bool
+    model: str
+    elapsed_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The documented JSON (README: `nlu`); the HTTP API adds `model`."""
+        return {"task": self.task, "output": self.output, "truncated": self.truncated}
+
+
+ROLES = ("embed", "cross", "nlu")  # the composition root's names for the three models
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """One loaded model, as the status page and the footer show it."""
+
+    role: str  # one of ROLES
+    family: str
+    name: str
+    path: str
+    max_length: int
+    dimension: int | None  # vector size (embedding model only)
+    device: str
+    dtype: str
+    engine: str
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What this service can do: the models it holds, by role."""
+
+    models: tuple[ModelDescription, ...]
+
+    def model(self, role: str) -> ModelDescription | None:
+        return next((m for m in self.models if m.role == role), None)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(m.role for m in self.models)
+
+    @property
+    def dimension(self) -> int | None:
+        """The embedding model's vector size; None without one."""
+        embed = self.model("embed")
+        return None if embed is None else embed.dimension
+
+    @property
+    def device(self) -> str | None:
+        return self.models[0].device if self.models else None
 
 
 @dataclass
@@ -90,9 +237,11 @@ class Service:
                  cross_encoder: CrossEncoder | None = None, nlu: Nlu | None = None,
                  limiter: ConcurrencyLimiter | None = None, request_timeout_s: float | None = None) -> None:
         self.settings = settings
-        self.embedder = embedder
-        self.cross_encoder = cross_encoder
-        self.nlu_model = nlu
+        # The adapters are the service's own: surfaces read what they need from the typed results, `models()`
+        # and `describe()` (tests/unit/test_surface_boundary.py keeps it so).
+        self.embedder: Embedder | None = embedder
+        self.cross_encoder: CrossEncoder | None = cross_encoder
+        self.nlu_model: Nlu | None = nlu
         # The CLI runs one call at a time; servers pass their own, smaller, shared limiter.
         self.limiter = limiter or ConcurrencyLimiter(max_concurrent=1, max_queue=1 << 30)
         # Servers stop a request at its deadline; the CLI has none (one call may vectorise a whole corpus).
@@ -140,7 +289,7 @@ class Service:
         finally:
             self.heap.maybe_trim()  # outside the slot: the next request does not wait for it
 
-    def _need(self, model: Any, role: str) -> Any:
+    def _need(self, model: M | None, role: str) -> M:
         if model is None:
             raise ModelUnavailableError(f"the {role} model is not loaded in this process; start it with one")
         return model
@@ -150,66 +299,57 @@ class Service:
               cancel: CancelToken | None = None) -> Embeddings:
         texts = self.check_texts(texts)
         embedder = self._need(self.embedder, "embedding")
-        s = self.settings
         timing = EngineTime() if timing is None else timing
         with self._work(timing, cancel):
-            r = embedder.embed(texts, normalize=normalize, max_batch_tokens=s.max_batch_tokens,
-                               max_batch_size=s.max_batch_size)
-        return Embeddings(r.vectors, list(r.truncated), list(r.token_counts), timing.seconds)
+            r = embedder.embed(texts, normalize=normalize)
+        return Embeddings(r.vectors, tuple(map(bool, r.truncated)), tuple(map(int, r.token_counts)), timing.seconds,
+                          model=embedder.info.name, dimension=int(r.vectors.shape[1]))
 
     def similarity(self, source: Any, candidates: Any, *, rerank: bool = False,
-                   timing: EngineTime | None = None, cancel: CancelToken | None = None) -> dict[str, Any]:
+                   timing: EngineTime | None = None, cancel: CancelToken | None = None) -> SimilarityResult:
         """Cosine of each candidate to the source (GTE), and the cross-encoder probability when asked;
-        results sorted best first (by cross_score when reranked, else cosine)."""
+        results sorted best first (by cross_score when reranked, else cosine). One embedding pass: the
+        result keeps the unit vectors, so the pairwise matrix needs no second one."""
         if not isinstance(source, str) or not source.strip():
             raise InputError("source must be a non-empty text (源文本为空)")
         candidates = self.check_texts(candidates, "candidates")
         self.check_texts([source], "source")
         embedder = self._need(self.embedder, "embedding")
         cross = self._need(self.cross_encoder, "cross-encoder") if rerank else None
-        s = self.settings
         timing = EngineTime() if timing is None else timing
         with self._work(timing, cancel):
-            r = embedder.embed([source, *candidates], normalize=True, max_batch_tokens=s.max_batch_tokens,
-                               max_batch_size=s.max_batch_size)
+            r = embedder.embed([source, *candidates], normalize=True)
             cosines = (r.vectors[1:] @ r.vectors[0]).astype(float)
             cross_scores: list[float | None] = [None] * len(candidates)
             cross_trunc = [False] * len(candidates)
             if cross is not None:
-                pairs = cross.score([source] * len(candidates), candidates, max_batch_tokens=s.max_batch_tokens,
-                                    max_batch_size=s.max_batch_size)
-                cross_scores = list(pairs.scores)
+                pairs = cross.score([source] * len(candidates), candidates)
+                cross_scores = [float(x) for x in pairs.scores]
                 cross_trunc = list(pairs.truncated)
-        results = [
-            {
-                "index": i,
-                "text": text,
-                "cosine": float(cosines[i]),
-                "cross_score": cross_scores[i],
-                "truncated": bool(r.truncated[i + 1] or cross_trunc[i]),
-            }
+        hits = [
+            SimilarityHit(index=i, text=text, cosine=float(cosines[i]), cross_score=cross_scores[i],
+                          truncated=bool(r.truncated[i + 1] or cross_trunc[i]))
             for i, text in enumerate(candidates)
         ]
-        key = "cross_score" if cross is not None else "cosine"
-        results.sort(key=lambda x: (-x[key], x["index"]))
-        return {
-            "source": source,
-            "source_truncated": bool(r.truncated[0]),
-            "reranked": cross is not None,
-            "results": results,
-            "elapsed_s": timing.seconds,
-        }
+        # Reranked: every hit has a cross_score, the order's key; else none has, and the cosine is.
+        hits.sort(key=lambda h: (-(h.cosine if h.cross_score is None else h.cross_score), h.index))
+        return SimilarityResult(
+            source=source, source_truncated=bool(r.truncated[0]), reranked=cross is not None, results=tuple(hits),
+            elapsed_s=timing.seconds, model=embedder.info.name,
+            cross_model=None if cross is None else cross.info.name, dimension=int(r.vectors.shape[1]),
+            vectors=r.vectors,
+        )
 
-    def pairwise(self, texts: Any, *, max_texts: int = 50) -> dict[str, Any]:
-        """Cosine matrix for a small set (the UI's heatmap)."""
+    def pairwise(self, texts: Any, *, max_texts: int = 50) -> PairwiseResult:
+        """Cosine matrix for a small set (the similarity tab draws its heatmap from `SimilarityResult` instead)."""
         texts = self.check_texts(texts)
         if len(texts) > max_texts:
             raise InputError(f"pairwise matrix: {len(texts)} texts, at most {max_texts}; give fewer texts")
         e = self.embed(texts)
-        return {"texts": texts, "matrix": (e.vectors @ e.vectors.T).astype(float).tolist()}
+        return PairwiseResult(texts, (e.vectors @ e.vectors.T).astype(float).tolist(), e.model, e.elapsed_s)
 
     def nlu(self, text: Any, schema: Any, task: str | None = None, *,
-            timing: EngineTime | None = None, cancel: CancelToken | None = None) -> dict[str, Any]:
+            timing: EngineTime | None = None, cancel: CancelToken | None = None) -> NluResult:
         """RexUniNLU on one text. Its work is bounded by the NLU budgets (BudgetExceededError, 422) and, like
         every call, by the request deadline and the client's cancellation."""
         if not isinstance(text, str):
@@ -219,9 +359,30 @@ class Service:
         s = self.settings
         timing = EngineTime() if timing is None else timing
         with self._work(timing, cancel):
-            return model.infer(text, schema, task, max_batch_tokens=s.max_batch_tokens,
-                               max_batch_size=min(s.max_batch_size, 32), max_forwards=s.nlu_max_forwards,
-                               max_paths=s.nlu_max_paths)
+            out = model.infer(text, schema, task, max_forwards=s.nlu_max_forwards,
+                              max_paths=s.nlu_max_paths)
+        return NluResult(task=out["task"], output=out["output"], truncated=bool(out["truncated"]),
+                         model=model.info.name, elapsed_s=timing.seconds)
 
-    def models(self) -> list[dict[str, Any]]:
-        return [m.info.as_dict() for m in (self.embedder, self.cross_encoder, self.nlu_model) if m is not None]
+    # ---- what is loaded --------------------------------------------------------------------------------
+    def _loaded(self) -> list[tuple[str, Embedder | CrossEncoder | Nlu]]:
+        adapters = zip(ROLES, (self.embedder, self.cross_encoder, self.nlu_model), strict=True)
+        return [(role, m) for role, m in adapters if m is not None]
+
+    def models(self) -> tuple[ModelDescription, ...]:
+        """The loaded models in role order (embed, cross, nlu)."""
+        out = []
+        for role, m in self._loaded():
+            i = m.info
+            out.append(ModelDescription(role=role, family=i.family, name=i.name, path=i.path,
+                                        max_length=i.max_length, dimension=i.dimension, device=i.device,
+                                        dtype=i.dtype, engine=i.engine))
+        return tuple(out)
+
+    def describe(self) -> Capabilities:
+        return Capabilities(self.models())
+
+    def weigh_models(self, measure: Callable[[object], int]) -> dict[str, int]:
+        """Role → what `measure` says of that loaded model (the server passes app.hostinfo.module_bytes, which
+        counts weight bytes): the surfaces measure models without holding them."""
+        return {role: measure(m) for role, m in self._loaded()}

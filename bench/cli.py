@@ -1,8 +1,8 @@
-"""The `bench` and `loadtest` subcommands: their flags and entry points, for app/cli.py to wire in.
+"""The `bench`, `loadtest` and `bench-batching` subcommands: their flags and entry points, for app/cli.py to wire in.
 
-    from bench.cli import add_bench_parser, add_loadtest_parser, run_bench, run_loadtest
-    add_bench_parser(sub, common); add_loadtest_parser(sub, common)
-    COMMANDS["bench"] = run_bench; COMMANDS["loadtest"] = run_loadtest
+    from bench.cli import add_batching_parser, add_bench_parser, add_loadtest_parser, run_bench, …
+    add_bench_parser(sub, common); add_loadtest_parser(sub, common); add_batching_parser(sub, common)
+    COMMANDS["bench"] = run_bench; COMMANDS["loadtest"] = run_loadtest; COMMANDS["bench-batching"] = run_batching
 
 Flag destinations never collide with Settings field names, so `Settings.replace(**vars(args))` ignores
 them. Heavy imports (torch, httpx, matplotlib) happen inside the run functions only.
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.config import Settings
+from app.config import FIELD_NAMES, Settings, env_name
 from app.errors import InputError
 
 
@@ -143,8 +143,8 @@ def add_loadtest_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.A
                    help=f"GET /metrics every this many seconds during the soak ({d.metrics_interval_s:g})")
     t.add_argument("--p95-target-ms", type=_positive_float, default=d.p95_target_ms,
                    help=f"p95 latency a step must stay within to count as safe ({d.p95_target_ms:g} ms)")
-    t.add_argument("--request-timeout-s", type=_positive_float, default=d.request_timeout_s,
-                   help=f"per-request timeout ({d.request_timeout_s:g} s)")
+    t.add_argument("--request-timeout-s", dest="load_request_timeout_s", type=_positive_float,
+                   default=d.request_timeout_s, help=f"per-request timeout ({d.request_timeout_s:g} s)")
     t.add_argument("--ready-timeout-s", type=_positive_float, default=d.ready_timeout_s,
                    help=f"how long to wait for GET /readyz ({d.ready_timeout_s:g} s)")
     t.add_argument("--embedding-model-name", dest="request_model", metavar="NAME", default="",
@@ -153,6 +153,49 @@ def add_loadtest_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.A
                    help="request workload seed (default 0)")
     t.add_argument("--json", dest="json_path", metavar="PATH", help="write the full results as JSON to this file")
     t.add_argument("--plot", dest="plot_path", metavar="PATH", help="write a PNG chart to this file")
+    return t
+
+
+def add_batching_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:  # noqa: ANN401
+    from bench.batching import POOL_TEXTS, BatchingOptions
+
+    d = BatchingOptions()
+    t = sub.add_parser(
+        "bench-batching", parents=[common],
+        help="batching across requests on vs off: two real servers, the same concurrent short-text load",
+        description="Start `python -m app serve` twice, one after the other, with WENMO_BATCH_ACROSS_REQUESTS=on "
+                    "and off, and put the same load on each: --users closed-loop users each sending --requests "
+                    "single short texts (4–24 characters) to /v1/embeddings. Prints texts/s, p50/p95/p99, errors "
+                    "and the lowest cosine between vectors under load and single requests to the idle server, "
+                    "side by side with the ratios, and the issue's targets. Settings flags given here and WENMO_* "
+                    "variables reach both servers alike; credentials from WENMO_AUTH (a random one when unset).")
+    t.add_argument("--size", choices=("tiny", "full"), default=d.size,
+                   help="tiny test checkpoints (quick check) or the full-size GTE replica (BERT-large, random weights)")
+    t.add_argument("--model", dest="bench_embed_model", metavar="DIR|ID", default="",
+                   help="a real GTE checkpoint (directory or ModelScope id) instead of the replica")
+    t.add_argument("--models-dir", dest="bench_models_dir", metavar="DIR", default="",
+                   help="where replicas are built and kept (default: <state dir>/bench-models)")
+    t.add_argument("--users", type=_positive_int, default=d.users, help=f"concurrent users (default {d.users})")
+    t.add_argument("--requests", dest="batching_requests", metavar="N", type=_positive_int, default=d.requests,
+                   help=f"timed requests per user, one text each (default {d.requests})")
+    t.add_argument("--warmup", dest="batching_warmup", metavar="N", type=int, default=d.warmup,
+                   help=f"untimed requests per user before the timed ones (default {d.warmup})")
+    t.add_argument("--compare-texts", metavar="N", type=_positive_int, default=d.compare_texts,
+                   help=f"texts whose vectors under load are compared with single requests to the idle server "
+                        f"(1–{POOL_TEXTS}, default {d.compare_texts})")
+    t.add_argument("--rounds", type=_positive_int, default=d.rounds,
+                   help="run both servers this many times, alternating which goes first; per mode the round with "
+                        "the most texts/s counts (default 1)")
+    t.add_argument("--seed", dest="bench_seed", metavar="N", type=int, default=d.seed, help="text seed (default 0)")
+    # Not --request-timeout-s: that is the server setting (Settings.request_timeout_s), which reaches the servers.
+    t.add_argument("--client-timeout-s", type=_positive_float, default=d.client_timeout_s,
+                   help=f"how long a user waits for one answer before counting an error ({d.client_timeout_s:g} s)")
+    t.add_argument("--ready-timeout-s", type=_positive_float, default=d.ready_timeout_s,
+                   help=f"how long each server may take to load and answer GET /readyz ({d.ready_timeout_s:g} s)")
+    t.add_argument("--check", action="store_true",
+                   help="exit status 1 when a target is missed (default: report it, exit 0)")
+    t.add_argument("--json", dest="json_path", metavar="PATH", help="write the full results as JSON to this file")
+    t.add_argument("--keep-work-dir", action="store_true", help="keep the servers' logs")
     return t
 
 
@@ -204,7 +247,7 @@ def run_loadtest(args: argparse.Namespace, settings: Settings) -> int:
         baseline_requests=args.baseline_requests, baseline_s=args.baseline_s, soak_users=max(0, args.soak_users),
         soak_s=args.soak_s, soak_requests=args.soak_requests, mixed_s=args.mixed_s,
         mixed_requests=args.mixed_requests, mix=args.mix, metrics_interval_s=args.metrics_interval_s,
-        p95_target_ms=args.p95_target_ms, request_timeout_s=args.request_timeout_s,
+        p95_target_ms=args.p95_target_ms, request_timeout_s=args.load_request_timeout_s,
         ready_timeout_s=args.ready_timeout_s, model=args.request_model or settings.embed_model,
         seed=args.load_seed, command=list(sys.argv))
     report = run(opts, credentials(settings))
@@ -216,3 +259,30 @@ def run_loadtest(args: argparse.Namespace, settings: Settings) -> int:
 
         plot_loadtest(report, args.plot_path)
     return 0
+
+
+def given_settings_env(args: argparse.Namespace) -> dict[str, str]:
+    """The Settings flags given on this command line, as the WENMO_* variables a child process reads."""
+    return {env_name(name): str(value) for name, value in vars(args).items()
+            if name in FIELD_NAMES and value is not None}
+
+
+def run_batching(args: argparse.Namespace, settings: Settings, base_env: dict[str, str] | None = None) -> int:
+    from bench.batching import BatchingOptions, run
+    from bench.report import batching_text
+
+    if getattr(args, "demo", False):
+        raise InputError("--demo does not apply to bench-batching: choose the models with --size tiny|full or --model")
+    if getattr(args, "batch_across_requests", None) is not None:
+        raise InputError("bench-batching runs one server with --batch-across-requests on and one with off: leave "
+                         "the flag out")
+    opts = BatchingOptions(
+        size=args.size, model=args.bench_embed_model, models_dir=args.bench_models_dir, users=args.users,
+        requests=args.batching_requests, warmup=args.batching_warmup, compare_texts=args.compare_texts,
+        rounds=args.rounds, seed=args.bench_seed, client_timeout_s=args.client_timeout_s,
+        ready_timeout_s=args.ready_timeout_s, keep_work_dir=args.keep_work_dir, command=list(sys.argv))
+    report = run(opts, settings, given_settings_env(args), base_env)
+    print(batching_text(report), flush=True)
+    if args.json_path:
+        _write_json(args.json_path, report)
+    return 1 if args.check and not report["targets_met"] else 0

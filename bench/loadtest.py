@@ -23,11 +23,11 @@ import random
 import socket
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.errors import InputError
+from app.errors import InputError, ModelUnavailableError
 from bench import workload as wl
 from bench.prometheus import memory_gauges, memory_trend
 from bench.stats import percentile
@@ -262,6 +262,46 @@ def _valid_body(kind: str, body: Any, sent: dict[str, Any]) -> str:  # noqa: ANN
 
 
 # ---- the async engine ------------------------------------------------------------------------------------------
+def open_client(url: str, auth: tuple[str, str] | None, users: int, timeout_s: float):  # noqa: ANN201
+    """An httpx.AsyncClient for `users` closed-loop users: a keep-alive connection each (and a few spare), every
+    request bounded by `timeout_s`, no proxy from the environment (the target is on loopback)."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=users + 4, max_keepalive_connections=users + 4)
+    return httpx.AsyncClient(base_url=url, auth=auth, limits=limits, timeout=httpx.Timeout(timeout_s),
+                             trust_env=False)
+
+
+async def wait_ready(client: Any, url: str, timeout_s: float,  # noqa: ANN401
+                     gone: Callable[[], str | None] | None = None) -> None:
+    """Poll GET /readyz until 200; a clear error on 401/403, when the deadline passes, or as soon as `gone()`
+    says why the server cannot answer any more (a child process that exited), instead of waiting out the
+    deadline."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while True:
+        why = gone() if gone is not None else None
+        if why:
+            raise ModelUnavailableError(why)
+        try:
+            r = await client.get("/readyz")
+            if r.status_code == 200:
+                return
+            if r.status_code in (401, 403):
+                raise InputError(f"{url}/readyz answered HTTP {r.status_code}: set WENMO_AUTH=user:password "
+                                 "to the server's credentials")
+            last = f"HTTP {r.status_code}"
+        except httpx.HTTPError as e:
+            last = type(e).__name__
+        if time.monotonic() >= deadline:
+            raise ModelUnavailableError(
+                f"{url} was not ready within {timeout_s:g} s (last: {last}); start it "
+                "with `python -m app serve` or raise --ready-timeout-s")
+        await asyncio.sleep(0.5)
+
+
 class LoadTester:
     def __init__(self, opts: LoadOptions, auth: tuple[str, str] | None) -> None:
         self.opts = opts
@@ -271,36 +311,10 @@ class LoadTester:
         self.error_samples: dict[str, int] = {}  # distinct error answers → how many times
 
     def client(self, users: int):  # noqa: ANN201
-        import httpx
-
-        limits = httpx.Limits(max_connections=users + 4, max_keepalive_connections=users + 4)
-        return httpx.AsyncClient(base_url=self.url, auth=self.auth, limits=limits,
-                                 timeout=httpx.Timeout(self.opts.request_timeout_s), trust_env=False)
+        return open_client(self.url, self.auth, users, self.opts.request_timeout_s)
 
     async def wait_ready(self, client: Any) -> None:  # noqa: ANN401
-        """Poll GET /readyz until 200; a clear error on 401/403 or when the deadline passes."""
-        import httpx
-
-        deadline = time.monotonic() + self.opts.ready_timeout_s
-        last = "no answer"
-        while True:
-            try:
-                r = await client.get("/readyz")
-                if r.status_code == 200:
-                    return
-                if r.status_code in (401, 403):
-                    raise InputError(f"{self.url}/readyz answered HTTP {r.status_code}: set WENMO_AUTH=user:password "
-                                     "to the server's credentials")
-                last = f"HTTP {r.status_code}"
-            except httpx.HTTPError as e:
-                last = type(e).__name__
-            if time.monotonic() >= deadline:
-                from app.errors import ModelUnavailableError
-
-                raise ModelUnavailableError(
-                    f"{self.url} was not ready within {self.opts.ready_timeout_s:g} s (last: {last}); start it "
-                    "with `python -m app serve` or raise --ready-timeout-s")
-            await asyncio.sleep(0.5)
+        await wait_ready(client, self.url, self.opts.ready_timeout_s)
 
     async def _send(self, client: Any, kind: str, rng: random.Random, t0: float) -> Outcome:  # noqa: ANN401
         import httpx

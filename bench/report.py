@@ -188,3 +188,52 @@ def loadtest_text(r: dict[str, Any]) -> str:
     for e in r.get("error_samples", [])[:5]:
         out.append(f"error sample: {e}")
     return "\n".join(out)
+
+
+# ---- bench-batching -------------------------------------------------------------------------------------------
+def batching_text(r: dict[str, Any]) -> str:
+    m, w, arch = r["machine"], r["workload"], r["model"].get("architecture") or {}
+    on, off = (r["servers"][k].get("best") or {} for k in ("on", "off"))
+    cmp_ = r["comparison"]
+    out = [f"Wenmo bench-batching  {r['created_utc']}  device {r['device']} ({m['cpu']}, {m['cpu_count']} CPU cores)",
+           f"model: {r['model']['what']} ({arch.get('model_type')}, {arch.get('num_hidden_layers')} layers, hidden "
+           f"{arch.get('hidden_size')})",
+           f"load: {w['users']} users × {w['requests_per_user']} texts each (+{w['warmup_per_user']} warm-up), one "
+           f"text per request, back to back; query band {w['chars'][0]}–{w['chars'][1]} chars, seed {w['seed']}; "
+           f"{w['compare_texts']} texts also sent alone to the idle server"]
+
+    def both(key: str, digits: int = 1) -> list[str]:
+        return [fmt(on.get(key), digits), fmt(off.get(key), digits)]
+
+    def cap(mode: str) -> str:
+        s = r["servers"][mode]
+        return f"{fmt(s.get('max_concurrent'), 0)} ({s['max_concurrent_setting']})"
+
+    rows = [
+        ["texts/s", *both("texts_per_s", 2), fmt(cmp_["texts_per_s_ratio"], 2, suffix="×")],
+        ["p50 ms", *both("latency_p50_ms"), fmt(cmp_["p50_ratio"], 2, suffix="×")],
+        ["p95 ms", *both("latency_p95_ms"), fmt(cmp_["p95_ratio"], 2, suffix="×")],
+        ["p99 ms", *both("latency_p99_ms"), fmt(cmp_["p99_ratio"], 2, suffix="×")],
+        ["engine p50 ms", *both("engine_p50_ms"), ""],
+        ["requests", fmt(on.get("requests")), fmt(off.get("requests")), ""],
+        ["errors / busy", f"{fmt(on.get('errors'))} / {fmt(on.get('busy'))}",
+         f"{fmt(off.get('errors'))} / {fmt(off.get('busy'))}", ""],
+        ["max_concurrent", cap("on"), cap("off"), ""],
+        ["min cos vs idle", fmt((on.get("vectors") or {}).get("min_cosine"), 6),
+         fmt((off.get("vectors") or {}).get("min_cosine"), 6), ""],
+    ]
+    out.append(table(["", "on", "off", "on/off"], rows))
+    across = cmp_["idle_on_vs_off"]
+    out.append(f"idle vectors, on server vs off server: min cos {fmt(across['min_cosine'], 6)} over "
+               f"{across['vectors_compared']} texts; lowest of every comparison: {fmt(cmp_['min_cosine'], 6)}")
+    out.append("")
+    out.append("issue targets:")
+    for c in r["checks"]:
+        digits = 6 if "cosine" in c["target"] else 2
+        out.append(f"  {'PASS' if c['pass'] else 'FAIL'}  {c['target']}  (measured {fmt(c['value'], digits)})")
+    for mode in ("on", "off"):
+        for e in (r["servers"][mode].get("best") or {}).get("error_samples", [])[:3]:
+            out.append(f"error sample ({mode}): {e}")
+    for n in r.get("notes", []):
+        out.append(f"note: {n}")
+    return "\n".join(out)

@@ -101,6 +101,11 @@ def build_fixture(role: str, root: Path, full: bool) -> Path:
     return target
 
 
+def replica_root(models_dir: str, state_dir: str, size: str) -> Path:
+    """Where the replicas of one size live: `--models-dir`, or `<state dir>/bench-models`, then `tiny` or `full`."""
+    return Path(models_dir or Path(state_dir).expanduser() / "bench-models") / size
+
+
 def nlu_unavailable() -> str | None:
     """Why the RexUniNLU family cannot run yet, or None when it can."""
     try:
@@ -116,7 +121,7 @@ def model_dirs(opts: BenchOptions, settings: Settings, families: tuple[str, ...]
                ) -> tuple[dict[str, Path], dict[str, str]]:
     from app.engine.loading import resolve_model
 
-    root = Path(opts.models_dir or Path(settings.state_dir).expanduser() / "bench-models") / opts.size
+    root = replica_root(opts.models_dir, settings.state_dir, opts.size)
     given = {"embed": opts.model, "cross": opts.cross_model, "nlu": opts.nlu_model}
     dirs: dict[str, Path] = {}
     what: dict[str, str] = {}

@@ -6,8 +6,14 @@ the variable over the default. Invalid values raise ``ConfigError`` naming the s
 what is allowed; ``__main__`` turns that into exit status 2.
 
 Options the launcher does not recognise are the app's: ``python -m launcher --poll-s 2 --port 7861
---demo`` runs ``python -m app serve --port 7861 --demo --drain-s 30``. With an explicit command after
-``--`` the launcher runs that instead, and stray options before ``--`` are an error.
+--demo`` runs ``python -m app serve --port 7861 --demo``. With an explicit command after ``--`` the
+launcher runs that instead, and stray options before ``--`` are an error.
+
+The launcher adds to the app's command line nothing the app reads from its own environment (the whole
+environment is passed to it unchanged). The drain is the app's setting ``WENMO_DRAIN_S``: without a
+launcher ``--drain-s`` or ``WENMO_LAUNCHER_DRAIN_S`` the launcher reads that variable too, for its patience
+before SIGKILL, and the app reads it itself; ``--drain-s D`` is added only when one of the launcher's own
+two gave the figure, which the app cannot see.
 
 This module must not import ``app``.
 """
@@ -202,7 +208,11 @@ OPTIONS: tuple[Option, ...] = (
         "SECONDS",
     ),
     Option(
-        "drain_s", seconds(0), "after SIGTERM, wait this long for the app to drain before SIGKILL", "SECONDS"
+        "drain_s",
+        seconds(0),
+        "after SIGTERM, wait this long for the app to drain before SIGKILL; also passed to the app as its "
+        "--drain-s",
+        "SECONDS",
     ),
     Option(
         "release_timeout_s",
@@ -228,6 +238,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("events_max_lines", whole(1), "launcher-events.jsonl keeps at most this many newest lines", "N"),
 )
 
+DRAIN_OPTION = next(o for o in OPTIONS if o.name == "drain_s")
+APP_DRAIN_ENV = "WENMO_DRAIN_S"  # the app's own name for the drain (app/config.py), read by the app itself
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -246,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
             default = "unset"
         if option.name == "state_dir":
             default = "$WENMO_STATE_DIR or ~/.local/state/wenmo"
+        if option.name == "drain_s":
+            default = f"${APP_DRAIN_ENV}, which the app reads itself, or {default}"
         parser.add_argument(
             option.flag,
             dest=option.name,
@@ -300,13 +315,29 @@ def load_config(
     if "state_dir" not in values:
         values["state_dir"] = _default_state_dir(environ)
 
-    drain_s = cast(float, values.get("drain_s", LauncherConfig.drain_s))
+    app_drain = _app_drain_s(environ)
+    if "drain_s" not in explicit and app_drain is not None:
+        values["drain_s"] = app_drain  # the app's own figure: it reads the variable itself, nothing to pass
+    elif (
+        "drain_s" in explicit
+        and namespace.drain_s is None  # from WENMO_LAUNCHER_DRAIN_S; a flag wins, as the app's flags do
+        and app_drain is not None
+        and app_drain != values["drain_s"]
+    ):
+        raise ConfigError(
+            f"WENMO_LAUNCHER_DRAIN_S={environ[DRAIN_OPTION.env]} and {APP_DRAIN_ENV}={environ[APP_DRAIN_ENV]} "
+            "disagree: the app drains for one figure and the launcher waits as long before SIGKILL; give both "
+            f"the same value, or set only {APP_DRAIN_ENV}"
+        )
     if command:
         port = _port_in(command)
     else:
         port = _port_in(passthrough)
-        # The app drains for --drain-s after SIGTERM; give it the launcher's figure so the two agree.
-        command = [python, "-m", "app", "serve", *passthrough, "--drain-s", f"{drain_s:g}"]
+        command = [python, "-m", "app", "serve", *passthrough]
+        if "drain_s" in explicit:
+            # The launcher's own --drain-s / WENMO_LAUNCHER_DRAIN_S: the app cannot see either, so it gets the
+            # figure as its flag, and its drain and the launcher's patience before SIGKILL agree.
+            command += ["--drain-s", f"{cast(float, values['drain_s']):g}"]
     if port is None:
         port = _parse_port("WENMO_PORT", environ["WENMO_PORT"]) if "WENMO_PORT" in environ else DEFAULT_PORT
 
@@ -316,6 +347,17 @@ def load_config(
         probe_auth=environ.get("WENMO_AUTH") or None,
         **values,  # type: ignore[arg-type]
     )
+
+
+def _app_drain_s(environ: Mapping[str, str]) -> float | None:
+    """The app's WENMO_DRAIN_S, checked as the app checks it (seconds >= 0; empty means unset), or None."""
+    text = environ.get(APP_DRAIN_ENV, "")
+    if not text:
+        return None
+    try:
+        return DRAIN_OPTION.parse(text)  # type: ignore[return-value]
+    except ValueError as exc:
+        raise ConfigError(f"invalid {APP_DRAIN_ENV}={text!r}: {exc}") from None
 
 
 def _default_state_dir(environ: Mapping[str, str]) -> Path:

@@ -1,13 +1,15 @@
 """The runtime plan: device, dtype and engine, resolved from `auto` before any weights load.
 
 The plan is logged in one line at start, together with what ds_config.json does at serving time, so an
-operator can see from the log alone how the models run. torch is imported lazily: importing this module
-costs nothing.
+operator can see from the log alone how the models run. torch and DeepSpeed are imported lazily: importing
+this module costs nothing. The DeepSpeed import lives here, beside the probe that asks whether it works;
+wrapping.py uses the same import to wrap a model, and this module imports nothing of the engine but dsconfig.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 from app.engine.dsconfig import DsConfig
@@ -113,9 +115,26 @@ def _cpu_dtype_works(dtype: str) -> str | None:
     return f"a {dtype} matmul on this CPU fails: {proc.stderr.strip().splitlines()[-1:]}"
 
 
-def _deepspeed_importable() -> bool:
-    from app.engine.wrapping import import_deepspeed
+def import_deepspeed():  # noqa: ANN201
+    """Import DeepSpeed with its console output sent to stderr.
 
+    DeepSpeed's logger binds a handler to stdout at import time; the CLI's stdout carries results (JSONL,
+    CSV), so the first import happens with stdout pointing at stderr. On a machine without CUDA the CPU
+    accelerator must be chosen before that import.
+    """
+    import contextlib
+    import sys
+
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    with contextlib.redirect_stdout(sys.stderr):
+        import deepspeed
+    return deepspeed
+
+
+def _deepspeed_importable() -> bool:
     try:
         import_deepspeed()
     except Exception:  # noqa: BLE001 - any import failure means "not usable here"

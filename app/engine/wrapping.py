@@ -3,36 +3,17 @@
 `deepspeed.init_inference` runs on the CPU too (DeepSpeed's CPU accelerator), so tests exercise the same
 wrapper that serves on a GPU. Kernel injection has policies for BERT-family layers only; a model family
 that DeepSpeed has no policy for passes `kernel_inject_supported=False` and runs unwrapped kernels.
+Imports the plan (app/engine/runtime.py), which never imports this module.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 
-from app.engine.runtime import RuntimePlan
+from app.engine.runtime import RuntimePlan, import_deepspeed
 from app.errors import ModelUnavailableError
 
 log = logging.getLogger(__name__)
-
-
-def import_deepspeed():  # noqa: ANN201
-    """Import DeepSpeed with its console output sent to stderr.
-
-    DeepSpeed's logger binds a handler to stdout at import time; the CLI's stdout carries results (JSONL,
-    CSV), so the first import happens with stdout pointing at stderr. On a machine without CUDA the CPU
-    accelerator must be chosen before that import.
-    """
-    import contextlib
-    import sys
-
-    import torch
-
-    if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    with contextlib.redirect_stdout(sys.stderr):
-        import deepspeed
-    return deepspeed
 
 
 def quantize_linear_layers(module):  # noqa: ANN001, ANN201

@@ -298,10 +298,11 @@ def create_router(ctx: ServerContext) -> APIRouter:
 
     def embed_answer(body: EmbeddingsRequest, cancel: CancelToken) -> Response:
         service = ctx.service
-        if body.dimensions is not None and service.embedder is not None \
-                and body.dimensions != service.embedder.dimension:
+        # Without an embedding model, service.embed answers (model unavailable) rather than this check.
+        dimension = service.describe().dimension
+        if body.dimensions is not None and dimension is not None and body.dimensions != dimension:
             raise InputError(f"dimensions={body.dimensions} is not available: this model gives "
-                             f"{service.embedder.dimension}; leave `dimensions` out")
+                             f"{dimension}; leave `dimensions` out")
         timing = EngineTime()
         result = service.embed(body.input, timing=timing, cancel=cancel)
         data = []
@@ -314,7 +315,7 @@ def create_router(ctx: ServerContext) -> APIRouter:
                          "truncated": bool(result.truncated[i])})
         tokens = int(sum(result.token_counts))
         return json_answer({
-            "object": "list", "data": data, "model": service.embedder.info.name,
+            "object": "list", "data": data, "model": result.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }, timing)
 
@@ -323,12 +324,12 @@ def create_router(ctx: ServerContext) -> APIRouter:
         return await until_disconnect(request, lambda cancel: similarity_answer(body, cancel))
 
     def similarity_answer(body: SimilarityRequest, cancel: CancelToken) -> Response:
-        service = ctx.service
         timing = EngineTime()
-        out = service.similarity(body.source, body.candidates, rerank=body.rerank, timing=timing, cancel=cancel)
-        out["model"] = service.embedder.info.name
-        if out["reranked"]:
-            out["cross_model"] = service.cross_encoder.info.name
+        result = ctx.service.similarity(body.source, body.candidates, rerank=body.rerank, timing=timing,
+                                        cancel=cancel)
+        out = {**result.as_dict(), "elapsed_s": result.elapsed_s, "model": result.model}
+        if result.reranked:
+            out["cross_model"] = result.cross_model
         return json_answer(out, timing)
 
     @router.post("/v1/nlu")
@@ -336,11 +337,9 @@ def create_router(ctx: ServerContext) -> APIRouter:
         return await until_disconnect(request, lambda cancel: nlu_answer(body, cancel))
 
     def nlu_answer(body: NluRequest, cancel: CancelToken) -> Response:
-        service = ctx.service
         timing = EngineTime()
-        out = dict(service.nlu(body.text, body.schema_, body.task, timing=timing, cancel=cancel))
-        out["model"] = service.nlu_model.info.name
-        return json_answer(out, timing)
+        result = ctx.service.nlu(body.text, body.schema_, body.task, timing=timing, cancel=cancel)
+        return json_answer({**result.as_dict(), "model": result.model}, timing)
 
     add_method_guards(router)
     return router

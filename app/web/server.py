@@ -8,7 +8,8 @@ Start-up, in order (the cheap checks first, so a mistake fails in a second, not 
 3. build the app — FastAPI routes (app/web/api.py) with the Gradio Blocks mounted at `/` — behind, from the
    outside in: metrics → basic auth → lifecycle gate (503 while loading/draining, body cap);
 4. serve at once (`/healthz` 200, `/readyz` 503) while a thread loads every model; when all are loaded
-   `/readyz` turns 200. A model that cannot load stops the server: its message, exit 2.
+   `/readyz` turns 200. A model that cannot load stops the server: the error goes to the CLI's boundary
+   (app/cli.py `report_error`), which prints its message and exits with its class's status (2 for a model).
 
 SIGTERM/SIGINT: stop taking work, let in-flight requests finish for up to --drain-s, exit 0; a second
 signal exits at once. We run uvicorn ourselves because Gradio's own server dies on SIGTERM mid-request.
@@ -35,16 +36,22 @@ from app.web.lifecycle import Lifecycle, LifecycleGate, Phase
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
+EXIT_OK = 0  # stopped on request (an error's status is its class's, app/errors.py)
 GPU_CONCURRENCY = 2
+BATCHED_ADMISSION = 32
 SHUTDOWN_GRACE_S = 2  # after the drain: time for idle streams (heartbeats) to close before they are cut
 
 
 def default_concurrency(settings: Settings, on_cuda: bool) -> int:
-    """Settings.max_concurrent, or the default: 2 on a GPU (overlaps host work with kernels), and one per
-    two CPU cores on a CPU (each forward already uses several threads)."""
+    """Settings.max_concurrent, or the default. With batching across requests, a request admitted to the engine
+    queues its items and shares forwards with the others, so many may be in at once: BATCHED_ADMISSION (under
+    anyio's 40 worker threads, which run the surfaces' blocking calls). Without it each admitted request runs its
+    own forwards: 2 on a GPU (overlaps host work with kernels), one per two CPU cores on a CPU (each forward
+    already uses several threads)."""
     if settings.max_concurrent > 0:
         return settings.max_concurrent
+    if settings.batch_across_requests == "on":
+        return BATCHED_ADMISSION
     return GPU_CONCURRENCY if on_cuda else max(1, (os.cpu_count() or 1) // 2)
 
 
@@ -201,7 +208,8 @@ class DrainingServer:
 
 
 def load_models(ctx: ServerContext, demo: bool, on_done: Any) -> None:
-    """Runs in a thread: build the service with every role, then mark the server ready."""
+    """Runs in a thread: build the service with every role, then mark the server ready; on a failure,
+    `on_done(exception)`, which `serve` raises once the server has stopped."""
     from app.composition import build_service, demo_models
     from app.hostinfo import module_bytes
 
@@ -211,17 +219,15 @@ def load_models(ctx: ServerContext, demo: bool, on_done: Any) -> None:
         ctx.roles = tuple(roles)
         service = build_service(ctx.settings, roles, limiter=ctx.limiter, demo_dirs=demo_dirs, plan=ctx.plan,
                                 request_timeout_s=ctx.settings.request_timeout_s)
-        ctx.model_bytes = {role: module_bytes(m) for role, m in
-                           (("embed", service.embedder), ("cross", service.cross_encoder), ("nlu", service.nlu_model))
-                           if m is not None}
+        ctx.model_bytes = service.weigh_models(module_bytes)
         ctx.lifecycle.set_ready(service)
     except WenmoError as e:
         ctx.lifecycle.set_failed(e.message)
-        on_done(EXIT_INPUT)
+        on_done(e)
     except Exception as e:  # a bug, not a configuration problem: keep the traceback in the log
         log.exception("event=load_failed")
         ctx.lifecycle.set_failed(f"model loading failed: {type(e).__name__}: {e}")
-        on_done(EXIT_FAILED)
+        on_done(e)
 
 
 def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> int:
@@ -272,10 +278,10 @@ def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> i
                             timeout_graceful_shutdown=SHUTDOWN_GRACE_S, timeout_keep_alive=5,
                             proxy_headers=bool(trusted_proxies), forwarded_allow_ips=trusted_proxies)
     server = DrainingServer(config, lifecycle, settings.drain_s)
-    exit_code = [EXIT_OK]
+    failure: list[Exception] = []
 
-    def failed(code: int) -> None:
-        exit_code[0] = code
+    def failed(error: Exception) -> None:
+        failure.append(error)
         server.stop_soon()
 
     loader = threading.Thread(target=load_models, args=(ctx, demo, failed), name="model-loader", daemon=True)
@@ -287,9 +293,8 @@ def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> i
         server.run(sock)
     finally:
         store.remove()
-    if lifecycle.phase is Phase.FAILED:
-        print(f"error: {lifecycle.load_error}", file=sys.stderr)
-        return exit_code[0] if exit_code[0] != EXIT_OK else EXIT_INPUT
+    if failure:
+        raise failure[0]  # rendered by the CLI's one error boundary: message and exit status
     log.info("event=stopped still_running=%d", server.still_running)
     if server.still_running or loader.is_alive():
         # Worker threads still inside a forward pass (drain deadline passed) or a load in progress would

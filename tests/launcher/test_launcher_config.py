@@ -20,14 +20,14 @@ HOME = {"HOME": "/home/wenmo"}
 
 def test_unrecognised_options_pass_through_to_app_serve() -> None:
     config = load_config(["--threshold-ratio", "0.8", "--port", "7861", "--demo"], HOME, python=PY)
-    assert config.command == (PY, "-m", "app", "serve", "--port", "7861", "--demo", "--drain-s", "30")
+    assert config.command == (PY, "-m", "app", "serve", "--port", "7861", "--demo")
     assert config.port == 7861
     assert config.threshold_ratio == 0.8 and config.threshold_mib is None
 
 
 def test_defaults() -> None:
     config = load_config([], HOME, python=PY)
-    assert config.command == (PY, "-m", "app", "serve", "--drain-s", "30")
+    assert config.command == (PY, "-m", "app", "serve")  # nothing added: the app reads its own environment
     assert config.port == 7860
     assert config.health_host == "127.0.0.1"
     assert config.state_dir == Path("/home/wenmo/.local/state/wenmo")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app.models.fixtures import ASCII, HANZI, PUNCT, widen, write_json
+from app.models.fixture_parts import ASCII, HANZI, PUNCT, widen, write_json
 from app.models.uninlu.presets import preset_characters
 
 REX_SPECIAL = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]

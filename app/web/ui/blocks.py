@@ -12,10 +12,11 @@ from typing import Any
 
 import gradio as gr
 
+from app.errors import FileRejectedError
 from app.web.context import ServerContext
 from app.web.ui import nlu, similarity, status, vectors
 from app.web.ui.common import DEMO_BANNER, footer_text
-from app.web.ui.filestore import FileRejectedError, FileStore
+from app.web.ui.filestore import FileStore
 
 CSS = """
 .wm-demo-banner { background: #b91c1c; color: #fff; font-weight: 600; padding: 8px 14px; border-radius: 6px;

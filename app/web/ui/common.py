@@ -88,13 +88,11 @@ def footer_text(ctx: ServerContext) -> str:
     """Models and vector dimension, for the footer of every page."""
     if not ctx.lifecycle.loaded:
         return "模型加载中 (models loading)…"
-    service = ctx.service
-    parts = []
+    caps = ctx.service.describe()
     labels = {"embedding": "向量 embeddings", "cross_encoder": "交叉编码器 cross-encoder", "nlu": "通用理解 NLU"}
-    for info in service.models():
-        parts.append(f"{labels.get(info['family'], info['family'])}: `{info['name']}`")
-    dim = service.embedder.dimension if service.embedder is not None else "—"
-    device = service.models()[0]["device"] if service.models() else "?"
+    parts = [f"{labels.get(m.family, m.family)}: `{m.name}`" for m in caps.models]
+    dim = "—" if caps.dimension is None else caps.dimension
+    device = caps.device or "?"
     return f"{' · '.join(parts)} · 向量维度 dimension **{dim}** · {device}"
 
 

@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from app.errors import InputError, StoreFullError
+from app.errors import FileRejectedError, StoreFullError
 from app.web.boundary import send_error
 
 log = logging.getLogger(__name__)
@@ -51,20 +51,6 @@ STALE_PART_S = 3600.0  # a half-written upload older than this was abandoned (it
 EMPTY_DIR_GRACE_S = 60.0  # Gradio creates an upload's folder just before it moves the file in
 MAX_AGE_S = 3600.0  # uploads and exports are kept an hour at most (README "Security"): refused, then removed
 _UPLOAD_DIR = re.compile(r"[0-9a-f]{64}")  # Gradio names an upload's folder by the sha256 of its bytes
-
-FILE_RULE = ("文件不可用 (file not accepted): a file argument must be a file uploaded to this server through "
-             "POST /gradio_api/upload (the path that call returned, as it returned it); no other path is read. "
-             "Uploads are kept for an hour at most, and removed sooner, oldest first, when the file store is "
-             "full (WENMO_MAX_FILE_STORE_MIB); upload the file again and pass the new path")
-
-
-class FileRejectedError(InputError):
-    """A file argument that is not an upload of this process. One message for every reason (missing, outside
-    the folder, a link out of it, a folder): the answer must not tell which files exist."""
-
-    def __init__(self) -> None:
-        super().__init__(FILE_RULE)
-
 
 class FileStore:
     def __init__(self, max_bytes: int, *, max_files_per_upload: int = 10, root: Path | None = None) -> None:

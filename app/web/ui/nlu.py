@@ -93,17 +93,17 @@ def highlight(text: str, output: list[list[dict[str, Any]]]) -> list[tuple[str, 
 
 def run(ctx: ServerContext, text: str, schema_text: str, task: str) -> tuple[Any, ...]:
     """Returns (summary, highlighted text, path table, raw JSON)."""
-    service = ctx.service
+    service = ctx.service  # first: while the models load, that is the answer
     schema = parse(schema_text)
-    out = service.nlu(text, schema, None if task in (None, "", "auto") else task)
-    paths = out.get("output", [])
+    result = service.nlu(text, schema, None if task in (None, "", "auto") else task)
+    paths = result.output
     rows = []
     for i, path in enumerate(paths, start=1):
         leaf = path[-1]
         chain = " → ".join(f"{el['type']}: {el['span']}" for el in path)
         rows.append([i, chain, f"[{leaf['offset'][0]}, {leaf['offset'][1]}]", round(float(leaf["score"]), 4)])
     table = pd.DataFrame(rows, columns=PATH_COLUMNS)
-    task_done = out.get("task", task)
+    task_done = result.task
     if task_done == "extract":
         marked = highlight(text, paths)
     else:  # labels are not spans of the text: show the text plain and the labels in the summary
@@ -112,9 +112,9 @@ def run(ctx: ServerContext, text: str, schema_text: str, task: str) -> tuple[Any
     notes = [f"任务 task: **{task_done}**", f"**{len(paths)}** 条结果 results"]
     if labels:
         notes.append(f"标签 labels: {labels}")
-    if out.get("truncated"):
+    if result.truncated:
         notes.append("⚠ 文本被截断 (the text was truncated to the model's window)")
-    return " · ".join(notes), marked, table, raw_json(out)
+    return " · ".join(notes), marked, table, raw_json(result.as_dict())
 
 
 def raw_json(out: dict[str, Any]) -> str:

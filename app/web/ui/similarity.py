@@ -23,35 +23,34 @@ COLUMNS = ["排名 rank", "候选 candidate", "余弦 cosine", "交叉编码器 
 
 def run(ctx: ServerContext, store: FileStore, source: str, candidates_text: str, upload: str | None,
         rerank: bool, skip_blank: bool) -> tuple[str, pd.DataFrame, pd.DataFrame, str]:
-    """Returns (summary, ranked table, bar-chart data, heatmap HTML)."""
-    service = ctx.service
+    """Returns (summary, ranked table, bar-chart data, heatmap HTML). One embedding pass: the heatmap is drawn
+    from the vectors the ranking computed."""
+    service = ctx.service  # first: while the models load, that is the answer
     candidates, origin = read_texts(candidates_text, upload, store=store, max_bytes=ctx.max_upload_bytes,
                                     skip_blank=skip_blank)
     out = service.similarity(source, candidates, rerank=rerank)
     rows = [
-        [rank, r["text"], round(r["cosine"], 4),
-         None if r["cross_score"] is None else round(r["cross_score"], 4), "是 yes" if r["truncated"] else ""]
-        for rank, r in enumerate(out["results"], start=1)
+        [rank, r.text, round(r.cosine, 4), None if r.cross_score is None else round(r.cross_score, 4),
+         "是 yes" if r.truncated else ""]
+        for rank, r in enumerate(out.results, start=1)
     ]
     table = pd.DataFrame(rows, columns=COLUMNS)
-    key = "cross_score" if out["reranked"] else "cosine"
     bars = pd.DataFrame(
-        [{"candidate": f"{rank}. {short(r['text'], 14)}", "score": r[key]}
-         for rank, r in enumerate(out["results"][:BAR_MAX], start=1)]
+        [{"candidate": f"{rank}. {short(r.text, 14)}", "score": r.cross_score if out.reranked else r.cosine}
+         for rank, r in enumerate(out.results[:BAR_MAX], start=1)]
     )
     texts = [source, *candidates]
     if len(texts) <= HEATMAP_MAX_TEXTS:
-        matrix = service.pairwise(texts, max_texts=HEATMAP_MAX_TEXTS)["matrix"]
-        heat = heatmap_html(["源 S", *map(str, range(1, len(candidates) + 1))], texts, matrix)
+        heat = heatmap_html(["源 S", *map(str, range(1, len(candidates) + 1))], texts, out.pairwise_matrix())
     else:
         heat = (f"<p class='wm-note'>两两矩阵只在不超过 {HEATMAP_MAX_TEXTS} 条文本时显示 (the pairwise matrix is "
                 f"shown for at most {HEATMAP_MAX_TEXTS} texts; this call has {len(texts)})</p>")
     notes = [f"**{len(candidates)}** 条候选 candidates from {origin}",
-             f"{'按交叉编码器排序 sorted by cross-encoder' if out['reranked'] else '按余弦排序 sorted by cosine'}",
-             f"{out['elapsed_s']:.2f} s"]
-    if out["source_truncated"]:
+             f"{'按交叉编码器排序 sorted by cross-encoder' if out.reranked else '按余弦排序 sorted by cosine'}",
+             f"{out.elapsed_s:.2f} s"]
+    if out.source_truncated:
         notes.append("⚠ 源文本被截断 (the source was truncated to the model's maximum length)")
-    if any(r["truncated"] for r in out["results"]):
+    if any(r.truncated for r in out.results):
         notes.append("⚠ 部分候选被截断 (some candidates were truncated; see the table)")
     return " · ".join(notes), table, bars, heat
 

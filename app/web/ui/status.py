@@ -34,8 +34,7 @@ def models_table(ctx: ServerContext) -> pd.DataFrame:
     rows = []
     if ctx.lifecycle.loaded:
         for m in ctx.service.models():
-            rows.append([m["family"], m["name"], m["path"], m["dimension"] or "—", m["device"], m["dtype"],
-                         m["engine"], m["max_length"]])
+            rows.append([m.family, m.name, m.path, m.dimension or "—", m.device, m.dtype, m.engine, m.max_length])
     return pd.DataFrame(rows, columns=MODEL_COLUMNS)
 
 

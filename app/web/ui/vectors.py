@@ -50,9 +50,11 @@ def embed_chunked(ctx: ServerContext, texts: list[str], normalize: bool, progres
     progress(1.0, desc=f"向量化 embedding {len(texts)}/{len(texts)}")
     return Embeddings(
         np.concatenate([p.vectors for p in parts]),
-        [t for p in parts for t in p.truncated],
-        [n for p in parts for n in p.token_counts],
+        tuple(t for p in parts for t in p.truncated),
+        tuple(n for p in parts for n in p.token_counts),
         sum(p.elapsed_s for p in parts),
+        model=parts[0].model,
+        dimension=parts[0].dimension,
     )
 
 
