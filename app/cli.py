@@ -1,15 +1,19 @@
-"""Shell subcommands: `python -m app embed | similarity | nlu | serve | fixtures | plan`.
+"""Shell subcommands: `python -m app embed | similarity | nlu | serve | fixtures | plan | hash-password`.
 
 Every command shares the engine and the service with the web app. Every `Settings` field is a flag here,
 built from its `scope` in app/config.py (no list of our own). An error leaves through `report_error`, the shell's
 one error renderer: its message on stderr and the exit status its class names in app/errors.py (bad input 2,
 a failed inference 1), never a traceback.
+
+Imports no torch, gradio, deepspeed or transformers at module level (nor does anything it imports at the top), so
+`--help` and a mistyped flag are answered at once; the model code loads them when a command builds a model.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import getpass
 import json
 import logging
 import os
@@ -18,10 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.composition import build_service, demo_models, make_plan
 from app.config import Settings, env_name, flag_name
 from app.errors import InputError, WenmoError
 from app.export import write_vectors
+from app.models.fixtures import build_all
 from app.textinput import parse_lines
+from app.web.auth import GENERATED_USER, HASH_ITERATIONS, hash_password
+from app.web.server import serve
 
 log = logging.getLogger("app")
 
@@ -79,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("plan", parents=[common], help="print the runtime plan and what ds_config.json does")
 
+    h = sub.add_parser("hash-password", help="print a `user:pbkdf2_sha256$…` line for WENMO_AUTH_FILE; the password "
+                       "comes from a prompt (twice) or one line on stdin, never from the command line")
+    h.add_argument("--user", default=GENERATED_USER, help=f"user name (default {GENERATED_USER})")
+    h.add_argument("--iterations", type=int, default=HASH_ITERATIONS,
+                   help=f"PBKDF2-HMAC-SHA256 iterations (default {HASH_ITERATIONS})")
+
     from bench.cli import add_batching_parser, add_bench_parser, add_loadtest_parser
 
     add_bench_parser(sub, common)
@@ -102,8 +116,6 @@ def read_input_bytes(path: str | None) -> tuple[bytes, str]:
 
 
 def service_for(settings: Settings, roles: Sequence[str], demo: bool):  # noqa: ANN201
-    from app.composition import build_service, demo_models
-
     demo_dirs = demo_models(Path(settings.state_dir).expanduser()) if demo else None
     return build_service(settings, roles, demo_dirs=demo_dirs)
 
@@ -165,25 +177,48 @@ def cmd_nlu(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_fixtures(args: argparse.Namespace, settings: Settings) -> int:
-    from app.models.fixtures import build_all
-
     dirs = build_all(Path(args.out), full=args.full)
     print(json.dumps({role: str(p) for role, p in dirs.items()}))
     return 0
 
 
 def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
-    from app.composition import make_plan
-
     plan = make_plan(settings)
     print(json.dumps(dataclasses.asdict(plan), ensure_ascii=False))
     return 0
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from app.web.server import serve
-
     return serve(settings, demo=args.demo, no_auth=args.no_auth)
+
+
+def read_password() -> str:
+    """The password to hash: typed twice at a prompt on a terminal, else the first line of stdin. Never an
+    argument, where `ps` and the shell's history would keep it."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise InputError("the two passwords differ; run the command again and type the same password twice")
+    else:
+        try:
+            password = sys.stdin.readline().rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise InputError("stdin is not UTF-8 text; give the password as one UTF-8 line") from None
+    if not password:
+        raise InputError("the password is empty; type one at the prompt or give it as the first line of stdin")
+    return password
+
+
+def cmd_hash_password(args: argparse.Namespace, settings: Settings) -> int:
+    user = args.user.strip()
+    if not user or ":" in user:
+        raise InputError(f"--user {args.user!r}: a user name must be non-empty and must not contain ':' (the ':' "
+                         "ends the name in a `user:secret` line); choose another name")
+    if args.iterations < 1:
+        raise InputError(f"--iterations {args.iterations}: must be at least 1; leave it out for the default "
+                         f"{HASH_ITERATIONS}")
+    print(f"{user}:{hash_password(read_password(), iterations=args.iterations)}")
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -206,7 +241,7 @@ def cmd_bench_batching(args: argparse.Namespace, settings: Settings) -> int:
 
 COMMANDS = {"embed": cmd_embed, "similarity": cmd_similarity, "nlu": cmd_nlu, "serve": cmd_serve,
             "fixtures": cmd_fixtures, "plan": cmd_plan, "bench": cmd_bench, "loadtest": cmd_loadtest,
-            "bench-batching": cmd_bench_batching}
+            "bench-batching": cmd_bench_batching, "hash-password": cmd_hash_password}
 
 
 def configure_logging(level: str) -> None:

@@ -1,6 +1,7 @@
 """Composition root: settings → plan → models → service. The one place that knows every layer.
 
-Loads only the roles a command needs, so `embed` does not pay for the NLU model.
+Loads only the roles a command needs, so `embed` does not pay for the NLU model. Importing it loads no torch,
+transformers or deepspeed (the model modules load them when a model is built), so the CLI imports it at the top.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from app.engine.limiter import ConcurrencyLimiter
 from app.engine.loading import resolve_model
 from app.engine.runtime import RuntimePlan, resolve_plan
 from app.engine.workqueue import BatchLimits, WorkQueue
+from app.models.cross_encoder import CrossEncoderAdapter
+from app.models.embedding import EmbeddingAdapter
 from app.models.family import ModelFamily
+from app.models.fixtures import build_all
+from app.models.uninlu.adapter import NluAdapter
 from app.service import Service
 
 log = logging.getLogger(__name__)
 
-ROLES = ("embed", "cross", "nlu")
 DEMO_DIRS = {"embed": "gte", "cross": "structbert", "nlu": "rex-uninlu"}  # as fixtures.build_all names them
 
 
@@ -45,8 +49,6 @@ def demo_models(state_dir: Path) -> dict[str, Path]:
     import fcntl
     import shutil
     import tempfile
-
-    from app.models.fixtures import build_all
 
     root = state_dir / "demo-models"
     dirs = {role: root / name for role, name in DEMO_DIRS.items()}
@@ -113,13 +115,7 @@ def make_queue(role: str, model: ModelFamily, settings: Settings, plan: RuntimeP
 
 def load_adapter(role: str, path: Path, plan: RuntimePlan, max_length: int, name: str):  # noqa: ANN201
     if role == "embed":
-        from app.models.embedding import EmbeddingAdapter
-
         return EmbeddingAdapter(path, plan, max_length, name)
     if role == "cross":
-        from app.models.cross_encoder import CrossEncoderAdapter
-
         return CrossEncoderAdapter(path, plan, max_length, name)
-    from app.models.uninlu.adapter import NluAdapter
-
     return NluAdapter(path, plan, max_length, name)

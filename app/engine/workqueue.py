@@ -42,6 +42,7 @@ from typing import Any, Protocol
 from app.engine.batching import plan_batches
 from app.engine.cancellation import WorkScope, current_scope
 from app.engine.scheduler import run_batched, run_with_retry
+from app.errors import WenmoError
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,10 @@ class _Request:
 
     def fail(self, error: BaseException) -> None:
         if self.error is None:
-            # The traceback would hold the worker's frames (and the forward's tensors) for as long as the
-            # request thread keeps the error; the worker logs anything unexpected before it gets here.
-            self.error = error.with_traceback(None)
+            # One of ours (a refusal, a deadline, out of memory) is answered without a traceback, and its traceback
+            # would hold the worker's frames (the forward's tensors) as long as the request thread keeps the error.
+            # Anything else is a bug: it keeps its traceback for the surface's error boundary to log.
+            self.error = error.with_traceback(None) if isinstance(error, WenmoError) else error
         self.pending.clear()
         self.done.set()
 
@@ -223,8 +225,6 @@ class WorkQueue:
                                                                              for p in batch]),
                                      list(range(len(taken))))
         except Exception as e:
-            if not getattr(e, "http_status", None):  # not one of ours: keep its traceback in the log
-                log.exception("event=forward_failed queue=%s items=%d", self.name, len(taken))
             outputs = None
             error: BaseException | None = e
         else:
@@ -238,13 +238,13 @@ class WorkQueue:
             if req.error is not None:
                 continue
             if error is not None:
-                req.fail(copy.copy(error))  # each request raises its own instance, in its own thread
+                # Each request raises its own instance of one of ours, in its own thread; a bug's one instance
+                # (with its traceback) goes to all of them.
+                req.fail(copy.copy(error) if isinstance(error, WenmoError) else error)
                 continue
             try:
                 req.results[i] = req.finish(i, outputs[p]) if req.finish else outputs[p]  # type: ignore[index]
             except Exception as e:  # this request's own reduction failed (e.g. its NLU budget): only it fails
-                if not getattr(e, "http_status", None):
-                    log.exception("event=finish_failed queue=%s", self.name)
                 req.fail(e)
                 continue
             req.left -= 1

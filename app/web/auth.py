@@ -9,7 +9,7 @@ Credentials, in this order of precedence (all that are given are accepted):
 - ``WENMO_AUTH=user:password`` (environment only; never a flag, where ``ps`` would show it);
 - ``WENMO_AUTH_FILE=/path``: one ``user:secret`` per line, ``#`` comments and blank lines ignored. The
   secret is either the password itself or a salted hash ``pbkdf2_sha256$<iterations>$<salt>$<base64>``
-  (Django's format); make one with ``python -m app.web.auth hash --user NAME``;
+  (Django's format); make one with ``python -m app hash-password --user NAME``;
 - neither, under systemd: the ``wenmo-auth`` credential (``LoadCredential=``), i.e. the file
   ``$CREDENTIALS_DIRECTORY/wenmo-auth``, in the auth file's format (resolved in app/config.py);
 - none of these: a random password is generated at first start and kept in ``<state_dir>/auth.txt`` (mode
@@ -34,11 +34,9 @@ Imports nothing from the web stack: the middleware speaks bare ASGI.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import binascii
-import getpass
 import hashlib
 import hmac
 import ipaddress
@@ -46,7 +44,6 @@ import logging
 import os
 import secrets
 import stat
-import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -121,7 +118,7 @@ class Secret:
         except (ValueError, binascii.Error):
             raise ConfigError(
                 f"{where}: the hash for user {user!r} is not {HASH_SCHEME}$<iterations>$<salt>$<base64>; "
-                "make one with `python -m app.web.auth hash --user NAME`"
+                "make one with `python -m app hash-password --user NAME`"
             ) from None
         return cls(user, iterations=iterations, salt=parts[2], digest=digest)
 
@@ -571,33 +568,3 @@ async def send_refusal(send: Send, status: int, retry_after: int, *, html: bool,
         error = RateLimitedError(f"登录失败次数过多 (too many failed logins from your address): wait {retry_after} s "
                                  "and try again", retry_after)
     await send_error(send, error, html_page=html)
-
-
-# ---- `python -m app.web.auth hash` -----------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m app.web.auth",
-                                description="Make a line for WENMO_AUTH_FILE (user:salted-hash).")
-    sub = p.add_subparsers(dest="command", required=True)
-    h = sub.add_parser("hash", help="read a password (prompt, or one line on stdin) and print user:hash")
-    h.add_argument("--user", default=GENERATED_USER, help=f"user name (default {GENERATED_USER})")
-    h.add_argument("--iterations", type=int, default=HASH_ITERATIONS, help="PBKDF2 iterations")
-    args = p.parse_args(argv)
-    if ":" in args.user or not args.user.strip():
-        print("error: the user name must be non-empty and must not contain ':'", file=sys.stderr)
-        return 2
-    if sys.stdin.isatty():
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
-            print("error: the two passwords differ; run it again", file=sys.stderr)
-            return 2
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        print("error: the password is empty; give one", file=sys.stderr)
-        return 2
-    print(f"{args.user}:{hash_password(password, iterations=args.iterations)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from app.config import Settings
 from app.engine.limiter import ConcurrencyLimiter
+from app.engine.runtime import RuntimePlan
+from app.service import Service
 from app.web.lifecycle import Lifecycle
 from app.web.metrics import Metrics
 
@@ -24,13 +25,13 @@ class ServerContext:
     demo: bool = False
     state_dir: Path = Path(".")
     roles: tuple[str, ...] = ()
-    plan: Any = None  # the RuntimePlan, resolved once at start
+    plan: RuntimePlan | None = None  # resolved once at start
     model_bytes: dict[str, int] = field(default_factory=dict)  # role → bytes of weights and buffers
     # (waiting, running) jobs in Gradio's queue; set once the Blocks exist.
     gradio_queue: Callable[[], tuple[int, int]] = lambda: (0, 0)
 
     @property
-    def service(self) -> Any:
+    def service(self) -> Service:
         """The service; ModelUnavailableError while the models are loading."""
         return self.lifecycle.service
 

@@ -27,9 +27,9 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from app.errors import BodyTooLargeError, HttpError, ModelUnavailableError, UnavailableError, WenmoError
+from app.service import Service
 from app.web.boundary import BODY_CAP_SCOPE_KEY, log_error, send_error
 
 try:  # Gradio's upload parser deletes the files it has begun only when the parse fails with this type
@@ -76,7 +76,7 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self.phase = Phase.LOADING
-        self._service: Any = None
+        self._service: Service | None = None
         self.lock = threading.Lock()
         self.http_in_flight = 0
         self.last_request_at = 0.0  # monotonic time a request other than a probe or stream last started/ended
@@ -85,7 +85,7 @@ class Lifecycle:
         self.work_probes: list[Callable[[], int]] = []
 
     @property
-    def service(self) -> Any:
+    def service(self) -> Service:
         if self._service is None:
             error = ModelUnavailableError("模型仍在加载 (models are still loading); retry in a few seconds")
             error.retry_after_s = RETRY_AFTER_S  # type: ignore[attr-defined]
@@ -96,7 +96,7 @@ class Lifecycle:
     def loaded(self) -> bool:
         return self._service is not None
 
-    def set_ready(self, service: Any) -> None:
+    def set_ready(self, service: Service) -> None:
         self._service = service
         if self.phase is Phase.LOADING:  # a SIGTERM during loading wins
             self.phase = Phase.READY

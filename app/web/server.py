@@ -13,6 +13,9 @@ Start-up, in order (the cheap checks first, so a mistake fails in a second, not 
 
 SIGTERM/SIGINT: stop taking work, let in-flight requests finish for up to --drain-s, exit 0; a second
 signal exits at once. We run uvicorn ourselves because Gradio's own server dies on SIGTERM mid-request.
+
+Importing this module loads no uvicorn, FastAPI or Gradio (the CLI imports it for `serve` and must answer `--help`
+without them): those load inside `serve` and `build_asgi`.
 """
 
 from __future__ import annotations
@@ -28,11 +31,24 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from app import hostinfo
+from app.composition import build_service, demo_models, make_plan
 from app.config import Settings
 from app.engine.limiter import ConcurrencyLimiter
 from app.errors import ConfigError, WenmoError
+from app.service import ROLES
+from app.web.auth import (
+    Authenticator,
+    BasicAuthMiddleware,
+    FailureLimiter,
+    is_loopback,
+    load_credentials,
+    parse_trusted_proxies,
+)
 from app.web.context import ServerContext
 from app.web.lifecycle import Lifecycle, LifecycleGate, Phase
+from app.web.metrics import MetricsMiddleware
+from app.web.ui.filestore import FileStore, UploadStoreGate
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +90,6 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def build_asgi(ctx: ServerContext, authenticator: Any) -> tuple[Any, Any, Any]:
     """(the ASGI app with every layer, the Blocks, the file store)."""
-    from app.web.ui.filestore import FileStore, UploadStoreGate
-
     # Uploads and exports live in a folder of this process's own (0700), bounded on disk; Gradio reads
     # GRADIO_TEMP_DIR when it loads and when the Blocks are built, so it is set first.
     store = FileStore(ctx.settings.max_file_store_mib * 2**20, max_files_per_upload=ctx.settings.max_upload_files)
@@ -84,9 +98,9 @@ def build_asgi(ctx: ServerContext, authenticator: Any) -> tuple[Any, Any, Any]:
     import gradio as gr
     from fastapi import FastAPI
 
+    # deferred: these pull fastapi and gradio, which only a running server needs (and gradio must see
+    # GRADIO_TEMP_DIR, set just above)
     from app.web.api import create_router, install_error_handlers
-    from app.web.auth import BasicAuthMiddleware
-    from app.web.metrics import MetricsMiddleware
     from app.web.ui.blocks import CSS, build_blocks
 
     s = ctx.settings
@@ -127,8 +141,6 @@ def gradio_queue_counts(blocks: Any) -> tuple[int, int]:
 
 def gauges(ctx: ServerContext) -> dict[str, tuple[str, str, Any]]:
     """Scrape-time values for /metrics."""
-    from app import hostinfo
-
     g_wait, g_run = ctx.gradio_queue()
     out: dict[str, tuple[str, str, Any]] = {
         "wenmo_ready": ("gauge", "1 when every model is loaded and the server takes work",
@@ -210,16 +222,13 @@ class DrainingServer:
 def load_models(ctx: ServerContext, demo: bool, on_done: Any) -> None:
     """Runs in a thread: build the service with every role, then mark the server ready; on a failure,
     `on_done(exception)`, which `serve` raises once the server has stopped."""
-    from app.composition import build_service, demo_models
-    from app.hostinfo import module_bytes
-
     try:
         demo_dirs = demo_models(ctx.state_dir) if demo else None
-        roles = ["embed", "cross", "nlu"]
+        roles = list(ROLES)  # a server loads every model
         ctx.roles = tuple(roles)
         service = build_service(ctx.settings, roles, limiter=ctx.limiter, demo_dirs=demo_dirs, plan=ctx.plan,
                                 request_timeout_s=ctx.settings.request_timeout_s)
-        ctx.model_bytes = service.weigh_models(module_bytes)
+        ctx.model_bytes = service.weigh_models(hostinfo.module_bytes)
         ctx.lifecycle.set_ready(service)
     except WenmoError as e:
         ctx.lifecycle.set_failed(e.message)
@@ -231,9 +240,6 @@ def load_models(ctx: ServerContext, demo: bool, on_done: Any) -> None:
 
 
 def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> int:
-    from app.composition import make_plan
-    from app.web.auth import Authenticator, FailureLimiter, is_loopback, load_credentials, parse_trusted_proxies
-
     # Files this process writes (uploads, exports, Gradio's copies, generated credentials) are its own:
     # 0600 files in 0700 folders, whatever the login shell's umask.
     os.umask(0o077)

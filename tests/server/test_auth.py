@@ -90,7 +90,7 @@ def run_async(coro):
 @pytest.mark.parametrize(("content", "needle"), [
     ("justauser\n", "user:password"),
     ("dave:\n", "empty"),
-    ("erin:pbkdf2_sha256$x$salt$abc\n", "make one with `python -m app.web.auth hash"),
+    ("erin:pbkdf2_sha256$x$salt$abc\n", "make one with `python -m app hash-password --user NAME`"),
     ("# only comments\n", "no `user:password` lines"),
 ])
 def test_bad_auth_files_fail_with_the_line_named(tmp_path, content, needle):
@@ -126,7 +126,7 @@ def test_failures_spread_beyond_the_window_do_not_lock_out():
 
 
 def test_hash_command_prints_a_line_the_server_accepts():
-    out = subprocess.run([sys.executable, "-m", "app.web.auth", "hash", "--user", "frank", "--iterations", "2000"],
+    out = subprocess.run([sys.executable, "-m", "app", "hash-password", "--user", "frank", "--iterations", "2000"],
                          input="pässwörd\n", capture_output=True, text=True, cwd=REPO_ROOT, env=clean_env(),
                          timeout=60)
     assert out.returncode == 0, out.stderr

@@ -73,7 +73,7 @@ def test_a_parsed_hash_keeps_user_iterations_salt_and_digest():
 
 
 HASH_ERROR = ("auth.txt: the hash for user 'bob' is not pbkdf2_sha256$<iterations>$<salt>$<base64>; "
-              "make one with `python -m app.web.auth hash --user NAME`")
+              "make one with `python -m app hash-password --user NAME`")
 
 
 @pytest.mark.parametrize("secret", [

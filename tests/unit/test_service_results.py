@@ -61,7 +61,7 @@ class FakeEmbedder:
         self.info = ModelInfo("embedding", name, "/models/gte", 8, DIM, "cpu", "fp32", "torch")
         self.calls: list[list[str]] = []
 
-    def embed(self, texts, *, normalize, max_batch_tokens, max_batch_size):  # noqa: ANN001
+    def embed(self, texts, *, normalize):  # noqa: ANN001
         self.calls.append(list(texts))
         vectors = np.stack([unit(t) if normalize else raw_vector(t) for t in texts])
         return EmbedOut(vectors, [len(t) > 8 for t in texts], [len(t) + 2 for t in texts])
@@ -75,7 +75,7 @@ class FakeCrossEncoder:
     def __init__(self) -> None:
         self.info = ModelInfo("cross_encoder", "fake-structbert", "/models/sb", 8, None, "cpu", "fp32", "torch")
 
-    def score(self, first, second, *, max_batch_tokens, max_batch_size):  # noqa: ANN001
+    def score(self, first, second):  # noqa: ANN001
         return PairOut([cross_score(a, b) for a, b in zip(first, second, strict=True)],
                        [len(a) + len(b) > 12 for a, b in zip(first, second, strict=True)])
 
@@ -84,7 +84,7 @@ class FakeNlu:
     def __init__(self) -> None:
         self.info = ModelInfo("nlu", "fake-rex", "/models/rex", 512, None, "cpu", "fp32", "torch")
 
-    def infer(self, text, schema, task=None, *, max_batch_tokens, max_batch_size, max_forwards, max_paths):  # noqa: ANN001
+    def infer(self, text, schema, task=None, *, max_forwards, max_paths):  # noqa: ANN001
         kind = next(iter(schema))
         return {"task": task or "extract",
                 "output": [[{"type": kind, "span": text[:2], "offset": [0, 2], "score": 0.5}]],

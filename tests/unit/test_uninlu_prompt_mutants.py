@@ -138,9 +138,9 @@ def test_a_vocabulary_larger_than_the_declared_base_is_refused_unchanged():
 
 
 def test_from_dir_passes_the_base_vocabulary_on(monkeypatch, tmp_path):
-    import app.models.checkpoint as checkpoint
+    import app.models.uninlu.prompt as prompt_module
 
-    monkeypatch.setattr(checkpoint, "load_tokenizer",
+    monkeypatch.setattr(prompt_module, "load_tokenizer",
                         lambda d: FakeTokenizer(8, ("[PREFIX]", "[TYPE]", "[CLASSIFY]", "[MULTICLASSIFY]")))
     tok = PromptTokenizer.from_dir(tmp_path, 8)  # an export that already carries the four tokens
     assert (tok.base_vocab, tok.prefix_id) == (8, 8)

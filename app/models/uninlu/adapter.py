@@ -44,6 +44,8 @@ class NluAdapter:
     def __init__(self, model_dir: Path, plan: RuntimePlan, max_length_cap: int = 0, name: str | None = None):
         import torch
 
+        # deferred: backbone and head pull torch, which only loading a model needs (not `--help`, not the
+        # composition root's import)
         from app.models.uninlu.backbone import deberta_config
         from app.models.uninlu.head import RexUniNluModel, rope_frequencies
 

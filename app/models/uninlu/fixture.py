@@ -82,6 +82,7 @@ def rex_config(full: bool, vocab_size: int) -> dict[str, Any]:
 def build_rex_uninlu(root: Path, *, full: bool = False, seed: int = 3, fmt: str = "bin") -> Path:
     import torch
 
+    # deferred: backbone and head pull torch; the vocabulary and tokenizer files are written without it
     from app.models.uninlu.backbone import deberta_config
     from app.models.uninlu.head import RexUniNluModel
 

@@ -3,7 +3,7 @@
 Each preset is a dict: `id`, `title_zh`, `title_en`, `task` (extract | classify | multi_classify), `schema`
 (the nested dict; `None` leaves), `text` (the example, without a [CLASSIFY]/[MULTICLASSIFY] marker: the
 task says which mode to use), and `note` (how the task is phrased, in Chinese). Pure data; no imports
-beyond the standard library.
+beyond the standard library and app.errors (itself standard library only), for the error an unknown id raises.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import json
 from typing import Any
+
+from app.errors import InputError
 
 _PRESETS: list[dict[str, Any]] = [
     {
@@ -201,8 +203,6 @@ def preset(preset_id: str) -> dict[str, Any]:
     for p in _PRESETS:
         if p["id"] == preset_id:
             return copy.deepcopy(p)
-    from app.errors import InputError
-
     raise InputError(f"unknown preset {preset_id!r}; known: {', '.join(p['id'] for p in _PRESETS)}")
 
 

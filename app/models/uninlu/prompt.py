@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import ModelUnavailableError
+from app.models.checkpoint import load_tokenizer
 from app.models.uninlu.schema import ADDED_TOKENS, PREFIX_TOKEN, TYPE_TOKEN, Schema
 
 MAX_LEN = 512
@@ -141,8 +142,6 @@ class PromptTokenizer:
 
     @classmethod
     def from_dir(cls, model_dir: Path, base_vocab: int | None = None) -> PromptTokenizer:
-        from app.models.checkpoint import load_tokenizer
-
         return cls(load_tokenizer(model_dir), base_vocab)
 
     def encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:

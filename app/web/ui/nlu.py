@@ -13,21 +13,14 @@ import gradio as gr
 import pandas as pd
 
 from app.errors import InputError
+from app.models.uninlu.presets import presets as nlu_presets
+from app.models.uninlu.schema import parse_schema
 from app.web.context import ServerContext
 from app.web.ui.common import guarded
 
 TASK_CHOICES = [("自动 auto", "auto"), ("抽取 extract", "extract"), ("单标签分类 classify", "classify"),
                 ("多标签分类 multi_classify", "multi_classify")]
 PATH_COLUMNS = ["#", "路径 path (类型: 片段 type: span)", "位置 offset", "置信度 score"]
-
-
-def load_presets() -> list[dict[str, Any]]:
-    """The NLU module's presets; none when that module is not installed in this build."""
-    try:
-        from app.models.uninlu.presets import presets
-    except ImportError:
-        return []
-    return presets()
 
 
 def preset_values(presets: list[dict[str, Any]], preset_id: str | None) -> tuple[str, str, str, str]:
@@ -40,20 +33,12 @@ def preset_values(presets: list[dict[str, Any]], preset_id: str | None) -> tuple
     raise InputError(f"unknown preset {preset_id!r}; choose one from the list")
 
 
-def parse(schema_text: str) -> dict[str, Any]:
-    from app.models.uninlu.schema import parse_schema
-
-    return parse_schema(schema_text)
-
-
 def describe_schema(schema_text: str) -> str:
     """A one-line verdict for the editor: valid (with counts) or the exact problem."""
     try:
-        schema = parse(schema_text)
+        schema = parse_schema(schema_text)
     except InputError as e:
         return f"✗ {e.message}"
-    except ImportError:
-        return "NLU 模块未安装 (the NLU module is not installed in this build)"
 
     def walk(level: dict[str, Any], depth: int) -> tuple[int, int]:
         types, deepest = 0, depth
@@ -94,7 +79,7 @@ def highlight(text: str, output: list[list[dict[str, Any]]]) -> list[tuple[str, 
 def run(ctx: ServerContext, text: str, schema_text: str, task: str) -> tuple[Any, ...]:
     """Returns (summary, highlighted text, path table, raw JSON)."""
     service = ctx.service  # first: while the models load, that is the answer
-    schema = parse(schema_text)
+    schema = parse_schema(schema_text)
     result = service.nlu(text, schema, None if task in (None, "", "auto") else task)
     paths = result.output
     rows = []
@@ -130,7 +115,7 @@ def raw_json(out: dict[str, Any]) -> str:
 
 
 def build(ctx: ServerContext) -> gr.Tab:
-    presets = load_presets()
+    presets = nlu_presets()  # a copy of our own, in display order
     first = presets[0]["id"] if presets else None
     schema0, text0, task0, note0 = preset_values(presets, first) if first else ("{}", "", "auto", "")
     with gr.Tab("通用理解 NLU", id="nlu") as tab:
