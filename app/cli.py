@@ -200,8 +200,8 @@ def read_password() -> str:
         if getpass.getpass("Again: ") != password:
             raise InputError("the two passwords differ; run the command again and type the same password twice")
     else:
-        try:
-            password = sys.stdin.readline().rstrip("\r\n")
+        try:  # bytes, decoded strictly: the text layer would turn bad bytes into surrogates that cannot be hashed
+            password = sys.stdin.buffer.readline().decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError:
             raise InputError("stdin is not UTF-8 text; give the password as one UTF-8 line") from None
     if not password:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from window_recorder import Recorder
 
 from app.errors import BudgetExceededError, InputError
 from app.models.uninlu.adapter import NluAdapter
@@ -31,23 +32,6 @@ EPS = 2e-4  # scores are rounded to 4 digits; batched and one-window logits agre
 @pytest.fixture(scope="module")
 def nlu(tmp_path_factory, cpu_plan):
     return NluAdapter(build_rex_uninlu(tmp_path_factory.mktemp("rex") / "rex-uninlu"), cpu_plan, name="rex-tiny")
-
-
-class Recorder:
-    """Window hook: every window the adapter runs, in order."""
-
-    def __init__(self, adapter):
-        self.adapter = adapter
-        self.windows = []
-
-    def __enter__(self):
-        self.start = self.adapter.forward_count
-        self.adapter.window_hook = self.windows.append
-        return self
-
-    def __exit__(self, *exc):
-        self.adapter.window_hook = None
-        self.count = self.adapter.forward_count - self.start
 
 
 def sigmoid(x):

@@ -17,6 +17,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from window_recorder import Recorder
 
 from app.errors import InputError, ModelUnavailableError
 from app.models.uninlu.adapter import NluAdapter
@@ -39,23 +40,6 @@ def rex_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def nlu(rex_dir, cpu_plan):
     return NluAdapter(rex_dir, cpu_plan, name="rex-tiny")
-
-
-class Recorder:
-    """Window hook: every window the adapter runs, in order."""
-
-    def __init__(self, adapter):
-        self.adapter = adapter
-        self.windows = []
-
-    def __enter__(self):
-        self.start = self.adapter.forward_count
-        self.adapter.window_hook = self.windows.append
-        return self
-
-    def __exit__(self, *exc):
-        self.adapter.window_hook = None
-        self.count = self.adapter.forward_count - self.start
 
 
 def hf_window_count(nlu, hint, text, task="extract"):

@@ -89,12 +89,13 @@ def comments(source: str) -> dict[int, str]:
 
 
 def named_heavy(node: ast.AST, lines: list[str], notes: dict[int, str], heads: dict[int, int]) -> set[str]:
-    """The heavy libraries a comment names on the import's own lines or on the comment line above its run; empty
-    when there is no such comment."""
+    """The heavy libraries a comment names on the import's own lines or in the comment block right above its run;
+    empty when there is no such comment."""
     wanted = list(range(node.lineno, node.end_lineno + 1))
-    head = heads.get(node.lineno, node.lineno)
-    if head >= 2 and lines[head - 2].lstrip().startswith("#"):
-        wanted.append(head - 1)
+    above = heads.get(node.lineno, node.lineno) - 1
+    while above >= 1 and lines[above - 1].lstrip().startswith("#"):
+        wanted.append(above)
+        above -= 1
     return {m.group(1) for n in wanted for m in HEAVY_NAMED.finditer(notes.get(n, ""))}
 
 
@@ -117,33 +118,34 @@ def test_the_audit_reads_comments_runs_and_relative_imports():
         "from app.config import Settings\n"  # 1 top level: fine
         "def f():\n"
         "    from app.a import x\n"  # 3 no comment
-        "    # deferred: pulls torch; `--help` must not pay for it\n"
-        "    from app.b import y\n"  # 5 comment above
-        "    from app.c import (\n"  # 6 same run as line 5
+        "    # deferred: pulls torch; `--help`\n"
+        "    # must not pay for it\n"
+        "    from app.b import y\n"  # 6 comment block above
+        "    from app.c import (\n"  # 7 same run as line 6
         "        z,\n"
         "    )\n"
         "\n"
-        "    from app.d import w\n"  # 10 a new run after a blank line: not covered
-        "    import app.e  # gradio\n"  # 11 same line, but line 10 is its run's head: covered by its own comment
+        "    from app.d import w\n"  # 11 a new run after a blank line: not covered
+        "    import app.e  # gradio\n"  # 12 its own comment (its run's head, line 11, has none)
         "    import os\n"
-        "    from . import g\n"  # 13 relative, inside app
+        "    from . import g\n"  # 14 relative, inside app
         "    # a comment that names nothing heavy\n"
-        "    from app.h import q\n"  # 15
+        "    from app.h import q\n"  # 16
         "    class K:\n"
         "        def m(self):\n"
-        "            from app.i import r  # deferred: uvicorn, fastapi\n"  # 18 nested
+        "            from app.i import r  # deferred: uvicorn, fastapi\n"  # 19 nested
         "    return 1\n"
     )
     got = audit(source)
     assert got == [
         (3, ["app.a"], set()),
-        (5, ["app.b"], {"torch"}),
-        (6, ["app.c"], {"torch"}),
-        (10, ["app.d"], set()),
-        (11, ["app.e"], {"gradio"}),
-        (13, ["."], set()),
-        (15, ["app.h"], set()),
-        (18, ["app.i"], {"uvicorn", "fastapi"}),
+        (6, ["app.b"], {"torch"}),
+        (7, ["app.c"], {"torch"}),
+        (11, ["app.d"], set()),
+        (12, ["app.e"], {"gradio"}),
+        (14, ["."], set()),
+        (16, ["app.h"], set()),
+        (19, ["app.i"], {"uvicorn", "fastapi"}),
     ]
     assert audit("def f():\n    from . import g\n", in_app=False) == []  # launcher's relative imports are its own
 
