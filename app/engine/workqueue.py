@@ -32,7 +32,6 @@ NLU walk keeps its spans and drops each window's (L, L) logits there. No torch h
 from __future__ import annotations
 
 import copy
-import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -43,8 +42,6 @@ from app.engine.batching import plan_batches
 from app.engine.cancellation import WorkScope, current_scope
 from app.engine.scheduler import run_batched, run_with_retry
 from app.errors import WenmoError
-
-log = logging.getLogger(__name__)
 
 Finish = Callable[[int, Any], Any]
 
