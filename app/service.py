@@ -22,6 +22,7 @@ from app.config import Settings
 from app.engine.cancellation import CancelToken, work_scope
 from app.engine.heap import HeapTrimmer
 from app.engine.limiter import ConcurrencyLimiter
+from app.engine.workqueue import WorkQueue
 from app.errors import InputError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class ScoreOutput(Protocol):
 
 class Embedder(Protocol):
     info: ModelFacts
+    queue: WorkQueue
     dimension: int
 
     def embed(self, texts: Sequence[str], *, normalize: bool) -> EmbedOutput: ...
@@ -76,12 +78,14 @@ class Embedder(Protocol):
 
 class CrossEncoder(Protocol):
     info: ModelFacts
+    queue: WorkQueue
 
     def score(self, first: Sequence[str], second: Sequence[str]) -> ScoreOutput: ...
 
 
 class Nlu(Protocol):
     info: ModelFacts
+    queue: WorkQueue
 
     def infer(self, text: str, schema: Any, task: str | None = None, *, max_forwards: int,
               max_paths: int) -> dict[str, Any]: ...
@@ -164,6 +168,15 @@ class NluResult:
 
 
 ROLES = ("embed", "cross", "nlu")  # the composition root's names for the three models
+
+
+@dataclass(frozen=True)
+class EngineQueueStats:
+    across_requests: bool  # batch_across_requests: forwards formed from every waiting request's items
+    waiting: int  # requests with items queued or in the running forward
+    forwards: int
+    items: int  # texts, pairs or NLU windows run
+    shared_forwards: int  # forwards that held items of more than one request
 
 
 @dataclass(frozen=True)
@@ -381,6 +394,11 @@ class Service:
 
     def describe(self) -> Capabilities:
         return Capabilities(self.models())
+
+    def engine_queues(self) -> dict[str, EngineQueueStats]:
+        """Role → what its engine queue has done (the /metrics counters and the status page)."""
+        return {role: EngineQueueStats(m.queue.across, m.queue.waiting, m.queue.stats.forwards, m.queue.stats.items,
+                                       m.queue.stats.shared_forwards) for role, m in self._loaded()}
 
     def weigh_models(self, measure: Callable[[object], int]) -> dict[str, int]:
         """Role → what `measure` says of that loaded model (the server passes app.hostinfo.module_bytes, which

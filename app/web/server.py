@@ -35,7 +35,7 @@ from app import hostinfo
 from app.composition import build_service, demo_models, make_plan
 from app.config import Settings
 from app.engine.limiter import ConcurrencyLimiter
-from app.errors import ConfigError, WenmoError
+from app.errors import ConfigError, ModelUnavailableError, WenmoError
 from app.service import ROLES
 from app.web.auth import (
     Authenticator,
@@ -142,6 +142,10 @@ def gradio_queue_counts(blocks: Any) -> tuple[int, int]:
 def gauges(ctx: ServerContext) -> dict[str, tuple[str, str, Any]]:
     """Scrape-time values for /metrics."""
     g_wait, g_run = ctx.gradio_queue()
+    try:
+        queues = ctx.service.engine_queues()
+    except ModelUnavailableError:  # still loading: no queues yet
+        queues = {}
     out: dict[str, tuple[str, str, Any]] = {
         "wenmo_ready": ("gauge", "1 when every model is loaded and the server takes work",
                         ctx.lifecycle.phase is Phase.READY),
@@ -152,6 +156,15 @@ def gauges(ctx: ServerContext) -> dict[str, tuple[str, str, Any]]:
         "wenmo_max_concurrent": ("gauge", "the concurrency cap", ctx.limiter.max_concurrent),
         "wenmo_max_queue": ("gauge", "the wait-queue bound", ctx.limiter.max_queue),
         "wenmo_limiter_rejected_total": ("counter", "requests the limiter answered busy", ctx.limiter.rejected),
+        "wenmo_engine_forwards_total": ("counter", "forward passes the engine's queue ran, per model role",
+                                        {(("role", r),): q.forwards for r, q in queues.items()}),
+        "wenmo_engine_items_total": ("counter", "texts, pairs or NLU windows those forwards held, per model role",
+                                     {(("role", r),): q.items for r, q in queues.items()}),
+        "wenmo_engine_shared_forwards_total": ("counter", "forwards that held the work of more than one request "
+                                               "(batching across requests), per model role",
+                                               {(("role", r),): q.shared_forwards for r, q in queues.items()}),
+        "wenmo_engine_waiting_requests": ("gauge", "requests with work in the engine's queue, per model role",
+                                          {(("role", r),): q.waiting for r, q in queues.items()}),
         "wenmo_model_memory_bytes": ("gauge", "bytes of weights and buffers per loaded model",
                                      {(("role", role),): b for role, b in ctx.model_bytes.items()}),
         "wenmo_process_resident_memory_bytes": ("gauge", "resident memory of the server process",

@@ -134,17 +134,23 @@ def test_nlu_classification_returns_a_label_of_the_schema(client):
     assert len(out["output"]) == 1 and out["output"][0][0]["type"] in schema
 
 
-def metric(text: str, name: str, **labels: str) -> float:
+def metric(text: str, name: str, missing: float | None = None, **labels: str) -> float:
+    """A sample's value; `missing` when given stands for a series not exported yet (a counter before its first
+    event)."""
     want = ",".join(f'{k}="{v}"' for k, v in labels.items())
     pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if labels else "") + r" ([0-9.e+-]+)$"
     m = re.search(pattern, text, re.M)
+    if m is None and missing is not None:
+        return missing
     assert m, f"{name}{{{want}}} not in /metrics"
     return float(m.group(1))
 
 
 def test_metrics_count_requests_and_show_gauges(client):
     before = client.get("/metrics").text
-    n0 = metric(before, "wenmo_http_requests_total", route="/v1/embeddings", method="POST", status="200")
+    n0 = metric(before, "wenmo_http_requests_total", 0.0, route="/v1/embeddings", method="POST", status="200")
+    f0 = metric(before, "wenmo_engine_forwards_total", role="embed")
+    i0 = metric(before, "wenmo_engine_items_total", role="embed")
     for _ in range(3):
         embed_api(client, "计数")
     text = client.get("/metrics")
@@ -158,6 +164,11 @@ def test_metrics_count_requests_and_show_gauges(client):
     assert metric(text, "wenmo_in_flight") == 0
     assert metric(text, "wenmo_queue_depth") == 0
     assert metric(text, "wenmo_max_concurrent") == 1
+    # The engine's embed queue ran each one-text call as one forward of one item (nothing else was waiting).
+    assert metric(text, "wenmo_engine_forwards_total", role="embed") == f0 + 3
+    assert metric(text, "wenmo_engine_items_total", role="embed") == i0 + 3
+    assert metric(text, "wenmo_engine_waiting_requests", role="embed") == 0
+    assert "# TYPE wenmo_engine_shared_forwards_total counter" in text
     # tiny GTE: 2 layers of hidden 32 over a ~1500-token vocabulary, in fp32
     assert 50_000 < metric(text, "wenmo_model_memory_bytes", role="embed") < 2_000_000
     assert metric(text, "wenmo_process_resident_memory_bytes") > 50 * 2**20
