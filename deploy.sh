@@ -507,16 +507,21 @@ GEN_KEYS=()
 declare -A GEN=() GEN_DOC=()
 setting() { GEN_KEYS+=("$1"); GEN[$1]=$2; GEN_DOC[$1]=$3; }
 
+# Requests admitted to the engine at once. With batching across requests (the default) they share forwards in the
+# engine's queues — one forward per model at a time, each within the token budget — so admitting more costs no
+# activation memory; the app's own default (32) holds on every machine.
+ADMISSION_DOC="requests admitted at once: 0 = the app's choice (32: they share forwards, one per model at a time, within the token budget)"
+
 # profile NAME MIB CPU: the tuning for one GPU (or the CPU) as settings.
 profile() {
-  local name=$1 mib=$2 cpu=$3 tier tokens size length conc
+  local name=$1 mib=$2 cpu=$3 tier tokens size length
   if [[ $cpu == 1 ]]; then
     PROFILE="CPU"
     setting WENMO_DEVICE cpu "run on the CPU (--cpu or no GPU found with --demo)"
     setting WENMO_MAX_BATCH_TOKENS 4096 "token budget per forward pass: small batches keep CPU latency low"
     setting WENMO_MAX_BATCH_SIZE 32 "texts per forward pass at most"
     setting WENMO_MAX_LENGTH 512 "tokens per text: the models' own limit (512 positions)"
-    setting WENMO_MAX_CONCURRENT 0 "inferences at once: 0 = the app's choice, one per two CPU cores"
+    setting WENMO_MAX_CONCURRENT 0 "$ADMISSION_DOC"
     setting WENMO_LAUNCHER_THRESHOLD_RATIO 0.80 \
       "the launcher restarts the app when its memory (RSS) stays above 80% of this machine's RAM"
     return 0
@@ -524,15 +529,15 @@ profile() {
   # Memory decides the batch budget: weights take ~1.8 GB in fp16 for the three models; the rest goes to
   # activations (BERT-large: ~0.13 GB per 1000 tokens per layer at peak, attention included, at 512 tokens).
   if ((mib >= 70000)); then
-    tier="80 GB class (A100 80GB, H100, H200)"; tokens=65536; size=256; length=512; conc=4
+    tier="80 GB class (A100 80GB, H100, H200)"; tokens=65536; size=256; length=512
   elif ((mib >= 36000)); then
-    tier="40-48 GB class (A100 40GB, L40S, A40, A6000)"; tokens=32768; size=256; length=512; conc=4
+    tier="40-48 GB class (A100 40GB, L40S, A40, A6000)"; tokens=32768; size=256; length=512
   elif ((mib >= 20000)); then
-    tier="24 GB class (A10, L4, RTX 3090/4090, A5000)"; tokens=16384; size=128; length=512; conc=2
+    tier="24 GB class (A10, L4, RTX 3090/4090, A5000)"; tokens=16384; size=128; length=512
   elif ((mib >= 14000)); then
-    tier="16 GB class (T4, V100 16GB, A4000)"; tokens=8192; size=64; length=512; conc=2
+    tier="16 GB class (T4, V100 16GB, A4000)"; tokens=8192; size=64; length=512
   else
-    tier="small GPU (< 14 GB: MIG slice or 8-12 GB card)"; tokens=4096; size=32; length=256; conc=1
+    tier="small GPU (< 14 GB: MIG slice or 8-12 GB card)"; tokens=4096; size=32; length=256
   fi
   PROFILE="$tier; found $name with $mib MiB"
   setting WENMO_DEVICE cuda "run on the first GPU ($name); cuda:N picks another"
@@ -547,7 +552,7 @@ profile() {
   else
     setting WENMO_MAX_LENGTH "$length" "tokens per text: the models' own limit (512 positions)"
   fi
-  setting WENMO_MAX_CONCURRENT "$conc" "inferences running at once on the GPU (overlaps tokenizing with compute)"
+  setting WENMO_MAX_CONCURRENT 0 "$ADMISSION_DOC"
   setting WENMO_LAUNCHER_THRESHOLD_MIB $((mib * 85 / 100)) \
     "the launcher restarts the app when it holds more than 85% of the GPU's $mib MiB (a leak, before an OOM)"
 }

@@ -214,14 +214,14 @@ def test_model_ids_match_the_app():
 @pytest.mark.parametrize(
     "name, mib, tokens, size, length, concurrent",
     [
-        ("NVIDIA A10", 23028, 16384, 128, 512, 2),
-        ("NVIDIA L4", 23034, 16384, 128, 512, 2),
-        ("Tesla T4", 15360, 8192, 64, 512, 2),
-        ("NVIDIA A100-SXM4-40GB", 40960, 32768, 256, 512, 4),
-        ("NVIDIA A100-SXM4-80GB", 81920, 65536, 256, 512, 4),
-        ("NVIDIA H100 80GB HBM3", 81559, 65536, 256, 512, 4),
-        ("NVIDIA H200", 143771, 65536, 256, 512, 4),
-        ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", 4864, 4096, 32, 256, 1),
+        ("NVIDIA A10", 23028, 16384, 128, 512, 0),
+        ("NVIDIA L4", 23034, 16384, 128, 512, 0),
+        ("Tesla T4", 15360, 8192, 64, 512, 0),
+        ("NVIDIA A100-SXM4-40GB", 40960, 32768, 256, 512, 0),
+        ("NVIDIA A100-SXM4-80GB", 81920, 65536, 256, 512, 0),
+        ("NVIDIA H100 80GB HBM3", 81559, 65536, 256, 512, 0),
+        ("NVIDIA H200", 143771, 65536, 256, 512, 0),
+        ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", 4864, 4096, 32, 256, 0),
     ],
 )
 def test_profile_by_gpu(name, mib, tokens, size, length, concurrent):

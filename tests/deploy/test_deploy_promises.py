@@ -172,7 +172,7 @@ def upgraded_checkout(installed):
     """A copy of this checkout whose ds_config.json default differs (a new release), requirements unchanged."""
     src = installed.root / "next-release"
     src.mkdir()
-    for item in ("app", "launcher", "deploy.sh", "requirements.txt", "pyproject.toml", "README.md"):
+    for item in ("app", "launcher", "bench", "deploy.sh", "requirements.txt", "pyproject.toml", "README.md"):
         if (ROOT / item).is_dir():
             shutil.copytree(ROOT / item, src / item, ignore=shutil.ignore_patterns("__pycache__"))
         elif (ROOT / item).exists():
