@@ -1,4 +1,6 @@
-"""The service layer: validation and limits, then calls into the model adapters under the concurrency cap.
+"""The service layer: validation and limits, then calls into the models, whose work goes through the engine's
+queues (app/engine/workqueue.py). The concurrency cap here is admission: a request holds a slot while its work is
+in the engine, where it shares forwards with the other admitted requests.
 
 Every surface (CLI, UI, HTTP API) calls these functions, so a limit or a message is defined once, and gets back
 typed results (frozen dataclasses below) that carry the names of the models that made them and the vector size:
