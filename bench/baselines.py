@@ -16,6 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.models.checkpoint import read_json
+from app.models.cross_encoder import positive_label
+from app.models.embedding import pool, pooler_type
+from app.models.encoding import model_max_length
 from bench.timing import BatchRecord, TimedForward
 
 
@@ -33,9 +37,6 @@ def _fp32():  # noqa: ANN202 - transformers 5 loads in the checkpoint's dtype un
 
 
 def _max_length(model_dir: Path) -> int:
-    from app.models.checkpoint import read_json
-    from app.models.encoding import model_max_length
-
     return model_max_length(model_dir, read_json(model_dir, "config.json"))
 
 
@@ -69,15 +70,11 @@ class EmbeddingBaseline(_Base):
         super().__init__(model_dir, device, records, batch_size)
         from transformers import BertModel
 
-        from app.models.embedding import pooler_type
-
         self.pooler = pooler_type(model_dir)
         self._finish(BertModel.from_pretrained(str(model_dir), add_pooling_layer=False, dtype=_fp32()))
 
     def run(self, texts: Sequence[str]) -> list[list[float]]:
         import torch
-
-        from app.models.embedding import pool
 
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i])) if self.batch_size > 1 else list(
             range(len(texts)))
@@ -101,9 +98,6 @@ class CrossEncoderBaseline(_Base):
     def __init__(self, model_dir: Path, device: str, records: list[BatchRecord], batch_size: int) -> None:
         super().__init__(model_dir, device, records, batch_size)
         from transformers import BertForSequenceClassification
-
-        from app.models.checkpoint import read_json
-        from app.models.cross_encoder import positive_label
 
         self.positive = positive_label(read_json(model_dir, "config.json"), str(model_dir))
         self._finish(BertForSequenceClassification.from_pretrained(str(model_dir), dtype=_fp32()))

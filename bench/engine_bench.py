@@ -7,23 +7,23 @@ measured code is the code that serves. Runs inside a measurement subprocess.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.engine.runtime import RuntimePlan
+from app.engine.dsconfig import load_ds_config
+from app.engine.runtime import RuntimePlan, resolve_plan
+from app.models.cross_encoder import CrossEncoderAdapter
+from app.models.embedding import EmbeddingAdapter
+from app.models.uninlu.adapter import NluAdapter
 from bench.timing import BatchRecord, TimedForward
 
 
 def make_plan(device: str, dtype: str, engine: str, ds_config: str, kernel_inject: bool | None,
               min_batch_fill: str = "auto") -> RuntimePlan:
     """The runtime plan for one configuration; `kernel_inject` overrides ds_config.json's inference block."""
-    import dataclasses
-
-    from app.engine.dsconfig import load_ds_config
-    from app.engine.runtime import resolve_plan
-
     ds = load_ds_config(ds_config)
     if kernel_inject is not None:
         ds = dataclasses.replace(ds, replace_with_kernel_inject=kernel_inject)
@@ -33,8 +33,6 @@ def make_plan(device: str, dtype: str, engine: str, ds_config: str, kernel_injec
 class WenmoEmbedder:
     def __init__(self, model_dir: Path, plan: RuntimePlan, records: list[BatchRecord], *, max_length: int,
                  max_batch_tokens: int, max_batch_size: int) -> None:
-        from app.models.embedding import EmbeddingAdapter
-
         self.adapter = EmbeddingAdapter(model_dir, plan, max_length, "bench")
         self.adapter.model = TimedForward(self.adapter.model, plan.device, records)
         self.max_batch_tokens = max_batch_tokens
@@ -49,8 +47,6 @@ class WenmoEmbedder:
 class WenmoCrossEncoder:
     def __init__(self, model_dir: Path, plan: RuntimePlan, records: list[BatchRecord], *, max_length: int,
                  max_batch_tokens: int, max_batch_size: int) -> None:
-        from app.models.cross_encoder import CrossEncoderAdapter
-
         self.adapter = CrossEncoderAdapter(model_dir, plan, max_length, "bench")
         self.adapter.model = TimedForward(self.adapter.model, plan.device, records)
         self.max_batch_tokens = max_batch_tokens
@@ -72,8 +68,6 @@ class WenmoNlu:
 
     def __init__(self, model_dir: Path, plan: RuntimePlan, records: list[BatchRecord], *, max_length: int,
                  max_batch_tokens: int, max_batch_size: int) -> None:
-        from app.models.uninlu.adapter import NluAdapter
-
         self.adapter = NluAdapter(model_dir, plan, max_length, "bench")
         self.adapter.model = TimedForward(self.adapter.model, plan.device, records)
         self.device = plan.device

@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from app.engine.wrapping import quantize_linear_layers
+
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "float32"}
 
 
@@ -35,8 +37,6 @@ def measure(device: str, dtype: str, n: int = 0, min_time_s: float = 0.5, max_re
 
     matmul = torch.matmul
     if dtype == "int8":
-        from app.engine.wrapping import quantize_linear_layers
-
         layer = torch.nn.Linear(n, n, bias=False)
         layer.weight.data.copy_(b.t())
         packed = quantize_linear_layers(torch.nn.Sequential(layer))

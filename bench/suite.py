@@ -12,6 +12,7 @@ subset and its rate is per input, which is fair because it pads every input to t
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -26,6 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from app.config import REPO_ROOT, Settings
+from app.engine.dsconfig import load_ds_config
+from app.engine.loading import resolve_model
+from app.engine.runtime import _deepspeed_importable, resolve_plan
+from app.models.checkpoint import load_tokenizer, read_json
+from app.models.encoding import encode_pairs, encode_texts, model_max_length
+from app.models.fixtures import build_gte, build_structbert
+from app.models.uninlu.fixture import build_rex_uninlu
 from bench import workload as wl
 from bench.stats import percentile, ratio, summarize
 
@@ -86,16 +94,10 @@ def build_fixture(role: str, root: Path, full: bool) -> Path:
     if marker.exists():
         return target
     if role == "embed":
-        from app.models.fixtures import build_gte
-
         build_gte(target, full=full)
     elif role == "cross":
-        from app.models.fixtures import build_structbert
-
         build_structbert(target, full=full)
     else:
-        from app.models.uninlu.fixture import build_rex_uninlu
-
         build_rex_uninlu(target, full=full)
     marker.touch()
     return target
@@ -107,20 +109,20 @@ def replica_root(models_dir: str, state_dir: str, size: str) -> Path:
 
 
 def nlu_unavailable() -> str | None:
-    """Why the RexUniNLU family cannot run yet, or None when it can."""
+    """Why the RexUniNLU family cannot run, or None when it can.
+
+    A probe, not a use (this process never calls the adapter; the worker does): the adapter is imported by name so
+    that a failure skips the NLU family with its reason in the report, instead of a traceback from every NLU
+    configuration's worker. The presets and the fixture builder are imported at the top (workload, build_fixture)."""
     try:
-        import app.models.uninlu.adapter  # noqa: F401
-        import app.models.uninlu.fixture  # noqa: F401
-        import app.models.uninlu.presets  # noqa: F401
-    except Exception as e:  # noqa: BLE001 - being built by another engineer; skip, say why
-        return f"RexUniNLU adapter not importable yet ({type(e).__name__}: {e})"
+        importlib.import_module("app.models.uninlu.adapter")
+    except Exception as e:  # noqa: BLE001 - any import failure: skip the family, say why
+        return f"RexUniNLU adapter not importable ({type(e).__name__}: {e})"
     return None
 
 
 def model_dirs(opts: BenchOptions, settings: Settings, families: tuple[str, ...], progress: Progress
                ) -> tuple[dict[str, Path], dict[str, str]]:
-    from app.engine.loading import resolve_model
-
     root = replica_root(opts.models_dir, settings.state_dir, opts.size)
     given = {"embed": opts.model, "cross": opts.cross_model, "nlu": opts.nlu_model}
     dirs: dict[str, Path] = {}
@@ -391,11 +393,6 @@ def token_stats(lengths: list[int], truncated: list[bool]) -> dict[str, Any]:
 
 # ---- the run -----------------------------------------------------------------------------------------------
 def run_suite(opts: BenchOptions, settings: Settings, progress: Progress = _stderr) -> dict[str, Any]:
-    from app.engine.dsconfig import load_ds_config
-    from app.engine.runtime import _deepspeed_importable, resolve_plan
-    from app.models.checkpoint import load_tokenizer, read_json
-    from app.models.encoding import encode_pairs, encode_texts, model_max_length
-
     families = tuple(f for f in FAMILIES if f in opts.families)
     ds = load_ds_config(settings.ds_config)
     base_plan = resolve_plan(settings.device, settings.dtype, "torch", ds)

@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from app.models.checkpoint import read_json
 from bench import flops, memory
 
 
@@ -127,8 +128,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {"ok": True, "items": len(items), "seconds": seconds, "pass_seconds": pass_seconds,
                               "load_s": load_s,
                               "plan": plan, "torch_threads": torch.get_num_threads(), "memory": mem}
-    from app.models.checkpoint import read_json
-
     config = read_json(Path(job["model_dir"]), "config.json")
     kw = _flop_kwargs(family, config)
     if family == "nlu":

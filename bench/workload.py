@@ -16,6 +16,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from app.models.fixture_parts import HANZI  # pure data; covered by the tiny test vocabulary
+from app.models.uninlu.presets import presets
+
 
 @dataclass(frozen=True)
 class Band:
@@ -42,8 +45,6 @@ _SENTENCE_END = "。！？"
 
 
 def _alphabet() -> str:
-    from app.models.fixtures import HANZI  # pure data; covered by the tiny test vocabulary
-
     seen: dict[str, None] = {}
     for ch in HANZI:
         seen.setdefault(ch, None)
@@ -158,11 +159,7 @@ NLU_FAMILIES = {
 
 def nlu_items(per_family: int) -> list[dict[str, Any]]:
     """`per_family` requests for each task family, cycling through that family's presets (their own
-    schema, task and example text). Empty when the presets module is not there yet."""
-    try:
-        from app.models.uninlu.presets import presets
-    except ImportError:
-        return []
+    schema, task and example text)."""
     families: dict[str, list[dict[str, Any]]] = {}
     for p in presets():
         families.setdefault(NLU_FAMILIES.get(p["id"], p["task"]), []).append(p)

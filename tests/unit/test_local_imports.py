@@ -1,7 +1,7 @@
-"""Imports of `app` modules stand at the top of a module. One inside a function is allowed only where it defers a
-heavy dependency on purpose, and a comment says which (`# deferred: pulls torch; …`), on the import's own line or on
-the line above it (or above the run of adjacent imports it belongs to). The comment's claim is checked: importing
-that module in a fresh interpreter does load the dependency it names.
+"""Imports of `app` modules stand at the top of a module, in app/, launcher/ and bench/. One inside a function is
+allowed only where it defers a heavy dependency on purpose, and a comment says which (`# deferred: pulls torch; …`),
+on the import's own line or on the line above it (or above the run of adjacent imports it belongs to). The comment's
+claim is checked: importing that module in a fresh interpreter does load the dependency it names.
 
 And the shell's cheap paths stay cheap: `python -m app --help` (and a subcommand's `--help`) imports none of the
 heavy libraries, so a typo in a flag is answered at once, on a machine without a GPU stack too.
@@ -109,8 +109,15 @@ def audit(source: str, in_app: bool = True) -> list[tuple[int, list[str], set[st
 
 
 def checked_files() -> list[tuple[Path, bool]]:
+    """app/ (its relative imports are app modules), then launcher/ and bench/ (theirs are their own)."""
     files = [(p, True) for p in sorted((REPO_ROOT / "app").rglob("*.py"))]
-    return files + [(p, False) for p in sorted((REPO_ROOT / "launcher").rglob("*.py"))]
+    return files + [(p, False) for d in ("launcher", "bench") for p in sorted((REPO_ROOT / d).rglob("*.py"))]
+
+
+def test_the_audit_reads_app_launcher_and_bench():
+    read = {p.relative_to(REPO_ROOT).parts[0] for p, _ in checked_files()}
+    assert read == {"app", "launcher", "bench"}
+    assert (REPO_ROOT / "bench" / "suite.py", False) in checked_files()
 
 
 def test_the_audit_reads_comments_runs_and_relative_imports():
@@ -147,7 +154,8 @@ def test_the_audit_reads_comments_runs_and_relative_imports():
         (16, ["app.h"], set()),
         (19, ["app.i"], {"uvicorn", "fastapi"}),
     ]
-    assert audit("def f():\n    from . import g\n", in_app=False) == []  # launcher's relative imports are its own
+    # launcher's and bench's relative imports are their own
+    assert audit("def f():\n    from . import g\n", in_app=False) == []
 
 
 def test_every_function_local_app_import_names_the_heavy_dependency_it_defers():
