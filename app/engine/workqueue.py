@@ -76,9 +76,23 @@ class _Request:
             # One of ours (a refusal, a deadline, out of memory) is answered without a traceback, and its traceback
             # would hold the worker's frames (the forward's tensors) as long as the request thread keeps the error.
             # Anything else is a bug: it keeps its traceback for the surface's error boundary to log.
-            self.error = error.with_traceback(None) if isinstance(error, WenmoError) else error
+            self.error = _detached(error) if isinstance(error, WenmoError) else error
         self.pending.clear()
         self.done.set()
+
+
+def _detached(error: BaseException) -> BaseException:
+    """`error` without the worker's frames: no traceback on it or on the exceptions chained to it. A refusal raised
+    while handling another exception (the NLU walk's TooManySpans → BudgetExceededError) would otherwise keep,
+    through its __context__'s traceback, the frame that held the whole forward's logits — ~40 MB per refused
+    request, for as long as the surface keeps the error (measured over HTTP, tests/security/test_nlu_budget.py)."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+    return error
 
 
 @dataclass

@@ -248,3 +248,33 @@ def test_closing_stops_the_worker_and_refuses_new_work(model):
     queue.close()
     with pytest.raises(RuntimeError, match="closed"):
         queue.run(*items("b", [1]))
+
+
+def test_a_refusal_raised_while_handling_another_error_keeps_none_of_the_workers_frames(model):
+    """The NLU walk refuses (BudgetExceededError) inside `except TooManySpans`: the refusal's __context__ carried a
+    traceback into the worker's frame that held the forward's logits, and every refused request kept ~40 MB for
+    as long as the HTTP layer held the error (measured over HTTP; the old code fails this test)."""
+    import gc
+    import weakref
+
+    class Logits:
+        pass
+
+    seen = {}
+
+    def finish(i, result):
+        logits = Logits()
+        seen["ref"] = weakref.ref(logits)
+        try:
+            raise KeyError("too many spans")
+        except KeyError:
+            raise InputError("refused: past the budget")  # noqa: B904 - chained on purpose, as the NLU walk does
+
+    gc.disable()
+    try:
+        with pytest.raises(InputError, match="refused") as info:
+            make(model).run([("a", 1)], [1], finish)
+        assert seen["ref"]() is None, "the worker's frame (and what it held) outlived the forward"
+        assert info.value.__context__ is not None  # the chain's messages stay; only the frames go
+    finally:
+        gc.enable()
