@@ -38,9 +38,8 @@ declare -A SELECT=(
           app.web.auth.xǁAuthenticatorǁ_start_check__* app.web.auth.xǁAuthenticatorǁ_end_check__*
           app.web.auth.xǁAuthenticatorǁ_remembered__* app.web.auth.xǁAuthenticatorǁ_remember__*"
   [policy]="launcher.policy.*"
-  [workqueue]="app.engine.workqueue.*"
 )
-ORDER=(batching limiter workqueue encoding schema prompt decode auth policy)
+ORDER=(batching limiter encoding schema prompt decode auth policy)
 modules=()
 for m in "${ORDER[@]}"; do
   if [ $# -eq 0 ] || [[ " $* " == *" $m "* ]]; then modules+=("$m"); fi
