@@ -144,3 +144,12 @@ def test_from_dir_passes_the_base_vocabulary_on(monkeypatch, tmp_path):
                         lambda d: FakeTokenizer(8, ("[PREFIX]", "[TYPE]", "[CLASSIFY]", "[MULTICLASSIFY]")))
     tok = PromptTokenizer.from_dir(tmp_path, 8)  # an export that already carries the four tokens
     assert (tok.base_vocab, tok.prefix_id) == (8, 8)
+
+
+def test_each_hint_knows_its_split_index_and_its_token_count():
+    # The three hints of test_after_a_split…: split indices 0, 1, 2 (the walk orders results by them), and each
+    # hint's `tokens` is [CLS] + its pieces + [SEP] by the same count (the forward budget is planned from it).
+    costs = {"": 1, "a": 125, "b": 125, "c": 3, "d": 2, "e": 125, "f": 124, "g": 3}
+    hints = build_hints([((), dict.fromkeys("abcdefg"))], lambda s: costs[s])
+    assert [h.split for h in hints] == [0, 1, 2]
+    assert [h.tokens for h in hints] == [256, 2 + 1 + 2 + 125 + 124, 2 + 1 + 3]
