@@ -15,10 +15,10 @@ from app.engine.dsconfig import load_ds_config
 from app.engine.limiter import ConcurrencyLimiter
 from app.engine.loading import resolve_model
 from app.engine.runtime import RuntimePlan, resolve_plan
-from app.engine.workqueue import BatchLimits, WorkQueue
+from app.engine.workqueue import WorkQueue
 from app.models.cross_encoder import CrossEncoderAdapter
 from app.models.embedding import EmbeddingAdapter
-from app.models.family import ModelFamily
+from app.models.family import ModelFamily, batch_limits
 from app.models.fixtures import build_all
 from app.models.uninlu.adapter import NluAdapter
 from app.service import Service
@@ -105,8 +105,7 @@ def build_service(settings: Settings, roles: Iterable[str], *, limiter: Concurre
 def make_queue(role: str, model: ModelFamily, settings: Settings, plan: RuntimePlan) -> WorkQueue:
     """The role's engine queue: every request's work for this model goes through it (batched across requests
     unless batch_across_requests=off), under the settings' batch limits."""
-    size = min(settings.max_batch_size, model.batch_size_cap or settings.max_batch_size)
-    limits = BatchLimits(settings.max_batch_tokens, size, plan.min_batch_fill)
+    limits = batch_limits(model, plan, settings.max_batch_tokens, settings.max_batch_size)
     across = settings.batch_across_requests == "on"
     log.info("event=work_queue role=%s across_requests=%s max_batch_tokens=%d max_batch_size=%d min_fill=%g",
              role, "on" if across else "off", limits.max_batch_tokens, limits.max_batch_size, limits.min_fill)

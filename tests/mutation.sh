@@ -22,7 +22,7 @@ if [ "$have" != "$want" ]; then
 fi
 
 # Which functions are mutated, per module (mutmut's names: module.x_function, module.xǁClassǁmethod).
-# app/models/encoding.py: tokenization and truncation (pad_batch needs torch: tests/models covers it).
+# app/models/encoding.py: tokenization and truncation (pad_rows needs torch: tests/models covers it).
 # app/web/auth.py: only the decision (secrets, the failure limiter, the authenticator, the Basic header);
 # its file handling, CLI and HTTP rendering are tested through servers, not here.
 declare -A SELECT=(

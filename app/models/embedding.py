@@ -101,9 +101,6 @@ class EmbeddingAdapter:
         return vectors
 
     # ---- public ---------------------------------------------------------------------------------------------
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self.encode(texts).lengths
-
     def embed(self, texts: Sequence[str], *, normalize: bool = True, max_batch_tokens: int | None = None,
               max_batch_size: int | None = None) -> EmbedResult:
         """Vectors for `texts` through the role's queue; `max_batch_*` given: this call's own forwards with

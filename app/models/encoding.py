@@ -107,8 +107,3 @@ def pad_rows(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, d
         "token_type_ids": types_t.to(device),
         "attention_mask": mask.to(device),
     }
-
-
-def pad_batch(enc: Encoded, batch: Sequence[int], pad_id: int, device: str) -> dict[str, Any]:
-    """Tensors for the texts `batch` (indices into `enc`), padded only to the longest member."""
-    return pad_rows([(enc.ids[i], enc.type_ids[i]) for i in batch], pad_id, device)

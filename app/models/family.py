@@ -21,14 +21,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from app.config import Settings
 from app.engine.runtime import RuntimePlan
 from app.engine.workqueue import BatchLimits, WorkQueue
 from app.engine.wrapping import prepare_module
+from app.errors import InputError
 from app.models.checkpoint import load_into, parameters_on_meta
 from app.models.encoding import ModelInfo
 
-# A call's own forwards when no shared queue is attached: the Settings defaults for max_batch_tokens/size.
-DEFAULT_LIMITS = (16384, 128)
+# A model's own queue, before the composition root gives it the shared one, plans with the settings' defaults.
+DEFAULTS = Settings()
 
 
 class ModelFamily(Protocol):
@@ -49,11 +51,21 @@ def load_module(model_dir: Path, plan: RuntimePlan, construct: Callable[[], Any]
     return module, prepare_module(module, plan, kernel_inject_supported=kernel_inject_supported)
 
 
+def batch_limits(model: ModelFamily, plan: RuntimePlan, max_batch_tokens: int, max_batch_size: int) -> BatchLimits:
+    """The limits a role's forwards run under: the settings' budget and size, the size capped by the family's own
+    cap (NLU: 32 windows)."""
+    size = min(max_batch_size, model.batch_size_cap or max_batch_size)
+    return BatchLimits(max_batch_tokens, size, plan.min_batch_fill)
+
+
 def own_queue(model: ModelFamily, plan: RuntimePlan, max_batch_tokens: int | None = None,
               max_batch_size: int | None = None) -> WorkQueue:
-    """A queue that runs each call's forwards alone, in the caller's thread."""
-    size = max_batch_size or min(DEFAULT_LIMITS[1], model.batch_size_cap or DEFAULT_LIMITS[1])
-    limits = BatchLimits(max_batch_tokens or DEFAULT_LIMITS[0], size, plan.min_batch_fill)
+    """A queue that runs each call's forwards alone, in the caller's thread: under the default limits, or the ones
+    given, as given."""
+    limits = batch_limits(model, plan, DEFAULTS.max_batch_tokens, DEFAULTS.max_batch_size)
+    if max_batch_tokens or max_batch_size:
+        limits = BatchLimits(max_batch_tokens or limits.max_batch_tokens, max_batch_size or limits.max_batch_size,
+                             limits.min_fill)
     return WorkQueue(model.family, model, limits, across=False)
 
 
@@ -63,6 +75,8 @@ def queue_for_call(model: ModelFamily, plan: RuntimePlan, max_batch_tokens: int 
     — a private queue with those limits for this call alone."""
     if max_batch_tokens is None and max_batch_size is None:
         return model.queue
+    if (max_batch_tokens is not None and max_batch_tokens < 1) or (max_batch_size is not None and max_batch_size < 1):
+        raise InputError("max_batch_tokens and max_batch_size must be ≥ 1")
     return own_queue(model, plan, max_batch_tokens, max_batch_size)
 
 

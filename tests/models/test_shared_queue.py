@@ -13,6 +13,7 @@ import pytest
 
 from app.composition import make_queue
 from app.config import Settings
+from app.errors import InputError
 from app.models.cross_encoder import CrossEncoderAdapter
 from app.models.embedding import EmbeddingAdapter
 from app.models.family import own_queue
@@ -104,3 +105,13 @@ def test_a_private_queue_uses_the_settings_defaults_and_the_family_cap(tiny_dirs
     assert (model.queue.limits.max_batch_tokens, model.queue.limits.max_batch_size) == (
         Settings().max_batch_tokens, Settings().max_batch_size)
     assert own_queue(model, cpu_plan, max_batch_size=3).limits.max_batch_size == 3
+
+
+def test_a_calls_own_limits_below_one_are_refused_for_every_family(tiny_dirs, cpu_plan):
+    # One check where a call's limits become a queue (app/models/family.queue_for_call): a zero no longer falls
+    # back to the default limits unnoticed.
+    model = EmbeddingAdapter(tiny_dirs["embed"], cpu_plan)
+    for limits in ({"max_batch_tokens": 0}, {"max_batch_size": 0}):
+        with pytest.raises(InputError, match="must be ≥ 1"):
+            model.embed(TEXTS, **limits)
+    assert model.embed(TEXTS[:2], max_batch_size=1).vectors.shape[0] == 2

@@ -22,7 +22,7 @@ import numpy as np
 
 from app.engine.runtime import RuntimePlan
 from app.engine.workqueue import WorkQueue
-from app.errors import InputError, ModelUnavailableError
+from app.errors import ModelUnavailableError
 from app.models.checkpoint import load_state_dict, load_tokenizer, read_json
 from app.models.family import describe, load_module, own_queue, queue_for_call
 from app.models.uninlu import pipeline
@@ -125,9 +125,6 @@ class NluAdapter:
         `max_forwards` / `max_paths`: the request's work budget (pipeline.Budget); past it, BudgetExceededError."""
         parsed = parse_schema(schema)
         resolved, body = resolve_task(text, task)
-        if (max_batch_tokens is not None and max_batch_tokens < 1) or (max_batch_size is not None
-                                                                       and max_batch_size < 1):
-            raise InputError("max_batch_tokens and max_batch_size must be ≥ 1")
         queue = queue_for_call(self, self.plan, max_batch_tokens, max_batch_size)
 
         def forward(windows: Sequence[Window], reduce: pipeline.Reduce) -> list:
