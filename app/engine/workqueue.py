@@ -217,13 +217,11 @@ class WorkQueue:
         batches = plan_batches(lengths, lim.max_batch_tokens, lim.max_batch_size, lim.min_fill)
         chosen = next(b for b in batches if 0 in b)
         taken = [candidates[p] for p in chosen]
-        by_request: dict[int, set[int]] = {}
+        gone: dict[_Request, set[int]] = {}  # requests hash by identity (eq=False)
         for req, i in taken:
-            by_request.setdefault(id(req), set()).add(i)
-        for req in turns:
-            gone = by_request.get(id(req))
-            if gone:
-                req.pending = [i for i in req.pending if i not in gone]
+            gone.setdefault(req, set()).add(i)
+        for req, items in gone.items():
+            req.pending = [i for i in req.pending if i not in items]
         # The served request goes to the back of the line.
         head = turns[0]
         self._turns.remove(head)
@@ -243,7 +241,7 @@ class WorkQueue:
         with self._lock:
             self.stats.forwards += 1
             self.stats.items += len(taken)
-            if len({id(r) for r, _ in taken}) > 1:
+            if len({r for r, _ in taken}) > 1:
                 self.stats.shared_forwards += 1
         for p, (req, i) in enumerate(taken):
             if req.error is not None:
