@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The measurement tools live beside the app package (bench/), imported here and in their commands only; a
     # copy of the app without them (a slim image) still serves, and simply has no bench commands.
     try:
-        from bench.cli import add_batching_parser, add_bench_parser, add_loadtest_parser
+        from bench.cli import add_batching_parser, add_bench_parser, add_loadtest_parser, add_soak_parser
     except ModuleNotFoundError as e:
         if e.name != "bench":
             raise
@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub, common)
     add_loadtest_parser(sub, common)
     add_batching_parser(sub, common)
+    add_soak_parser(sub, common)
     return p
 
 
@@ -245,9 +246,16 @@ def cmd_bench_batching(args: argparse.Namespace, settings: Settings) -> int:
     return run_batching(args, settings)
 
 
+def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
+    from bench.cli import run_soak
+
+    return run_soak(args, settings)
+
+
 COMMANDS = {"embed": cmd_embed, "similarity": cmd_similarity, "nlu": cmd_nlu, "serve": cmd_serve,
             "fixtures": cmd_fixtures, "plan": cmd_plan, "bench": cmd_bench, "loadtest": cmd_loadtest,
-            "bench-batching": cmd_bench_batching, "hash-password": cmd_hash_password}
+            "bench-batching": cmd_bench_batching, "soak": cmd_soak,
+            "hash-password": cmd_hash_password}
 
 
 def configure_logging(level: str) -> None:

@@ -107,6 +107,11 @@ class Settings:
     trusted_proxies: str = _opt("", "comma-separated addresses or networks of reverse proxies whose "
                                     "X-Forwarded-For names the client (empty: none; the TCP peer is the client)",
                                 scope="serve")
+    ui_sessions: int = _opt(256, "UI sessions (browser tabs and /gradio_api calls) whose Gradio state the server "
+                                 "keeps, ~100 KB each; the least recently used is forgotten first", scope="serve")
+    heap_snapshot_dir: str = _opt("", "folder for Python heap snapshots: when set, the server traces allocations "
+                                      "(slower) and writes a snapshot on each SIGUSR1 (environment only; a soak "
+                                      "diagnostic)", scope="env")
 
     def replace(self, **changes: Any) -> Settings:
         """Apply overrides (e.g. CLI flags); `None` means "not given" and keeps the current value."""

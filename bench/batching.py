@@ -36,9 +36,6 @@ import platform
 import re
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +50,7 @@ from app.errors import InputError, ModelUnavailableError
 from bench import workload as wl
 from bench.loadtest import Outcome, _retry_after, _valid_body, classify, open_client, summarize, wait_ready
 from bench.prometheus import parse_samples
+from bench.serverchild import ServerChild, free_port
 from bench.stats import percentile, ratio
 from bench.suite import build_fixture, replica_root
 
@@ -64,7 +62,6 @@ TARGET_RATIO_CPU = 1.5
 TARGET_RATIO_GPU = 5.0
 TARGET_MIN_COSINE = 0.99999
 RETRY_AFTER_CAP_S = 5.0
-STOP_TIMEOUT_S = 60.0  # SIGTERM, then this long for the drain and exit, then SIGKILL
 PROGRESS_EVERY_S = 30.0  # a line during a long load, so a full-size run does not look stuck
 # /metrics samples kept per server: the caps it used, what it turned away, and whatever batching gauges the
 # engine exposes (names containing "batch"), read after the load.
@@ -234,56 +231,6 @@ def kept_metrics(text: str) -> dict[str, float]:
         if name in METRIC_KEYS or ("batch" in name and not name.endswith("_bucket")):
             out[key] = value
     return out
-
-
-# ---- the server child -------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerChild:
-    """One `python -m app serve` in its own session (so stopping it stops its whole process group), its output
-    in a log file."""
-
-    def __init__(self, mode: str, env: dict[str, str], log_path: Path) -> None:
-        self.mode = mode
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=REPO_ROOT, env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def gone(self) -> str | None:
-        """Why the server cannot answer any more (it exited), or None while it runs."""
-        code = self.proc.poll()
-        if code is None:
-            return None
-        return (f"the server with {SWITCH_ENV}={self.mode} exited with status {code}; the end of its log "
-                f"({self.log_path}):\n{self.log_tail()}")
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, lines: int = 15) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
-
-    def stop(self) -> int | None:
-        """SIGTERM to the group, STOP_TIMEOUT_S for the drain, then SIGKILL; the exit status."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        self._log.close()
-        return self.proc.returncode
 
 
 # ---- load -------------------------------------------------------------------------------------------------
@@ -503,7 +450,7 @@ def run(opts: BatchingOptions, settings: Settings, settings_env: Mapping[str, st
                 label = f"{mode}-r{r + 1}"
                 progress(f"bench-batching: round {r + 1}/{opts.rounds}: starting serve with {SWITCH_ENV}={mode} on "
                          f"port {port}")
-                server = ServerChild(mode, env, work / f"serve-{label}.log")
+                server = ServerChild(f"{SWITCH_ENV}={mode}", env, work / f"serve-{label}.log")
                 try:
                     result = asyncio.run(measure(server, f"http://127.0.0.1:{port}", auth, pool, opts, progress))
                 finally:

@@ -135,10 +135,11 @@ def add_loadtest_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.A
     t.add_argument("--soak-users", type=int, default=0, help="users of soak and mixed (default: the safe concurrency)")
     t.add_argument("--soak-s", type=_positive_float, default=d.soak_s, help=f"soak duration ({d.soak_s:g} s)")
     t.add_argument("--soak-requests", type=_positive_int, default=d.soak_requests, help="request cap of the soak")
+    add_soak_arguments(t, d)
     t.add_argument("--mixed-s", type=_positive_float, default=d.mixed_s, help=f"mixed stage duration ({d.mixed_s:g} s)")
     t.add_argument("--mixed-requests", type=_positive_int, default=d.mixed_requests, help="request cap of mixed")
     t.add_argument("--mix", default=DEFAULT_MIX, help=f"request mix of the mixed stage (default {DEFAULT_MIX}; "
-                   "kinds: vectors, similarity, rerank, nlu)")
+                   "kinds: vectors, similarity, rerank, nlu, ui, metrics, badlogin)")
     t.add_argument("--metrics-interval-s", type=_positive_float, default=d.metrics_interval_s,
                    help=f"GET /metrics every this many seconds during the soak ({d.metrics_interval_s:g})")
     t.add_argument("--p95-target-ms", type=_positive_float, default=d.p95_target_ms,
@@ -154,6 +155,25 @@ def add_loadtest_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.A
     t.add_argument("--json", dest="json_path", metavar="PATH", help="write the full results as JSON to this file")
     t.add_argument("--plot", dest="plot_path", metavar="PATH", help="write a PNG chart to this file")
     return t
+
+
+def add_soak_arguments(t: argparse.ArgumentParser, d: Any) -> None:  # noqa: ANN401
+    """The soak's own flags, shared by `loadtest` and `soak`."""
+    from bench.loadtest import KINDS
+
+    t.add_argument("--soak-mix", default=d.soak_mix, help=f"request mix of the soak (default {d.soak_mix}; kinds: "
+                   f"{', '.join(KINDS)})")
+    t.add_argument("--soak-warmup-s", type=float, default=d.soak_warmup_s,
+                   help=f"seconds of the soak left out of the memory fit (default {d.soak_warmup_s:g}, at most half "
+                        "the soak)")
+    t.add_argument("--memory-budget-mib-per-day", type=_positive_float, default=d.memory_budget_mib_per_day,
+                   help="the soak passes when every memory gauge, extrapolated to 24 h at the soak's rate, grows "
+                        f"less than this (default {d.memory_budget_mib_per_day:g} MiB)")
+
+
+def soak_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"soak_mix": args.soak_mix, "soak_warmup_s": max(0.0, args.soak_warmup_s),
+            "memory_budget_mib_per_day": args.memory_budget_mib_per_day}
 
 
 def add_batching_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:  # noqa: ANN401
@@ -197,6 +217,61 @@ def add_batching_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.A
     t.add_argument("--json", dest="json_path", metavar="PATH", help="write the full results as JSON to this file")
     t.add_argument("--keep-work-dir", action="store_true", help="keep the servers' logs")
     return t
+
+
+def add_soak_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:  # noqa: ANN401
+    from bench.soak import SoakOptions
+
+    d = SoakOptions()
+    t = sub.add_parser(
+        "soak", parents=[common],
+        help="start a server and soak it with every route: memory slope per 1k requests, 24 h extrapolation, "
+             "and (--trace-heap) what grew, by allocation site",
+        description="Start `python -m app serve` (--demo: the tiny offline models) on a free loopback port with "
+                    "its own credentials, put --soak-users closed-loop users on it for --soak-s seconds with "
+                    "--soak-mix (every route by default, wrong logins included), read the memory gauges from "
+                    "/metrics, and judge their slope per 1,000 requests after the warm-up, extrapolated to 24 "
+                    "hours at the soak's rate, against --memory-budget-mib-per-day. Settings flags given here "
+                    "and WENMO_* variables reach the server.")
+    t.add_argument("--soak-users", type=_positive_int, default=d.users, help=f"concurrent users (default {d.users})")
+    t.add_argument("--soak-s", type=_positive_float, default=d.soak_s, help=f"soak duration ({d.soak_s:g} s)")
+    t.add_argument("--soak-requests", type=_positive_int, default=d.soak_requests,
+                   help="request cap (default: none; the duration ends it)")
+    add_soak_arguments(t, d)
+    t.add_argument("--metrics-interval-s", type=_positive_float, default=d.metrics_interval_s,
+                   help=f"GET /metrics every this many seconds ({d.metrics_interval_s:g})")
+    t.add_argument("--trace-heap", action="store_true",
+                   help="trace the server's Python allocations (several times slower) and report the allocation "
+                        "sites that grew between the end of the warm-up and the end")
+    t.add_argument("--top-sites", type=_positive_int, default=d.top_sites,
+                   help=f"allocation sites to report with --trace-heap (default {d.top_sites})")
+    t.add_argument("--ready-timeout-s", type=_positive_float, default=d.ready_timeout_s,
+                   help=f"how long the server may take to load and answer GET /readyz ({d.ready_timeout_s:g} s)")
+    t.add_argument("--check", action="store_true",
+                   help="exit status 1 when the verdict fails or a request failed (default: report it, exit 0)")
+    t.add_argument("--json", dest="json_path", metavar="PATH", help="write the full results as JSON to this file")
+    t.add_argument("--plot", dest="plot_path", metavar="PATH", help="write a PNG chart of the memory to this file")
+    t.add_argument("--keep-work-dir", action="store_true", help="keep the server's log (kept anyway with --trace-heap)")
+    return t
+
+
+def run_soak(args: argparse.Namespace, settings: Settings) -> int:
+    from bench.report import soak_text
+    from bench.soak import SoakOptions, run
+
+    opts = SoakOptions(demo=bool(getattr(args, "demo", False)), users=args.soak_users, soak_s=args.soak_s,
+                       soak_requests=args.soak_requests, metrics_interval_s=args.metrics_interval_s,
+                       trace_heap=args.trace_heap, top_sites=args.top_sites, ready_timeout_s=args.ready_timeout_s,
+                       keep_work_dir=args.keep_work_dir, command=list(sys.argv), **soak_options(args))
+    report = run(opts, given_settings_env(args))
+    print(soak_text(report), flush=True)
+    if args.json_path:
+        _write_json(args.json_path, report)
+    if args.plot_path:
+        from bench.plot import plot_soak
+
+        plot_soak(report, args.plot_path)
+    return 1 if args.check and not report["pass"] else 0
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
@@ -249,7 +324,7 @@ def run_loadtest(args: argparse.Namespace, settings: Settings) -> int:
         mixed_requests=args.mixed_requests, mix=args.mix, metrics_interval_s=args.metrics_interval_s,
         p95_target_ms=args.p95_target_ms, request_timeout_s=args.load_request_timeout_s,
         ready_timeout_s=args.ready_timeout_s, model=args.request_model or settings.embed_model,
-        seed=args.load_seed, command=list(sys.argv))
+        seed=args.load_seed, command=list(sys.argv), **soak_options(args))
     report = run(opts, credentials(settings))
     print(loadtest_text(report), flush=True)
     if args.json_path:

@@ -5,8 +5,16 @@
     ramp      1 → N users in steps, one embedding request of the stated length mix per call; the safe
               concurrency is the largest user count whose step — and every step before it — has p95 within
               the target, no errors and no busy answers
-    soak      a fixed number of users for a duration, GET /metrics every few seconds for memory gauges
+    soak      a fixed number of users for a duration with a mix of every route (`--soak-mix`), GET /metrics every
+              few seconds for the memory gauges; the verdict is each gauge's slope per 1,000 requests after a
+              warm-up, extrapolated to 24 hours at the soak's own rate, against a budget (MEMORY_BUDGET_MIB_PER_DAY)
     mixed     the same users with a stated mix of vectors, similarity (and rerank) and NLU calls
+
+Kinds of request: vectors (POST /v1/embeddings), similarity and rerank (POST /v1/similarity), nlu (POST /v1/nlu),
+ui (the UI's own path: POST /gradio_api/call/embed, then its event stream), metrics (GET /metrics) and badlogin
+(a wrong password from a client address in 198.18.0.0/15, the benchmarking range, sent as X-Forwarded-For: it
+counts as answered when refused with 401; only meaningful against a server that trusts this client as a proxy
+(`--trusted-proxies 127.0.0.1`), else every wrong login counts against this client's own address and locks it out).
 
 Each simulated user sends a request, waits for the answer, and sends the next (closed loop, no think
 time). A busy answer (HTTP 503 or 429) is counted apart from errors and the user waits for its
@@ -29,15 +37,17 @@ from typing import Any
 
 from app.errors import InputError, ModelUnavailableError
 from bench import workload as wl
-from bench.prometheus import memory_gauges, memory_trend
+from bench.prometheus import memory_gauges, memory_trend, memory_verdict
 from bench.stats import percentile
 
 SCHEMA = "wenmo-loadtest/1"
 BUSY_STATUSES = (429, 503)
 ENGINE_HEADER = "X-Wenmo-Engine-Ms"
 OVERHEAD_TARGET_MS = 15.0
-KINDS = ("vectors", "similarity", "rerank", "nlu")
+KINDS = ("vectors", "similarity", "rerank", "nlu", "ui", "metrics", "badlogin")
 DEFAULT_MIX = "vectors=6,similarity=3,nlu=1"
+DEFAULT_SOAK_MIX = "vectors=4,similarity=2,rerank=1,nlu=1,ui=1,metrics=1"
+MEMORY_BUDGET_MIB_PER_DAY = 100.0  # the soak's target: every memory gauge grows less than this per 24 h
 SAFE_RULE = "p95 ≤ target, no errors and no busy answers, in that step and every smaller one"
 
 
@@ -55,6 +65,9 @@ class LoadOptions:
     soak_users: int = 0  # 0: the safe concurrency (or half of users without a ramp)
     soak_s: float = 60.0
     soak_requests: int = 20000
+    soak_mix: str = DEFAULT_SOAK_MIX
+    soak_warmup_s: float = 60.0  # not fitted (caches filling, first allocations); at most half the soak
+    memory_budget_mib_per_day: float = MEMORY_BUDGET_MIB_PER_DAY
     mixed_s: float = 30.0
     mixed_requests: int = 5000
     mix: str = DEFAULT_MIX
@@ -109,8 +122,8 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
-def parse_mix(text: str) -> dict[str, float]:
-    """`vectors=6,similarity=3,nlu=1` → normalised weights; an InputError naming the valid kinds."""
+def parse_mix(text: str, flag: str = "--mix") -> dict[str, float]:
+    """`vectors=6,similarity=3,nlu=1` → normalised weights; an InputError naming the flag and the valid kinds."""
     mix: dict[str, float] = {}
     for part in text.split(","):
         if not part.strip():
@@ -118,17 +131,17 @@ def parse_mix(text: str) -> dict[str, float]:
         name, _, weight = part.partition("=")
         name = name.strip()
         if name not in KINDS:
-            raise InputError(f"--mix: unknown kind {name!r}; use {', '.join(KINDS)}, e.g. {DEFAULT_MIX}")
+            raise InputError(f"{flag}: unknown kind {name!r}; use {', '.join(KINDS)}, e.g. {DEFAULT_MIX}")
         try:
             w = float(weight)
         except ValueError:
-            raise InputError(f"--mix: {part.strip()!r} needs a number after '=', e.g. {DEFAULT_MIX}") from None
+            raise InputError(f"{flag}: {part.strip()!r} needs a number after '=', e.g. {DEFAULT_MIX}") from None
         if w < 0:
-            raise InputError(f"--mix: weight of {name} must be ≥ 0")
+            raise InputError(f"{flag}: weight of {name} must be ≥ 0")
         mix[name] = w
     total = sum(mix.values())
     if total <= 0:
-        raise InputError(f"--mix: give at least one positive weight, e.g. {DEFAULT_MIX}")
+        raise InputError(f"{flag}: give at least one positive weight, e.g. {DEFAULT_MIX}")
     return {k: v / total for k, v in mix.items() if v > 0}
 
 
@@ -245,7 +258,19 @@ class Requests:
                                       "rerank": kind == "rerank"}
         if kind == "nlu":
             return "/v1/nlu", dict(rng.choice(self.nlu))
+        if kind == "ui":  # the Vectors tab's event: texts, no file, normalise, no .npy
+            return "/gradio_api/call/embed", {"data": [rng.choice(self.texts), None, True, False]}
+        if kind == "metrics":
+            return "/metrics", {}
+        if kind == "badlogin":
+            return "/v1/embeddings", {"input": [rng.choice(self.short)], "model": self.model}
         raise ValueError(kind)
+
+
+def benchmark_address(rng: random.Random) -> str:
+    """A client address from 198.18.0.0/15 (RFC 2544's benchmarking range: never a real client)."""
+    n = rng.randrange(1, 2**17 - 1)
+    return f"198.{18 + (n >> 16)}.{(n >> 8) & 255}.{n & 255}"
 
 
 def _valid_body(kind: str, body: Any, sent: dict[str, Any]) -> str:  # noqa: ANN401
@@ -322,7 +347,7 @@ class LoadTester:
         path, body = self.requests.build(kind, rng)
         start = time.perf_counter()
         try:
-            r = await client.post(path, json=body)
+            r = await self._call(client, kind, path, body, rng)
         except httpx.TimeoutException:
             return Outcome(kind, "error", None, time.perf_counter() - start, start - t0, detail="timeout")
         except httpx.HTTPError as e:
@@ -330,7 +355,17 @@ class LoadTester:
         latency = time.perf_counter() - start
         category = classify(r.status_code)
         detail = ""
-        if category == "ok":
+        if kind == "badlogin":  # refused is the answer wanted; accepted would be a hole
+            category, detail = ("ok", "") if r.status_code == 401 else (category, "")
+            if 200 <= r.status_code < 300:
+                category, detail = "error", "a wrong password was accepted"
+        elif category == "ok" and kind == "ui":
+            if not r.text.startswith("event: complete"):
+                category, detail = "error", "UI event did not complete"
+        elif category == "ok" and kind == "metrics":
+            if "wenmo_" not in r.text:
+                category, detail = "error", "GET /metrics without wenmo_ series"
+        elif category == "ok":
             try:
                 detail = _valid_body(kind, r.json(), body)
             except ValueError:
@@ -350,10 +385,29 @@ class LoadTester:
         return Outcome(kind, category, r.status_code, latency, start - t0, engine_ms,
                        _retry_after(r.headers.get("Retry-After")) if category == "busy" else None, detail)
 
+    async def _call(self, client: Any, kind: str, path: str, body: dict[str, Any],  # noqa: ANN401
+                    rng: random.Random) -> Any:  # noqa: ANN401
+        """One request of `kind`; the UI's takes two calls (join the queue, read the event's stream)."""
+        if kind == "metrics":
+            return await client.get(path)
+        if kind == "badlogin":
+            return await client.post(path, json=body, auth=("wenmo-soak", "wrong-password"),
+                                     headers={"X-Forwarded-For": benchmark_address(rng)})
+        r = await client.post(path, json=body)
+        if kind != "ui" or r.status_code != 200:
+            return r
+        try:
+            event = r.json()["event_id"]
+        except (ValueError, KeyError, TypeError):
+            return r
+        return await client.get(f"{path}/{event}")
+
     async def run_stage(self, client: Any, users: int, duration_s: float, max_requests: int,  # noqa: ANN401
-                        mix: dict[str, float], salt: int) -> tuple[list[Outcome], float]:
-        """`users` closed-loop users until the deadline or the request cap, whichever comes first."""
-        outcomes: list[Outcome] = []
+                        mix: dict[str, float], salt: int,
+                        outcomes: list[Outcome] | None = None) -> tuple[list[Outcome], float]:
+        """`users` closed-loop users until the deadline or the request cap, whichever comes first; each answer
+        is appended to `outcomes` (a new list unless given: the soak's memory poller counts it as it grows)."""
+        outcomes = [] if outcomes is None else outcomes
         issued = 0
         t0 = time.perf_counter()
         deadline = t0 + duration_s
@@ -394,21 +448,34 @@ class LoadTester:
             return None
         return memory_gauges(r.text)
 
-    async def soak_with_metrics(self, client: Any, users: int, mix: dict[str, float]  # noqa: ANN401
-                                ) -> tuple[list[Outcome], float, list[tuple[float, dict[str, float]]], int]:
-        samples: list[tuple[float, dict[str, float]]] = []
+    def warmup_s(self) -> float:
+        return min(self.opts.soak_warmup_s, self.opts.soak_s / 2)
+
+    async def soak_with_metrics(self, client: Any, users: int, mix: dict[str, float],  # noqa: ANN401
+                                on_warm: Callable[[int], Any] | None = None
+                                ) -> tuple[list[Outcome], float, list[tuple[float, dict[str, float], int]], int]:
+        """The soak with GET /metrics every interval: samples are (seconds, memory gauges, requests answered so
+        far). `on_warm(requests answered)` is called once, in a thread, at the first sample after the warm-up (the
+        soak command takes its first heap snapshot there)."""
+        samples: list[tuple[float, dict[str, float], int]] = []
+        outcomes: list[Outcome] = []
         failed = 0
         t0 = time.perf_counter()
         stop = asyncio.Event()
+        warm = [on_warm]
 
         async def poll() -> None:
             nonlocal failed
             while True:
                 g = await self.scrape_memory(client)
+                now = time.perf_counter() - t0
                 if g is None:
                     failed += 1
                 else:
-                    samples.append((time.perf_counter() - t0, g))
+                    samples.append((now, g, len(outcomes)))
+                if warm[0] is not None and now >= self.warmup_s():
+                    hook, warm[0] = warm[0], None
+                    await asyncio.to_thread(hook, len(outcomes))
                 try:
                     await asyncio.wait_for(stop.wait(), self.opts.metrics_interval_s)
                     return
@@ -416,17 +483,33 @@ class LoadTester:
                     continue
 
         poller = asyncio.ensure_future(poll())
-        outcomes, elapsed = await self.run_stage(client, users, self.opts.soak_s, self.opts.soak_requests, mix, 3)
+        _, elapsed = await self.run_stage(client, users, self.opts.soak_s, self.opts.soak_requests, mix, 3, outcomes)
         stop.set()
         await asyncio.wait_for(poller, self.opts.request_timeout_s + 5)
         g = await self.scrape_memory(client)  # one sample after the load, for the trend's end point
         if g is not None:
-            samples.append((time.perf_counter() - t0, g))
+            samples.append((time.perf_counter() - t0, g, len(outcomes)))
         return outcomes, elapsed, samples, failed
+
+    async def soak(self, client: Any, users: int, on_warm: Callable[[int], Any] | None = None  # noqa: ANN401
+                   ) -> dict[str, Any]:
+        """The soak stage's report: the load summary, the memory trend per gauge and the verdict."""
+        mix = parse_mix(self.opts.soak_mix, "--soak-mix")
+        outs, el, samples, failed = await self.soak_with_metrics(client, users, mix, on_warm)
+        summary = summarize(outs, users, el)
+        out = {"kind": "mixed", "mix": {k: round(v, 4) for k, v in mix.items()}, **summary,
+               "by_kind": {k: summarize([x for x in outs if x.kind == k], users, el) for k in mix},
+               "memory": memory_trend(samples), "memory_samples": samples, "metrics_scrapes_failed": failed,
+               "verdict": memory_verdict(samples, self.warmup_s(), summary["attempted_rps"],
+                                         self.opts.memory_budget_mib_per_day)}
+        if samples and not any(g for _, g, _n in samples):
+            out["memory_note"] = "GET /metrics has no memory gauge"
+        return out
 
     async def run(self) -> dict[str, Any]:
         o = self.opts
         mix = parse_mix(o.mix)
+        parse_mix(o.soak_mix, "--soak-mix")  # a mistake fails now, not after the ramp
         steps_users = ramp_users(o.users, o.ramp_steps)
         report: dict[str, Any] = {
             "schema": SCHEMA, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -436,7 +519,10 @@ class LoadTester:
             "workload": {"vectors": "one text per request: " + wl.describe(),
                          "baseline": "one short query (4–24 chars) per request",
                          "similarity": f"a short query against {o.candidates} sentences (16–96 chars)",
-                         "nlu": "the RexUniNLU presets' example texts and schemas"},
+                         "nlu": "the RexUniNLU presets' example texts and schemas",
+                         "ui": "the Vectors tab's event (POST /gradio_api/call/embed + its stream), one text",
+                         "metrics": "GET /metrics",
+                         "badlogin": "a wrong password from an address in 198.18.0.0/15 (X-Forwarded-For)"},
             "stages": {},
         }
         stages = report["stages"]
@@ -464,12 +550,7 @@ class LoadTester:
                 stages["ramp"] = {"skipped": "not in --stages"}
             fixed = o.soak_users or safe or max(1, o.users // 2)
             if "soak" in o.stages:
-                outs, el, samples, failed = await self.soak_with_metrics(client, fixed, {"vectors": 1})
-                stages["soak"] = {"kind": "vectors", **summarize(outs, fixed, el),
-                                  "memory": memory_trend(samples), "memory_samples": samples,
-                                  "metrics_scrapes_failed": failed}
-                if samples and not any(g for _, g in samples):
-                    stages["soak"]["memory_note"] = "GET /metrics has no memory gauge"
+                stages["soak"] = await self.soak(client, fixed)
             else:
                 stages["soak"] = {"skipped": "not in --stages"}
             if "mixed" in o.stages:

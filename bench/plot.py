@@ -77,21 +77,53 @@ def plot_loadtest(report: dict[str, Any], path: str | Path) -> Path:
     ax.set_xlabel("concurrent users")
     ax.set_title("ramp throughput, busy answers and errors", fontsize=9)
     ax.legend(fontsize=8)
-    ax = axes[2]
-    soak = report["stages"].get("soak", {})
+    draw_soak_memory(axes[2], report["stages"].get("soak", {}))
+    fig.suptitle(f"Wenmo loadtest — {report['url']} — {report['created_utc']}", fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def draw_soak_memory(ax: Any, soak: dict[str, Any]) -> None:  # noqa: ANN401
+    """The soak's memory gauges over time, each with the verdict's fitted line (after the warm-up)."""
     series = soak.get("memory_samples", [])
-    keys = sorted({k for _, g in series for k in g})
+    keys = sorted({k for row in series for k in row[1]})
     from bench.prometheus import to_mib
 
+    fits = (soak.get("verdict") or {}).get("gauges", {})
+    warmup = (soak.get("verdict") or {}).get("warmup_s", 0.0)
     for key in keys:
-        pts = [(t, to_mib(key, g[key])) for t, g in series if key in g]
-        ax.plot([t for t, _ in pts], [v for _, v in pts], marker=".", label=key[:40])
+        rows = [row for row in series if key in row[1]]
+        line = ax.plot([row[0] for row in rows], [to_mib(key, row[1][key]) for row in rows], marker=".",
+                       label=key[:40])[0]
+        fit = fits.get(key, {}).get("fit")
+        fitted = [row for row in rows if row[0] >= warmup and len(row) > 2]
+        # The verdict's line: MiB against requests answered, drawn at each sample's time.
+        if fit and fitted and fits[key].get("mib_per_24h") is not None:
+            g = fits[key]
+            ax.plot([row[0] for row in fitted],
+                    [fit["intercept_mib"] + fit["slope_mib_per_request"] * row[2] for row in fitted],
+                    linestyle="--", color=line.get_color(),
+                    label=f"fit: {g['mib_per_1k_requests']:+.3f} MiB/1k req, {g['mib_per_24h']:+.0f} MiB/24 h")
+    if warmup:
+        ax.axvline(warmup, color="grey", linestyle=":", linewidth=1, label="end of warm-up")
     ax.set_xlabel("seconds into soak")
     ax.set_ylabel("MiB")
     ax.set_title("soak: memory gauges from /metrics" if keys else "soak: no memory gauges in /metrics", fontsize=9)
     if keys:
         ax.legend(fontsize=7)
-    fig.suptitle(f"Wenmo loadtest — {report['url']} — {report['created_utc']}", fontsize=10)
+
+
+def plot_soak(report: dict[str, Any], path: str | Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(1, 1, figsize=(9, 4.8))
+    draw_soak_memory(ax, report["soak"])
+    v = report["soak"].get("verdict") or {}
+    fig.suptitle(f"Wenmo soak — {report['models']} — {report['soak']['requests']} requests, "
+                 f"{report['soak']['attempted_rps'] or 0:.0f} req/s — {report['created_utc']}", fontsize=10)
+    ax.set_title(f"verdict: {v.get('rule', '')}", fontsize=8)
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=100)

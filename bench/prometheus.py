@@ -16,9 +16,8 @@ from bench.stats import slope
 
 _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?\s+(\S+)(?:\s+\S+)?\s*$")
 
-# A gauge is "growing" over a soak when the least-squares line rises by more than both of these.
-GROWTH_MIN_RATIO = 0.05
-GROWTH_MIN_MIB = 16.0
+DAY_S = 86400.0
+MIN_FIT_POINTS = 3
 
 
 def parse_samples(text: str) -> dict[str, float]:
@@ -51,31 +50,62 @@ def to_mib(key: str, value: float) -> float:
     return value / (1 << 20) if key.split("{", 1)[0].endswith("_bytes") else value
 
 
-def memory_trend(samples: Sequence[tuple[float, dict[str, float]]]) -> dict[str, dict[str, Any]]:
-    """Per gauge over a soak: first, last, max (MiB for byte gauges), slope in MiB per minute, the growth
-    the fitted line shows over the whole window, and `growing` (growth > 5 % of the first value and
-    > 16 MiB). `samples` are (seconds since start, gauges) pairs."""
+def _series(samples: Sequence[tuple], key: str) -> list[tuple[float, float, int | None]]:
+    """(seconds, value in MiB or as is, requests answered or None) of one gauge, from (t, gauges[, requests])."""
+    return [(row[0], to_mib(key, row[1][key]), row[2] if len(row) > 2 else None) for row in samples if key in row[1]]
+
+
+def _keys(samples: Sequence[tuple]) -> list[str]:
     keys: dict[str, None] = {}
-    for _, gauges in samples:
-        for k in gauges:
+    for row in samples:
+        for k in row[1]:
             keys.setdefault(k, None)
+    return list(keys)
+
+
+def memory_trend(samples: Sequence[tuple]) -> dict[str, dict[str, Any]]:
+    """Per gauge over a soak: samples, first, last, max (MiB for byte gauges) and the slope in MiB per minute
+    over the whole window (a description; the verdict is `memory_verdict`'s). `samples` are (seconds since
+    start, gauges) or (seconds, gauges, requests answered) rows."""
     out: dict[str, dict[str, Any]] = {}
-    for key in keys:
-        pts = [(t, to_mib(key, g[key])) for t, g in samples if key in g]
-        ts = [t for t, _ in pts]
-        vs = [v for _, v in pts]
-        s = slope(ts, vs)  # per second
-        span = (ts[-1] - ts[0]) if len(ts) > 1 else 0.0
-        growth = s * span if s is not None else None
-        growing = bool(growth is not None and growth > GROWTH_MIN_MIB and growth > GROWTH_MIN_RATIO * abs(vs[0]))
-        out[key] = {
-            "samples": len(vs),
-            "first": vs[0],
-            "last": vs[-1],
-            "max": max(vs),
-            "slope_per_min": s * 60 if s is not None else None,
-            "fitted_growth": growth,
-            "growing": growing,
-            "unit": "MiB" if key.split("{", 1)[0].endswith("_bytes") else "value",
-        }
+    for key in _keys(samples):
+        pts = _series(samples, key)
+        s = slope([p[0] for p in pts], [p[1] for p in pts])  # per second
+        vs = [p[1] for p in pts]
+        out[key] = {"samples": len(vs), "first": vs[0], "last": vs[-1], "max": max(vs),
+                    "slope_per_min": s * 60 if s is not None else None,
+                    "unit": "MiB" if key.split("{", 1)[0].endswith("_bytes") else "value"}
     return out
+
+
+def memory_verdict(samples: Sequence[tuple], warmup_s: float, rate_rps: float | None,
+                   budget_mib_per_day: float) -> dict[str, Any]:
+    """The soak's verdict on memory, judged on the rate, not on a percentage of one window: for each byte gauge,
+    the least-squares slope of MiB against requests answered, over the samples after `warmup_s`; that slope per
+    1,000 requests, and extrapolated to 24 hours at `rate_rps` (the soak's own rate). A gauge passes when its
+    24-hour figure is under `budget_mib_per_day`; the soak passes when every byte gauge does. `fit` gives the
+    fitted line (MiB = intercept + slope × requests) for the chart. `samples`: (seconds, gauges, requests)."""
+    gauges: dict[str, dict[str, Any]] = {}
+    for key in _keys(samples):
+        if not key.split("{", 1)[0].endswith("_bytes"):
+            continue
+        pts = [(n, v) for t, v, n in _series(samples, key) if t >= warmup_s and n is not None]
+        per_request = slope([n for n, _ in pts], [v for _, v in pts]) if len(pts) >= MIN_FIT_POINTS else None
+        if per_request is None:
+            gauges[key] = {"points": len(pts), "pass": None,
+                           "why": f"fewer than {MIN_FIT_POINTS} samples after the warm-up, or no requests between them"}
+            continue
+        mean_n = sum(n for n, _ in pts) / len(pts)
+        intercept = sum(v for _, v in pts) / len(pts) - per_request * mean_n
+        per_day = per_request * rate_rps * DAY_S if rate_rps else None
+        gauges[key] = {
+            "points": len(pts), "requests_fitted": pts[-1][0] - pts[0][0],
+            "mib_per_1k_requests": per_request * 1000, "mib_per_24h": per_day,
+            "fit": {"slope_mib_per_request": per_request, "intercept_mib": intercept},
+            "pass": per_day is not None and per_day < budget_mib_per_day,
+        }
+    judged = [g["pass"] for g in gauges.values() if g["pass"] is not None]
+    return {"warmup_s": warmup_s, "rate_rps": rate_rps, "budget_mib_per_day": budget_mib_per_day,
+            "rule": f"slope of MiB per request after a {warmup_s:g} s warm-up × the soak's rate × 24 h < "
+                    f"{budget_mib_per_day:g} MiB, every byte gauge",
+            "gauges": gauges, "pass": all(judged) if judged else None}

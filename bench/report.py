@@ -170,12 +170,7 @@ def loadtest_text(r: dict[str, Any]) -> str:
     soak = r["stages"].get("soak", {})
     if soak.get("memory") is not None:
         out.append("")
-        if not soak["memory"]:
-            out.append("soak memory: the server exposes no memory gauge in /metrics")
-        for key, m in soak["memory"].items():
-            out.append(f"soak memory {key}: {fmt(m['first'])} → {fmt(m['last'])} {m['unit']} (max {fmt(m['max'])}, "
-                       f"slope {fmt(m['slope_per_min'], 2)} /min, {m['samples']} samples) "
-                       f"{'GROWING' if m['growing'] else 'flat'}")
+        out.extend(soak_memory_lines(soak))
     ov = r.get("overhead", {})
     out.append("")
     if ov.get("overhead_ms") is None:
@@ -188,6 +183,68 @@ def loadtest_text(r: dict[str, Any]) -> str:
     for e in r.get("error_samples", [])[:5]:
         out.append(f"error sample: {e}")
     return "\n".join(out)
+
+
+def soak_memory_lines(soak: dict[str, Any]) -> list[str]:
+    """The soak's memory gauges (first → last) and the verdict per byte gauge: MiB per 1,000 requests after the
+    warm-up and per 24 hours at the soak's rate, against the budget."""
+    if not soak["memory"]:
+        return ["soak memory: the server exposes no memory gauge in /metrics"]
+    out = []
+    for key, m in soak["memory"].items():
+        out.append(f"soak memory {key}: {fmt(m['first'])} → {fmt(m['last'])} {m['unit']} (max {fmt(m['max'])}, "
+                   f"{m['samples']} samples)")
+    v = soak.get("verdict")
+    if not v:
+        return out
+    out.append(f"soak memory verdict ({v['rule']}; rate {fmt(v['rate_rps'], 1)} req/s):")
+    rows = []
+    for key, g in v["gauges"].items():
+        if g["pass"] is None:
+            rows.append([key, str(g["points"]), "", "", "", f"n/a: {g['why']}"])
+            continue
+        rows.append([key, str(g["points"]), fmt(g["requests_fitted"]), fmt(g["mib_per_1k_requests"], 3),
+                     fmt(g["mib_per_24h"], 1), "PASS" if g["pass"] else "FAIL"])
+    out.append(table(["gauge", "samples", "requests fitted", "MiB / 1k requests", "MiB / 24 h",
+                      f"< {v['budget_mib_per_day']:g} MiB/24h"], rows))
+    verdict = {True: "PASS", False: "FAIL", None: "n/a (too few samples after the warm-up)"}[v["pass"]]
+    out.append(f"soak memory: {verdict}")
+    return out
+
+
+def soak_text(r: dict[str, Any]) -> str:
+    st = r["soak"]
+    m = r["machine"]
+    out = [f"Wenmo soak  {r['created_utc']}  models: {r['models']}  ({m['cpu_count']} CPU cores, Python {m['python']})",
+           f"{st['users']} users, {fmt(st['elapsed_s'], 0)} s, {st['requests']} requests at "
+           f"{fmt(st['attempted_rps'], 1)} req/s: {st['ok']} ok, {st['busy']} busy, {st['errors']} errors; "
+           f"mix {st['mix']}"]
+    out.append(table(["kind", "requests", "ok", "busy", "errors", "p50 ms", "p95 ms"],
+                     [[k, str(v["requests"]), str(v["ok"]), str(v["busy"]), str(v["errors"]),
+                       fmt(v["latency_p50_ms"]), fmt(v["latency_p95_ms"])] for k, v in st["by_kind"].items()]))
+    out.append("")
+    out.extend(soak_memory_lines(st))
+    heap = r.get("heap")
+    if heap:
+        out.append("")
+        out.append(f"traced Python heap (tracemalloc): {fmt(heap['traced_mib_before'], 1)} → "
+                   f"{fmt(heap['traced_mib_after'], 1)} MiB over {heap['requests_between']} requests "
+                   f"({fmt(heap['traced_mib_per_1k_requests'], 3)} MiB per 1k); the sites that grew most:")
+        out.append(table(["KiB", "blocks", "where (innermost first)"],
+                         [[fmt(g["bytes"] / 1024, 1), str(g["blocks"]), " ← ".join(_short(f) for f in g["stack"])]
+                          for g in heap["grown_sites"]]))
+    for e in r.get("error_samples", [])[:5]:
+        out.append(f"error sample: {e}")
+    out.append(f"soak: {'PASS' if r['pass'] else 'FAIL'} (memory verdict and no failed requests)")
+    return "\n".join(out)
+
+
+def _short(frame: str) -> str:
+    """A stack frame without the site-packages or checkout prefix."""
+    for marker in ("site-packages/", "/lib/python3."):
+        if marker in frame:
+            return frame.split(marker, 1)[1]
+    return frame.split("/app/", 1)[-1] if "/app/" in frame else frame
 
 
 # ---- bench-batching -------------------------------------------------------------------------------------------

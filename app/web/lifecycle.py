@@ -83,6 +83,7 @@ class Lifecycle:
         self.load_error: str | None = None
         # Extra sources of in-flight work (the Gradio queue, the limiter), added by the server.
         self.work_probes: list[Callable[[], int]] = []
+        self.on_ready: list[Callable[[], None]] = []  # run once, in the loading thread, when the service is set
 
     @property
     def service(self) -> Service:
@@ -101,6 +102,8 @@ class Lifecycle:
         if self.phase is Phase.LOADING:  # a SIGTERM during loading wins
             self.phase = Phase.READY
             log.info("event=ready")
+        for hook in self.on_ready:
+            hook()
 
     def set_failed(self, message: str) -> None:
         self.load_error = message

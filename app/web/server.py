@@ -36,6 +36,7 @@ from app.composition import build_service, demo_models, make_plan
 from app.config import Settings
 from app.engine.limiter import ConcurrencyLimiter
 from app.errors import ConfigError, ModelUnavailableError, WenmoError
+from app.heapsnapshots import HeapSnapshots
 from app.service import ROLES
 from app.web.auth import (
     Authenticator,
@@ -95,24 +96,34 @@ def build_asgi(ctx: ServerContext, authenticator: Any) -> tuple[Any, Any, Any]:
     store = FileStore(ctx.settings.max_file_store_mib * 2**20, max_files_per_upload=ctx.settings.max_upload_files)
     os.environ["GRADIO_TEMP_DIR"] = str(store.root)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a private server
+    # Gradio's queue records every event for its /monitoring dashboard (not served here) and after each event
+    # summarises all records, up to 10,000, with pandas: memory kept and CPU per event that grew with every
+    # call. One record, never summarised.
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1")
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(10**9))
     import gradio as gr
     from fastapi import FastAPI
 
     # deferred: these pull fastapi and gradio, which only a running server needs (and gradio must see
     # GRADIO_TEMP_DIR, set just above)
     from app.web.api import create_router, install_error_handlers
-    from app.web.ui.blocks import CSS, build_blocks
+    from app.web.ui.blocks import CSS, build_blocks, forget_files
 
     s = ctx.settings
     api = FastAPI(title="Wenmo", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     install_error_handlers(api, ctx)
     api.include_router(create_router(ctx))
     blocks = build_blocks(ctx, store)
+    store.on_removed.append(lambda paths: forget_files(blocks, paths))
     api.add_middleware(UploadStoreGate, store=store, max_request_bytes=ctx.max_upload_bytes)
     # Gradio's queue only bounds its own backlog; the service's limiter is the one cap (shared with the HTTP
     # routes), so events are not limited here and busy answers carry the limiter's message. api_open=False:
     # direct POSTs to queued endpoints would skip the queue.
     backlog = 4 * (ctx.limiter.max_concurrent + ctx.limiter.max_queue) + 16
+    # Gradio keeps a copy of the page's state per session (~100 KB here) and every /gradio_api/call opens a
+    # new session: at its default of 10,000 sessions that is ~1 GB kept, growing with every call until then.
+    # Our page keeps no gr.State, so a forgotten session costs nothing: the browser sends every input again.
+    blocks.state_session_capacity = s.ui_sessions
     blocks.queue(api_open=False, max_size=backlog, default_concurrency_limit=None)
     gr.mount_gradio_app(
         api, blocks, path="/", server_name=s.host, server_port=s.port,
@@ -287,6 +298,10 @@ def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> i
     import uvicorn
 
     lifecycle = Lifecycle()
+    if settings.heap_snapshot_dir:
+        snapshots = HeapSnapshots(settings.heap_snapshot_dir)
+        snapshots.answer_signal()  # here: a signal handler is set from the main thread
+        lifecycle.on_ready.append(snapshots.start_tracing)
     ctx = ServerContext(settings=settings, lifecycle=lifecycle, limiter=limiter, demo=demo, state_dir=state_dir,
                         plan=plan)
     ctx.metrics.gauges = lambda: gauges(ctx)

@@ -142,17 +142,58 @@ def test_memory_gauges_are_parsed_and_others_ignored():
     assert prometheus.memory_gauges("") == {} and prometheus.memory_gauges("up 1\n") == {}
 
 
-def test_memory_trend_flags_growth_only_beyond_both_thresholds():
+def test_memory_trend_describes_each_gauge():
     mib = 1 << 20
-    flat = [(t, {"process_resident_memory_bytes": (500 + (t % 2)) * mib}) for t in range(0, 60, 5)]
-    leak = [(t, {"process_resident_memory_bytes": (500 + 2 * t) * mib}) for t in range(0, 60, 5)]
-    small = [(t, {"process_resident_memory_bytes": (500 + 0.2 * t) * mib}) for t in range(0, 60, 5)]
-    assert prometheus.memory_trend(flat)["process_resident_memory_bytes"]["growing"] is False
+    leak = [(t, {"process_resident_memory_bytes": (500 + 2 * t) * mib, "wenmo_model_memory_ratio": 0.5}, 10 * t)
+            for t in range(0, 60, 5)]
     t = prometheus.memory_trend(leak)["process_resident_memory_bytes"]
-    assert t["growing"] is True and t["slope_per_min"] == pytest.approx(120) and t["first"] == 500
-    assert t["last"] == 610 and t["max"] == 610 and t["fitted_growth"] == pytest.approx(110)
-    assert prometheus.memory_trend(small)["process_resident_memory_bytes"]["growing"] is False  # 11 MiB < 16
+    assert t["slope_per_min"] == pytest.approx(120) and t["first"] == 500 and t["unit"] == "MiB"
+    assert t["last"] == 610 and t["max"] == 610 and t["samples"] == 12
+    assert prometheus.memory_trend(leak)["wenmo_model_memory_ratio"]["unit"] == "value"
     assert prometheus.memory_trend([]) == {}
+
+
+def _soak(per_request_mib, warm_jump_mib=0.0, n=20, step=1000, every_s=10.0):
+    """Samples every `every_s` s, `step` requests apart; RSS 400 MiB + a jump during the first 3 samples (warm-up)
+    + `per_request_mib` per request."""
+    mib = 1 << 20
+    rows = []
+    for i in range(n):
+        value = 400 + (warm_jump_mib if i >= 3 else warm_jump_mib * i / 3) + per_request_mib * step * i
+        rows.append((i * every_s, {"process_resident_memory_bytes": value * mib, "wenmo_gpu_up": 1.0}, step * i))
+    return rows
+
+
+def test_memory_verdict_is_the_slope_per_request_after_warm_up_extrapolated_to_a_day():
+    # 2 KiB per request at 100 req/s: 1.953 MiB per 1k requests; 8.64 M requests a day.
+    v = prometheus.memory_verdict(_soak(2 / 1024, warm_jump_mib=80), warmup_s=30, rate_rps=100.0,
+                                  budget_mib_per_day=100)
+    g = v["gauges"]["process_resident_memory_bytes"]
+    assert g["mib_per_1k_requests"] == pytest.approx(2000 / 1024)  # the warm-up's 80 MiB jump is left out
+    assert g["mib_per_24h"] == pytest.approx(2 / 1024 * 100 * 86400)
+    assert g["points"] == 17 and g["requests_fitted"] == 16000 and g["pass"] is False and v["pass"] is False
+    assert g["fit"]["intercept_mib"] == pytest.approx(480)
+    assert "wenmo_gpu_up" not in v["gauges"]  # only byte gauges are judged
+    assert "100 MiB" in v["rule"] and v["warmup_s"] == 30 and v["rate_rps"] == 100.0
+
+
+def test_memory_verdict_passes_a_flat_server_and_a_slow_enough_one():
+    flat = prometheus.memory_verdict(_soak(0.0, warm_jump_mib=80), 30, 100.0, 100)
+    assert flat["pass"] is True and flat["gauges"]["process_resident_memory_bytes"]["mib_per_24h"] == pytest.approx(0)
+    # 10 bytes per request at 100 req/s: 82.4 MiB a day, under 100; 13 bytes: 107 MiB, over.
+    assert prometheus.memory_verdict(_soak(10 / 2**20), 30, 100.0, 100)["pass"] is True
+    assert prometheus.memory_verdict(_soak(13 / 2**20), 30, 100.0, 100)["pass"] is False
+    # The same slope at a tenth of the rate is a tenth of the daily figure.
+    slow = prometheus.memory_verdict(_soak(13 / 2**20), 30, 10.0, 100)
+    assert slow["pass"] is True and slow["gauges"]["process_resident_memory_bytes"]["mib_per_24h"] == pytest.approx(
+        13 / 2**20 * 10 * 86400)
+
+
+def test_memory_verdict_without_enough_samples_is_not_a_pass():
+    v = prometheus.memory_verdict(_soak(0.0, n=4), warmup_s=30, rate_rps=100.0, budget_mib_per_day=100)
+    g = v["gauges"]["process_resident_memory_bytes"]
+    assert g["pass"] is None and "fewer than 3" in g["why"] and v["pass"] is None
+    assert prometheus.memory_verdict([], 30, 100.0, 100)["pass"] is None
 
 
 # ---- stage rules ------------------------------------------------------------------------------------------

@@ -93,19 +93,26 @@ def test_busy_429_fails_a_ramp_step_and_errors_are_reasons():
     assert any("HTTP 500" in e for e in r["error_samples"])
 
 
-def test_soak_watches_memory_and_sees_growth():
+def test_soak_watches_memory_and_judges_its_rate():
     with StubServer(leak_mib=32) as stub:
-        r = run(opts(stub.url, stages=("soak",), soak_users=2, soak_s=1.5, soak_requests=100_000), AUTH)
+        r = run(opts(stub.url, stages=("soak",), soak_users=2, soak_s=1.5, soak_requests=100_000, soak_mix="vectors=1",
+                     soak_warmup_s=0.3), AUTH)
         scrapes = stub.scrapes
     soak = r["stages"]["soak"]
-    assert soak["users"] == 2 and soak["ok"] > 0 and soak["errors"] == 0
+    assert soak["users"] == 2 and soak["ok"] > 0 and soak["errors"] == 0 and soak["mix"] == {"vectors": 1.0}
     assert len(soak["memory_samples"]) == scrapes >= 5
+    counts = [n for _t, _g, n in soak["memory_samples"]]
+    assert counts == sorted(counts) and counts[-1] == soak["requests"]  # requests answered at each sample
     rss = soak["memory"]["process_resident_memory_bytes"]
     gpu = soak["memory"]['wenmo_gpu_memory_used_bytes{device="0"}']
     assert rss["unit"] == "MiB" and rss["first"] == 300 and rss["last"] == 300 + 32 * (scrapes - 1)
-    assert rss["growing"] is True and rss["slope_per_min"] > 0
-    assert gpu["first"] == gpu["last"] == 2048 and gpu["growing"] is False and gpu["slope_per_min"] == 0
+    assert rss["slope_per_min"] > 0 and gpu["first"] == gpu["last"] == 2048 and gpu["slope_per_min"] == 0
     assert "wenmo_http_requests_total" not in str(soak["memory"])  # only memory gauges
+    v = soak["verdict"]
+    assert v["warmup_s"] == 0.3 and v["budget_mib_per_day"] == 100 and v["rate_rps"] == soak["attempted_rps"]
+    assert v["gauges"]["process_resident_memory_bytes"]["pass"] is False  # 32 MiB a scrape: far over a day's 100
+    assert v["gauges"]["process_resident_memory_bytes"]["mib_per_1k_requests"] > 0
+    assert v["gauges"]['wenmo_gpu_memory_used_bytes{device="0"}']["pass"] is True and v["pass"] is False
 
 
 def test_overhead_is_http_minus_engine_time():

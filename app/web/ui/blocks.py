@@ -54,6 +54,15 @@ class WenmoBlocks(gr.Blocks):
         return await super().preprocess_data(block_fn, inputs, state, explicit_call)
 
 
+def forget_files(blocks: gr.Blocks, paths: list[str]) -> None:
+    """Drop files the store removed from Gradio's record of the files it served (`temp_file_sets`). Gradio's
+    own clean-up forgets only the files it deletes itself; one already gone raises FileNotFoundError there and
+    stays recorded for the life of the process (a path string per exported or uploaded file)."""
+    gone = set(paths)
+    for recorded in blocks.temp_file_sets:
+        recorded.difference_update(gone)  # one C call: atomic under the GIL
+
+
 def build_blocks(ctx: ServerContext, store: FileStore) -> gr.Blocks:
     # delete_cache=(every 10 min, files older than 1 h): uploads and downloads do not pile up.
     with WenmoBlocks(title="Wenmo 文墨", delete_cache=(600, 3600), analytics_enabled=False, ctx=ctx,

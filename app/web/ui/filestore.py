@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,11 @@ PART_SLACK_BYTES = 8192  # one file's last partial block plus its folder, which 
 STALE_PART_S = 3600.0  # a half-written upload older than this was abandoned (its request is long gone)
 EMPTY_DIR_GRACE_S = 60.0  # Gradio creates an upload's folder just before it moves the file in
 MAX_AGE_S = 3600.0  # uploads and exports are kept an hour at most (README "Security"): refused, then removed
+# Expired files are looked for at most this often, or at the next reservation after one was refused for its
+# age. A scan stats every file in the store, and under a steady stream of Vectors-tab calls (an export folder
+# each, kept an hour) a scan per call grew with every call: in time (ms per call) and in resident memory (the
+# scan's transient objects, thousands per call, left the Python heap's arenas fragmented).
+EXPIRY_SCAN_S = 30.0
 _UPLOAD_DIR = re.compile(r"[0-9a-f]{64}")  # Gradio names an upload's folder by the sha256 of its bytes
 
 class FileStore:
@@ -67,6 +72,11 @@ class FileStore:
         self._reserved: dict[int, int] = {}
         self._next_ticket = 0
         self.pruned_files = 0
+        self.scans = 0
+        self._next_expiry_scan = float("-inf")  # time.monotonic() from which a reservation scans for expired files
+        # Told the paths of the files each prune removed (Gradio remembers every file it served until its own
+        # clean-up removes it: app/web/ui/blocks.py `forget_files`).
+        self.on_removed: list[Callable[[list[str]], None]] = []
 
     # ---- the rule for file arguments ---------------------------------------------------------------------
     def upload_path(self, path: Any) -> Path:
@@ -85,7 +95,10 @@ class FileStore:
             st = os.stat(real, follow_symlinks=False)
         except OSError:
             raise FileRejectedError() from None
-        if not stat.S_ISREG(st.st_mode) or time.time() - st.st_mtime > MAX_AGE_S:
+        if not stat.S_ISREG(st.st_mode):
+            raise FileRejectedError()
+        if time.time() - st.st_mtime > MAX_AGE_S:
+            self._next_expiry_scan = float("-inf")  # expired files exist: the next reservation removes them
             raise FileRejectedError()
         return Path(real)
 
@@ -122,9 +135,10 @@ class FileStore:
                 "request (fewer or smaller files, fewer texts), or ask the operator to raise the limit")
         with self._lock:
             reserved = sum(self._reserved.values())
-            # Every new file is a moment to remove what has expired (an upload or export older than MAX_AGE_S);
-            # Gradio's own hourly clean-up only runs every ten minutes and ages files by ctime.
-            self._on_disk = self._prune(None)
+            # A new file is a moment to remove what has expired (an upload or export older than MAX_AGE_S), at
+            # most every EXPIRY_SCAN_S; Gradio's own clean-up only runs every ten minutes and ages files by ctime.
+            if time.monotonic() >= self._next_expiry_scan:
+                self._on_disk = self._prune(None)
             if self._on_disk + reserved + nbytes > cap:
                 self._on_disk = self._prune(int(cap * LOW_WATER_RATIO) - reserved - nbytes)
                 if self._on_disk + reserved + nbytes > cap:
@@ -195,11 +209,13 @@ class FileStore:
         now = time.time()
         expired_before_ns = int((now - MAX_AGE_S) * 1e9)
         files, empty = self._scan(now)
+        self.scans += 1
+        self._next_expiry_scan = time.monotonic() + EXPIRY_SCAN_S
         for folder in empty:
             with contextlib.suppress(OSError):
                 folder.rmdir()
         used = sum(size for _m, size, _p in files) + self._scan_dirs_bytes()
-        removed = 0
+        removed: list[str] = []
         for mtime, size, path in sorted(files, key=lambda f: f[0]):
             if mtime < 0:  # an upload still arriving
                 continue
@@ -214,16 +230,18 @@ class FileStore:
                 log.warning("event=file_store_prune_failed path=%s error=%s", path, e)
                 continue
             used -= size
-            removed += 1
+            removed.append(str(path))
             if parent != self.root:
                 with contextlib.suppress(OSError):
                     dir_bytes = _disk_bytes(parent)
                     parent.rmdir()  # only when empty: the folder of an upload, or of an export
                     used -= dir_bytes
         if removed:
-            self.pruned_files += removed
-            log.info("event=file_store_pruned files=%d used_mib=%.1f cap_mib=%g", removed, used / 2**20,
+            self.pruned_files += len(removed)
+            log.info("event=file_store_pruned files=%d used_mib=%.1f cap_mib=%g", len(removed), used / 2**20,
                      self.max_bytes / 2**20)
+            for tell in self.on_removed:
+                tell(removed)
         return used
 
     def remove(self) -> None:

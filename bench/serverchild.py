@@ -1,0 +1,68 @@
+"""One `python -m app serve` child of a measuring tool (bench-batching, soak): started in its own session, so
+stopping it stops its whole process group, its output in a log file, every wait bounded."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from app.config import REPO_ROOT
+
+STOP_TIMEOUT_S = 60.0  # SIGTERM, then this long for the drain and exit, then SIGKILL
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerChild:
+    """`label` names the server in messages (e.g. which configuration it runs)."""
+
+    def __init__(self, label: str, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
+        self.label = label
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve", *args], cwd=REPO_ROOT, env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def gone(self) -> str | None:
+        """Why the server cannot answer any more (it exited), or None while it runs."""
+        code = self.proc.poll()
+        if code is None:
+            return None
+        return (f"the server ({self.label}) exited with status {code}; the end of its log "
+                f"({self.log_path}):\n{self.log_tail()}")
+
+    def signal(self, signum: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 15) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def stop(self) -> int | None:
+        """SIGTERM to the group, STOP_TIMEOUT_S for the drain, then SIGKILL; the exit status."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        self._log.close()
+        return self.proc.returncode
