@@ -347,7 +347,7 @@ async def measure(server: ServerChild, url: str, auth: tuple[str, str], pool: li
         await wait_ready(client, url, opts.ready_timeout_s, server.gone)
         ready_s = time.perf_counter() - started
         session = Session(client, pool, opts, progress)
-        progress(f"bench-batching: {SWITCH_ENV}={server.mode} ready after {ready_s:.1f} s; "
+        progress(f"bench-batching: {server.label} ready after {ready_s:.1f} s; "
                  f"{opts.compare_texts} texts alone, then {opts.users} users × {opts.requests} texts")
         refs, idle = await session.idle_vectors()
         if opts.warmup:

@@ -391,8 +391,10 @@ class LoadTester:
         if kind == "metrics":
             return await client.get(path)
         if kind == "badlogin":
-            return await client.post(path, json=body, auth=("wenmo-soak", "wrong-password"),
-                                     headers={"X-Forwarded-For": benchmark_address(rng)})
+            # Without this client's session cookie, which would let the request in whatever its password.
+            request = client.build_request("POST", path, json=body, headers={"X-Forwarded-For": benchmark_address(rng)})
+            request.headers.pop("Cookie", None)
+            return await client.send(request, auth=("wenmo-soak", "wrong-password"))
         r = await client.post(path, json=body)
         if kind != "ui" or r.status_code != 200:
             return r

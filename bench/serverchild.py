@@ -23,7 +23,7 @@ def free_port() -> int:
 
 
 class ServerChild:
-    """`label` names the server in messages (e.g. which configuration it runs)."""
+    """`label` names the server in messages: what sets it apart (`WENMO_BATCH_ACROSS_REQUESTS=on`)."""
 
     def __init__(self, label: str, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.label = label
@@ -37,7 +37,7 @@ class ServerChild:
         code = self.proc.poll()
         if code is None:
             return None
-        return (f"the server ({self.label}) exited with status {code}; the end of its log "
+        return (f"the server with {self.label} exited with status {code}; the end of its log "
                 f"({self.log_path}):\n{self.log_tail()}")
 
     def signal(self, signum: int) -> None:

@@ -181,6 +181,9 @@ class WorkQueue:
                 taken = self._form_forward()
             if taken:
                 self._run_forward(taken)
+            # Not kept while the worker waits: the last forward's requests (their inputs, results and, for NLU,
+            # every span the walk found) would stay alive until the next forward, however long that is.
+            del taken
 
     def _drop_stopped(self) -> None:
         for req in list(self._turns):

@@ -1,0 +1,56 @@
+"""`python -m app soak` end to end: it starts a real demo server, soaks it with every kind of request, judges
+the memory rate and, traced, names the allocation sites that grew; nothing of it outlives the command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def soak(tmp_path, *args: str, check: bool = False) -> tuple[dict, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WENMO_")}
+    env.update({"WENMO_STATE_DIR": str(tmp_path / "state"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
+    out_json = tmp_path / "soak.json"
+    proc = subprocess.run([sys.executable, "-m", "app", "soak", "--demo", "--json", str(out_json), *args],
+                          cwd=ROOT, env=env, capture_output=True, timeout=600)
+    assert out_json.exists(), proc.stderr.decode()[-3000:]
+    r = json.loads(out_json.read_text(encoding="utf-8"))
+    # --check: exit 1 exactly when the soak fails; without it, 0 either way.
+    assert proc.returncode == (1 if check and not r["pass"] else 0), proc.stderr.decode()[-3000:]
+    return r, proc.stdout.decode()
+
+
+def test_soak_command_sends_every_kind_and_judges_the_memory_rate(tmp_path):
+    png = tmp_path / "soak.png"
+    r, text = soak(tmp_path, "--soak-users", "4", "--soak-s", "10", "--soak-warmup-s", "3", "--metrics-interval-s",
+                   "0.5", "--plot", str(png), "--check", check=True)
+    st = r["soak"]
+    assert set(st["by_kind"]) == {"vectors", "similarity", "rerank", "nlu", "ui", "metrics", "badlogin"}
+    for kind, counts in st["by_kind"].items():
+        assert counts["requests"] > 0, kind
+    assert st["by_kind"]["badlogin"]["ok"] == st["by_kind"]["badlogin"]["requests"]  # every wrong password: 401
+    assert r["failures"] == 0, r["error_samples"]
+    v = st["verdict"]
+    rss = v["gauges"]["wenmo_process_resident_memory_bytes"]
+    assert v["warmup_s"] == 3 and v["budget_mib_per_day"] == 100 and rss["points"] >= 3
+    assert rss["mib_per_24h"] == rss["fit"]["slope_mib_per_request"] * v["rate_rps"] * 86400
+    assert r["pass"] == (rss["pass"] and all(g["pass"] is not False for g in v["gauges"].values()))
+    assert "soak memory verdict" in text and "MiB / 24 h" in text and "heap" not in r
+    assert png.stat().st_size > 10_000
+    assert r["server_exit"] == 0  # the server drained and exited on its own
+
+
+def test_soak_command_traced_names_the_allocation_sites_that_grew(tmp_path):
+    r, text = soak(tmp_path, "--soak-users", "2", "--soak-s", "10", "--soak-warmup-s", "3", "--soak-mix",
+                   "vectors=1,metrics=1", "--trace-heap", "--top-sites", "5")
+    heap = r["heap"]
+    assert heap["requests_between"] > 0 and 0 < len(heap["grown_sites"]) <= 5
+    assert all(g["bytes"] > 0 and g["stack"] and ":" in g["stack"][0] for g in heap["grown_sites"])
+    assert heap["traced_mib_after"] > 0 and "traced Python heap" in text
+    snapshots = sorted((Path(r["work_dir"]) / "heap").glob("*.tracemalloc"))
+    assert len(snapshots) == 2  # one at the end of the warm-up, one at the end
