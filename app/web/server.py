@@ -125,6 +125,9 @@ def build_asgi(ctx: ServerContext, authenticator: Any) -> tuple[Any, Any, Any]:
     # Our page keeps no gr.State, so a forgotten session costs nothing: the browser sends every input again.
     blocks.state_session_capacity = s.ui_sessions
     blocks.queue(api_open=False, max_size=backlog, default_concurrency_limit=None)
+    # The queue's message channel per session is kept for the last 2,000 sessions (~1.5 KB each): bounded like
+    # the sessions' state, but never below the backlog, so a queued event's channel cannot be forgotten.
+    blocks._queue.pending_messages_per_session.max_size = max(s.ui_sessions, backlog)
     gr.mount_gradio_app(
         api, blocks, path="/", server_name=s.host, server_port=s.port,
         max_file_size=f"{s.max_upload_mib}mb", ssr_mode=False, run_history=False, show_error=True,
