@@ -264,14 +264,19 @@ def run_soak(args: argparse.Namespace, settings: Settings) -> int:
                        trace_heap=args.trace_heap, top_sites=args.top_sites, ready_timeout_s=args.ready_timeout_s,
                        keep_work_dir=args.keep_work_dir, command=list(sys.argv), **soak_options(args))
     report = run(opts, given_settings_env(args))
-    print(soak_text(report), flush=True)
+    publish(args, report, soak_text(report), "plot_soak")
+    return 1 if args.check and not report["pass"] else 0
+
+
+def publish(args: argparse.Namespace, report: dict[str, Any], text: str, plot: str) -> None:
+    """Print the table; write the JSON and the chart (bench/plot.py's function `plot`) where asked."""
+    print(text, flush=True)
     if args.json_path:
         _write_json(args.json_path, report)
     if args.plot_path:
-        from bench.plot import plot_soak
+        from bench import plot as charts
 
-        plot_soak(report, args.plot_path)
-    return 1 if args.check and not report["pass"] else 0
+        getattr(charts, plot)(report, args.plot_path)
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
@@ -293,13 +298,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         passes=args.passes, rounds=args.rounds, job_timeout_s=args.job_timeout_s, keep_work_dir=args.keep_work_dir,
         command=list(sys.argv))
     report = run_suite(opts, settings)
-    print(bench_text(report), flush=True)
-    if args.json_path:
-        _write_json(args.json_path, report)
-    if args.plot_path:
-        from bench.plot import plot_bench
-
-        plot_bench(report, args.plot_path)
+    publish(args, report, bench_text(report), "plot_bench")
     return 0 if report["ok"] else 1
 
 
@@ -326,13 +325,7 @@ def run_loadtest(args: argparse.Namespace, settings: Settings) -> int:
         ready_timeout_s=args.ready_timeout_s, model=args.request_model or settings.embed_model,
         seed=args.load_seed, command=list(sys.argv), **soak_options(args))
     report = run(opts, credentials(settings))
-    print(loadtest_text(report), flush=True)
-    if args.json_path:
-        _write_json(args.json_path, report)
-    if args.plot_path:
-        from bench.plot import plot_loadtest
-
-        plot_loadtest(report, args.plot_path)
+    publish(args, report, loadtest_text(report), "plot_loadtest")
     return 0
 
 

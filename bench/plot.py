@@ -48,11 +48,7 @@ def plot_bench(report: dict[str, Any], path: str | Path) -> Path:
         ax.set_xticks(range(len(configs)), labels, rotation=25, ha="right", fontsize=8)
     fig.suptitle(f"Wenmo bench — {report['plan']['device']}, size {report['options']['size']}, "
                  f"{report['created_utc']}", fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, path)
 
 
 def plot_loadtest(report: dict[str, Any], path: str | Path) -> Path:
@@ -79,11 +75,7 @@ def plot_loadtest(report: dict[str, Any], path: str | Path) -> Path:
     ax.legend(fontsize=8)
     draw_soak_memory(axes[2], report["stages"].get("soak", {}))
     fig.suptitle(f"Wenmo loadtest — {report['url']} — {report['created_utc']}", fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, path)
 
 
 def draw_soak_memory(ax: Any, soak: dict[str, Any]) -> None:  # noqa: ANN401
@@ -124,6 +116,10 @@ def plot_soak(report: dict[str, Any], path: str | Path) -> Path:
     fig.suptitle(f"Wenmo soak — {report['models']} — {report['soak']['requests']} requests, "
                  f"{report['soak']['attempted_rps'] or 0:.0f} req/s — {report['created_utc']}", fontsize=10)
     ax.set_title(f"verdict: {v.get('rule', '')}", fontsize=8)
+    return _save(plt, fig, path)
+
+
+def _save(plt: Any, fig: Any, path: str | Path) -> Path:  # noqa: ANN401
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=100)
