@@ -44,13 +44,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.config import REPO_ROOT, Settings
+from app.config import Settings
 from app.engine.loading import resolve_model
 from app.errors import InputError, ModelUnavailableError
 from bench import workload as wl
 from bench.loadtest import Outcome, _retry_after, _valid_body, classify, open_client, summarize, wait_ready
 from bench.prometheus import parse_samples
-from bench.serverchild import ServerChild, free_port
+from bench.serverchild import ServerChild, free_port, serve_env
 from bench.stats import percentile, ratio
 from bench.suite import build_fixture, replica_root
 
@@ -192,17 +192,11 @@ def child_env(base: Mapping[str, str], *, mode: str, port: int, models: Mapping[
     """The environment of one `python -m app serve` child: the caller's, then the settings given to this command
     as flags (as WENMO_* variables), then what this tool decides — the switch, the models, a loopback port, the
     credentials, INFO logging (the tool reads the plan and limits lines)."""
-    env = dict(base)
-    env.update(settings_env)
-    env.update({
+    return serve_env(base, settings_env, {
         SWITCH_ENV: mode, "WENMO_HOST": "127.0.0.1", "WENMO_PORT": str(port), "WENMO_AUTH": auth,
         "WENMO_EMBED_MODEL": str(models["embed"]), "WENMO_CROSS_MODEL": str(models["cross"]),
         "WENMO_NLU_MODEL": str(models["nlu"]), "WENMO_LOG_LEVEL": "INFO",
     })
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + base["PYTHONPATH"] if base.get("PYTHONPATH") else "")
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    return env
 
 
 def log_facts(text: str) -> list[str]:

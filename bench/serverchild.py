@@ -9,11 +9,25 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from app.config import REPO_ROOT
 
 STOP_TIMEOUT_S = 60.0  # SIGTERM, then this long for the drain and exit, then SIGKILL
+
+
+def serve_env(base: Mapping[str, str], settings_env: Mapping[str, str], own: Mapping[str, str]) -> dict[str, str]:
+    """A serve child's environment: the caller's, then the settings given to the tool as flags (as WENMO_*
+    variables), then what the tool decides (`own`); this checkout first on PYTHONPATH, no hub and no analytics
+    calls unless the caller says otherwise."""
+    env = dict(base)
+    env.update(settings_env)
+    env.update(own)
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + base["PYTHONPATH"] if base.get("PYTHONPATH") else "")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    return env
 
 
 def free_port() -> int:

@@ -34,11 +34,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.config import REPO_ROOT
 from app.errors import ModelUnavailableError
 from app.heapsnapshots import diff_by_site, traced_bytes
 from bench.loadtest import DEFAULT_SOAK_MIX, MEMORY_BUDGET_MIB_PER_DAY, LoadOptions, LoadTester, wait_ready
-from bench.serverchild import ServerChild, free_port
+from bench.serverchild import ServerChild, free_port, serve_env
 
 SCHEMA = "wenmo-soak/1"
 USER = "wenmo-soak"
@@ -73,16 +72,11 @@ def child_env(base: Mapping[str, str], settings_env: Mapping[str, str], *, port:
               heap_dir: Path | None) -> dict[str, str]:
     """The server child's environment: the caller's, the settings given to this command as flags, then what the
     soak decides (loopback port, its own credentials, this client trusted as a proxy, heap snapshots)."""
-    env = {k: v for k, v in base.items() if k != "WENMO_HEAP_SNAPSHOT_DIR"}
-    env.update(settings_env)
-    env.update({"WENMO_HOST": "127.0.0.1", "WENMO_PORT": str(port), "WENMO_AUTH": f"{USER}:{password}",
-                "WENMO_AUTH_FILE": "", "WENMO_TRUSTED_PROXIES": "127.0.0.1"})
+    own = {"WENMO_HOST": "127.0.0.1", "WENMO_PORT": str(port), "WENMO_AUTH": f"{USER}:{password}",
+           "WENMO_AUTH_FILE": "", "WENMO_TRUSTED_PROXIES": "127.0.0.1"}
     if heap_dir is not None:
-        env["WENMO_HEAP_SNAPSHOT_DIR"] = str(heap_dir)
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + base["PYTHONPATH"] if base.get("PYTHONPATH") else "")
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    return env
+        own["WENMO_HEAP_SNAPSHOT_DIR"] = str(heap_dir)
+    return serve_env({k: v for k, v in base.items() if k != "WENMO_HEAP_SNAPSHOT_DIR"}, settings_env, own)
 
 
 class HeapProbe:
