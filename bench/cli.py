@@ -169,11 +169,17 @@ def add_soak_arguments(t: argparse.ArgumentParser, d: Any) -> None:  # noqa: ANN
     t.add_argument("--memory-budget-mib-per-day", type=_positive_float, default=d.memory_budget_mib_per_day,
                    help="the soak passes when every memory gauge, extrapolated to 24 h at the soak's rate, grows "
                         f"less than this (default {d.memory_budget_mib_per_day:g} MiB)")
+    t.add_argument("--settle-every-s", type=float, default=d.settle_every_s,
+                   help="pause the users this often for a settled memory sample (nothing in flight), the samples "
+                        f"the verdict fits (default {d.settle_every_s:g} s; 0: never, fit the samples under load)")
+    t.add_argument("--settle-s", type=_positive_float, default=d.settle_s,
+                   help=f"quiet seconds before each settled sample (default {d.settle_s:g})")
 
 
 def soak_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"soak_mix": args.soak_mix, "soak_warmup_s": max(0.0, args.soak_warmup_s),
-            "memory_budget_mib_per_day": args.memory_budget_mib_per_day}
+            "memory_budget_mib_per_day": args.memory_budget_mib_per_day,
+            "settle_every_s": max(0.0, args.settle_every_s), "settle_s": args.settle_s}
 
 
 def add_batching_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:  # noqa: ANN401

@@ -6,8 +6,13 @@
               concurrency is the largest user count whose step — and every step before it — has p95 within
               the target, no errors and no busy answers
     soak      a fixed number of users for a duration with a mix of every route (`--soak-mix`), GET /metrics every
-              few seconds for the memory gauges; the verdict is each gauge's slope per 1,000 requests after a
-              warm-up, extrapolated to 24 hours at the soak's own rate, against a budget (MEMORY_BUDGET_MIB_PER_DAY)
+              few seconds for the memory gauges (under load), and every `settle_every_s` a settled sample: the
+              users pause, the requests in flight finish, `settle_s` of quiet, GET /metrics. The verdict is each
+              gauge's slope per 1,000 requests over the settled samples after a warm-up, extrapolated to 24 hours
+              at the soak's rate under load, against a budget (MEMORY_BUDGET_MIB_PER_DAY). Settled, because
+              under load the resident memory swings by the working memory of whatever is in flight (±100 MiB on
+              the demo models' NLU), which hides a slope of a few MiB; what a quiet server still holds is
+              what it kept.
     mixed     the same users with a stated mix of vectors, similarity (and rerank) and NLU calls
 
 Kinds of request: vectors (POST /v1/embeddings), similarity and rerank (POST /v1/similarity), nlu (POST /v1/nlu),
@@ -27,18 +32,19 @@ WENMO_AUTH (user:password) through Settings, never from a flag.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import random
 import socket
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import InputError, ModelUnavailableError
 from bench import workload as wl
-from bench.prometheus import memory_gauges, memory_trend, memory_verdict
+from bench.prometheus import MIN_FIT_POINTS, memory_gauges, memory_trend, memory_verdict
 from bench.stats import percentile
 
 SCHEMA = "wenmo-loadtest/1"
@@ -73,6 +79,8 @@ class LoadOptions:
     mixed_requests: int = 5000
     mix: str = DEFAULT_MIX
     metrics_interval_s: float = 5.0
+    settle_every_s: float = 60.0  # the soak pauses its users this often for a settled sample (0: never)
+    settle_s: float = 3.0  # quiet seconds before a settled sample (past the server's trailing heap trim)
     p95_target_ms: float = 1000.0
     request_timeout_s: float = 60.0
     ready_timeout_s: float = 120.0
@@ -333,6 +341,37 @@ async def wait_ready(client: Any, url: str, timeout_s: float,  # noqa: ANN401
         await asyncio.sleep(0.5)
 
 
+class Gate:
+    """Lets the soak pause its users: `hold()` lets no new request start and waits for those in flight to finish;
+    `release()` lets them go on."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.open.set()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.in_flight = 0
+
+    @contextlib.asynccontextmanager
+    async def request(self) -> AsyncIterator[None]:
+        await self.open.wait()
+        self.in_flight += 1
+        self.idle.clear()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self.idle.set()
+
+    async def hold(self, timeout_s: float) -> None:
+        self.open.clear()
+        await asyncio.wait_for(self.idle.wait(), timeout_s)
+
+    def release(self) -> None:
+        self.open.set()
+
+
 class LoadTester:
     def __init__(self, opts: LoadOptions, auth: tuple[str, str] | None) -> None:
         self.opts = opts
@@ -411,10 +450,11 @@ class LoadTester:
         return await client.get(f"{path}/{event}")
 
     async def run_stage(self, client: Any, users: int, duration_s: float, max_requests: int,  # noqa: ANN401
-                        mix: dict[str, float], salt: int,
-                        outcomes: list[Outcome] | None = None) -> tuple[list[Outcome], float]:
+                        mix: dict[str, float], salt: int, outcomes: list[Outcome] | None = None,
+                        gate: Gate | None = None) -> tuple[list[Outcome], float]:
         """`users` closed-loop users until the deadline or the request cap, whichever comes first; each answer
-        is appended to `outcomes` (a new list unless given: the soak's memory poller counts it as it grows)."""
+        is appended to `outcomes` (a new list unless given: the soak's memory poller counts it as it grows).
+        With a `gate`, every request passes it (the soak pauses the users through it)."""
         outcomes = [] if outcomes is None else outcomes
         issued = 0
         t0 = time.perf_counter()
@@ -426,10 +466,13 @@ class LoadTester:
             nonlocal issued
             rng = random.Random((self.opts.seed + 1) * 1_000_003 + salt * 1009 + uid)
             while time.perf_counter() < deadline and issued < max_requests:
-                issued += 1
-                kind = rng.choices(kinds, weights)[0]
-                o = await self._send(client, kind, rng, t0)
-                outcomes.append(o)
+                async with gate.request() if gate is not None else contextlib.nullcontext():
+                    if time.perf_counter() >= deadline:  # the deadline passed during a pause
+                        break
+                    issued += 1
+                    kind = rng.choices(kinds, weights)[0]
+                    o = await self._send(client, kind, rng, t0)
+                    outcomes.append(o)
                 if o.category == "busy":
                     wait = min(o.retry_after_s or 0.0, self.opts.retry_after_cap_s, deadline - time.perf_counter())
                     if wait > 0:
@@ -460,17 +503,28 @@ class LoadTester:
         return min(self.opts.soak_warmup_s, self.opts.soak_s / 2)
 
     async def soak_with_metrics(self, client: Any, users: int, mix: dict[str, float],  # noqa: ANN401
-                                on_warm: Callable[[int], Any] | None = None
-                                ) -> tuple[list[Outcome], float, list[tuple[float, dict[str, float], int]], int]:
-        """The soak with GET /metrics every interval: samples are (seconds, memory gauges, requests answered so
-        far). `on_warm(requests answered)` is called once, in a thread, at the first sample after the warm-up (the
-        soak command takes its first heap snapshot there)."""
+                                on_warm: Callable[[int], Any] | None = None) -> dict[str, Any]:
+        """The soak with GET /metrics every interval under load, and every `settle_every_s` a settled sample (the
+        users paused, nothing in flight, `settle_s` of quiet), and one settled sample after the load. Samples
+        are (seconds, memory gauges, requests answered so far). `on_warm(requests answered)` is called once, in
+        a thread, at the first sample after the warm-up (the soak command takes its first heap snapshot there).
+        Returns outcomes, elapsed_s, paused_s, samples, settled, scrapes_failed."""
         samples: list[tuple[float, dict[str, float], int]] = []
+        settled: list[tuple[float, dict[str, float], int]] = []
         outcomes: list[Outcome] = []
-        failed = 0
+        failed, paused = 0, 0.0
         t0 = time.perf_counter()
         stop = asyncio.Event()
         warm = [on_warm]
+        gate = Gate() if self.opts.settle_every_s > 0 else None
+
+        async def every(interval_s: float) -> bool:
+            """Wait one interval; False when the load ended meanwhile."""
+            try:
+                await asyncio.wait_for(stop.wait(), interval_s)
+                return False
+            except TimeoutError:
+                return True
 
         async def poll() -> None:
             nonlocal failed
@@ -484,32 +538,65 @@ class LoadTester:
                 if warm[0] is not None and now >= self.warmup_s():
                     hook, warm[0] = warm[0], None
                     await asyncio.to_thread(hook, len(outcomes))
-                try:
-                    await asyncio.wait_for(stop.wait(), self.opts.metrics_interval_s)
+                if not await every(self.opts.metrics_interval_s):
                     return
-                except TimeoutError:
-                    continue
 
-        poller = asyncio.ensure_future(poll())
-        _, elapsed = await self.run_stage(client, users, self.opts.soak_s, self.opts.soak_requests, mix, 3, outcomes)
+        async def settled_sample() -> None:
+            nonlocal failed
+            await asyncio.sleep(self.opts.settle_s)
+            g = await self.scrape_memory(client)
+            if g is None:
+                failed += 1
+            else:
+                settled.append((time.perf_counter() - t0, g, len(outcomes)))
+
+        async def settle(gate: Gate) -> None:
+            nonlocal paused
+            while await every(self.opts.settle_every_s):
+                began = time.perf_counter()
+                try:
+                    await gate.hold(self.opts.request_timeout_s + 5)
+                    await settled_sample()
+                except TimeoutError:
+                    pass  # a request outlived its own timeout: no quiet moment this time
+                finally:
+                    gate.release()
+                    paused += time.perf_counter() - began
+
+        helpers = [asyncio.ensure_future(poll())]
+        if gate is not None:
+            helpers.append(asyncio.ensure_future(settle(gate)))
+        _, elapsed = await self.run_stage(client, users, self.opts.soak_s, self.opts.soak_requests, mix, 3, outcomes,
+                                          gate)
         stop.set()
-        await asyncio.wait_for(poller, self.opts.request_timeout_s + 5)
+        await asyncio.wait_for(asyncio.gather(*helpers), self.opts.request_timeout_s + self.opts.settle_s + 10)
         g = await self.scrape_memory(client)  # one sample after the load, for the trend's end point
         if g is not None:
             samples.append((time.perf_counter() - t0, g, len(outcomes)))
-        return outcomes, elapsed, samples, failed
+        if gate is not None:
+            await settled_sample()
+        return {"outcomes": outcomes, "elapsed_s": elapsed, "paused_s": paused, "samples": samples,
+                "settled": settled, "scrapes_failed": failed}
 
     async def soak(self, client: Any, users: int, on_warm: Callable[[int], Any] | None = None  # noqa: ANN401
                    ) -> dict[str, Any]:
-        """The soak stage's report: the load summary, the memory trend per gauge and the verdict."""
+        """The soak stage's report: the load summary, the memory trend per gauge and the verdict. The verdict fits
+        the settled samples when there are enough after the warm-up (else those under load), at the rate under
+        load (the pauses are not the server's doing)."""
         mix = parse_mix(self.opts.soak_mix, "--soak-mix")
-        outs, el, samples, failed = await self.soak_with_metrics(client, users, mix, on_warm)
+        run = await self.soak_with_metrics(client, users, mix, on_warm)
+        outs, el, samples, settled = run["outcomes"], run["elapsed_s"], run["samples"], run["settled"]
         summary = summarize(outs, users, el)
+        loaded_s = el - run["paused_s"]
+        rate = len(outs) / loaded_s if loaded_s > 0 else summary["attempted_rps"]
+        series = "settled" if sum(row[0] >= self.warmup_s() for row in settled) >= MIN_FIT_POINTS else "under load"
         out = {"kind": "mixed", "mix": {k: round(v, 4) for k, v in mix.items()}, **summary,
                "by_kind": {k: summarize([x for x in outs if x.kind == k], users, el) for k in mix},
-               "memory": memory_trend(samples), "memory_samples": samples, "metrics_scrapes_failed": failed,
-               "verdict": memory_verdict(samples, self.warmup_s(), summary["attempted_rps"],
-                                         self.opts.memory_budget_mib_per_day)}
+               "paused_s": run["paused_s"], "rate_under_load_rps": rate,
+               "memory": memory_trend(samples), "memory_samples": samples, "settled_samples": settled,
+               "metrics_scrapes_failed": run["scrapes_failed"],
+               "verdict": memory_verdict(settled if series == "settled" else samples, self.warmup_s(), rate,
+                                         self.opts.memory_budget_mib_per_day, series=series)}
         if samples and not any(g for _, g, _n in samples):
             out["memory_note"] = "GET /metrics has no memory gauge"
         return out

@@ -79,26 +79,34 @@ def plot_loadtest(report: dict[str, Any], path: str | Path) -> Path:
 
 
 def draw_soak_memory(ax: Any, soak: dict[str, Any]) -> None:  # noqa: ANN401
-    """The soak's memory gauges over time, each with the verdict's fitted line (after the warm-up)."""
+    """The soak's memory gauges over time under load (a thin line), the settled samples (nothing in flight; large
+    dots) and the verdict's fitted line over the samples it fitted, after the warm-up."""
     series = soak.get("memory_samples", [])
-    keys = sorted({k for row in series for k in row[1]})
+    settled = soak.get("settled_samples", [])
+    keys = sorted({k for row in list(series) + list(settled) for k in row[1]})
     from bench.prometheus import to_mib
 
-    fits = (soak.get("verdict") or {}).get("gauges", {})
-    warmup = (soak.get("verdict") or {}).get("warmup_s", 0.0)
+    verdict = soak.get("verdict") or {}
+    fits = verdict.get("gauges", {})
+    warmup = verdict.get("warmup_s", 0.0)
+    judged = settled if verdict.get("series") == "settled" else series
     for key in keys:
         rows = [row for row in series if key in row[1]]
-        line = ax.plot([row[0] for row in rows], [to_mib(key, row[1][key]) for row in rows], marker=".",
-                       label=key[:40])[0]
+        line = ax.plot([row[0] for row in rows], [to_mib(key, row[1][key]) for row in rows], linewidth=0.8,
+                       alpha=0.6, label=f"{key[:40]} (under load)")[0]
+        quiet = [row for row in settled if key in row[1]]
+        if quiet:
+            ax.plot([row[0] for row in quiet], [to_mib(key, row[1][key]) for row in quiet], linestyle="none",
+                    marker="o", color=line.get_color(), label="settled (nothing in flight)")
         fit = fits.get(key, {}).get("fit")
-        fitted = [row for row in rows if row[0] >= warmup and len(row) > 2]
-        # The verdict's line: MiB against requests answered, drawn at each sample's time.
+        fitted = [row for row in judged if key in row[1] and row[0] >= warmup and len(row) > 2]
+        # The verdict's line: MiB against requests answered, drawn at each fitted sample's time.
         if fit and fitted and fits[key].get("mib_per_24h") is not None:
             g = fits[key]
             ax.plot([row[0] for row in fitted],
                     [fit["intercept_mib"] + fit["slope_mib_per_request"] * row[2] for row in fitted],
                     linestyle="--", color=line.get_color(),
-                    label=f"fit: {g['mib_per_1k_requests']:+.3f} MiB/1k req, {g['mib_per_24h']:+.0f} MiB/24 h")
+                    label=f"fit: {g['mib_per_1k_requests']:+.4f} MiB/1k req, {g['mib_per_24h']:+.0f} MiB/24 h")
     if warmup:
         ax.axvline(warmup, color="grey", linestyle=":", linewidth=1, label="end of warm-up")
     ax.set_xlabel("seconds into soak")

@@ -79,12 +79,13 @@ def memory_trend(samples: Sequence[tuple]) -> dict[str, dict[str, Any]]:
 
 
 def memory_verdict(samples: Sequence[tuple], warmup_s: float, rate_rps: float | None,
-                   budget_mib_per_day: float) -> dict[str, Any]:
+                   budget_mib_per_day: float, series: str = "under load") -> dict[str, Any]:
     """The soak's verdict on memory, judged on the rate, not on a percentage of one window: for each byte gauge,
     the least-squares slope of MiB against requests answered, over the samples after `warmup_s`; that slope per
     1,000 requests, and extrapolated to 24 hours at `rate_rps` (the soak's own rate). A gauge passes when its
     24-hour figure is under `budget_mib_per_day`; the soak passes when every byte gauge does. `fit` gives the
-    fitted line (MiB = intercept + slope × requests) for the chart. `samples`: (seconds, gauges, requests)."""
+    fitted line (MiB = intercept + slope × requests) for the chart. `samples`: (seconds, gauges, requests);
+    `series` says which samples they are ("settled": taken with nothing in flight; "under load")."""
     gauges: dict[str, dict[str, Any]] = {}
     for key in _keys(samples):
         if not key.split("{", 1)[0].endswith("_bytes"):
@@ -105,7 +106,7 @@ def memory_verdict(samples: Sequence[tuple], warmup_s: float, rate_rps: float | 
             "pass": per_day is not None and per_day < budget_mib_per_day,
         }
     judged = [g["pass"] for g in gauges.values() if g["pass"] is not None]
-    return {"warmup_s": warmup_s, "rate_rps": rate_rps, "budget_mib_per_day": budget_mib_per_day,
-            "rule": f"slope of MiB per request after a {warmup_s:g} s warm-up × the soak's rate × 24 h < "
-                    f"{budget_mib_per_day:g} MiB, every byte gauge",
+    return {"warmup_s": warmup_s, "rate_rps": rate_rps, "budget_mib_per_day": budget_mib_per_day, "series": series,
+            "rule": f"slope of MiB per request ({series} samples) after a {warmup_s:g} s warm-up × the soak's rate "
+                    f"× 24 h < {budget_mib_per_day:g} MiB, every byte gauge",
             "gauges": gauges, "pass": all(judged) if judged else None}

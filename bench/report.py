@@ -197,15 +197,19 @@ def soak_memory_lines(soak: dict[str, Any]) -> list[str]:
     v = soak.get("verdict")
     if not v:
         return out
-    out.append(f"soak memory verdict ({v['rule']}; rate {fmt(v['rate_rps'], 1)} req/s):")
+    settled = soak.get("settled_samples")
+    if settled:
+        out.append(f"soak memory: {len(settled)} settled samples (users paused, nothing in flight; "
+                   f"{fmt(soak.get('paused_s', 0.0), 0)} s paused in all)")
+    out.append(f"soak memory verdict ({v['rule']}; rate {fmt(v['rate_rps'], 1)} req/s under load):")
     rows = []
     for key, g in v["gauges"].items():
         if g["pass"] is None:
             rows.append([key, str(g["points"]), "", "", "", f"n/a: {g['why']}"])
             continue
-        rows.append([key, str(g["points"]), fmt(g["requests_fitted"]), fmt(g["mib_per_1k_requests"], 3),
+        rows.append([key, str(g["points"]), fmt(g["requests_fitted"]), fmt(g["mib_per_1k_requests"], 4),
                      fmt(g["mib_per_24h"], 1), "PASS" if g["pass"] else "FAIL"])
-    out.append(table(["gauge", "samples", "requests fitted", "MiB / 1k requests", "MiB / 24 h",
+    out.append(table(["gauge", "samples fitted", "requests fitted", "MiB / 1k requests", "MiB / 24 h",
                       f"< {v['budget_mib_per_day']:g} MiB/24h"], rows))
     verdict = {True: "PASS", False: "FAIL", None: "n/a (too few samples after the warm-up)"}[v["pass"]]
     out.append(f"soak memory: {verdict}")

@@ -10,8 +10,10 @@ and — with `--trace-heap` — what the memory that grew was, by allocation sit
    `--soak-mix` (every kind by default: vectors, similarity, rerank, NLU, the UI's queue path, /metrics, wrong
    logins), GET /metrics every `--metrics-interval-s` for the memory gauges (resident memory; GPU memory via
    NVML where there is a GPU).
-3. The verdict (bench/prometheus.py `memory_verdict`): each gauge's slope in MiB per 1,000 requests after the
-   warm-up, extrapolated to 24 hours at the soak's own rate, against `--memory-budget-mib-per-day`.
+3. The verdict (bench/prometheus.py `memory_verdict`): each gauge's slope in MiB per 1,000 requests over the
+   settled samples (every `--settle-every-s` the users pause; with nothing in flight for `--settle-s`, GET
+   /metrics) after the warm-up, extrapolated to 24 hours at the soak's rate under load, against
+   `--memory-budget-mib-per-day`.
 4. `--trace-heap`: the server traces Python allocations (WENMO_HEAP_SNAPSHOT_DIR, app/heapsnapshots.py; several
    times slower) and writes a snapshot at the end of the warm-up and one at the end; the report lists the
    allocation sites whose live memory grew most between them, and the traced growth per 1,000 requests. Memory
@@ -60,6 +62,8 @@ class SoakOptions:
     soak_warmup_s: float = 60.0
     memory_budget_mib_per_day: float = MEMORY_BUDGET_MIB_PER_DAY
     metrics_interval_s: float = 5.0
+    settle_every_s: float = 60.0
+    settle_s: float = 3.0
     trace_heap: bool = False
     top_sites: int = 15
     ready_timeout_s: float = 600.0
@@ -132,7 +136,8 @@ def run(opts: SoakOptions, settings_env: Mapping[str, str], base_env: Mapping[st
     lopts = LoadOptions(url=url, stages=("soak",), soak_users=opts.users, soak_s=opts.soak_s,
                         soak_requests=opts.soak_requests, soak_mix=opts.soak_mix, soak_warmup_s=opts.soak_warmup_s,
                         memory_budget_mib_per_day=opts.memory_budget_mib_per_day,
-                        metrics_interval_s=opts.metrics_interval_s, request_timeout_s=opts.request_timeout_s,
+                        metrics_interval_s=opts.metrics_interval_s, settle_every_s=opts.settle_every_s,
+                        settle_s=opts.settle_s, request_timeout_s=opts.request_timeout_s,
                         ready_timeout_s=opts.ready_timeout_s, command=opts.command)
     tester = LoadTester(lopts, (USER, password))
     report: dict[str, Any] = {

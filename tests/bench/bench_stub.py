@@ -5,7 +5,9 @@ It serves the same routes with the same basic auth, with behaviour the tests set
   a concurrency cap of 1), so with n closed-loop users a request takes about n × service_s;
 - every `busy_every`-th embeddings request is answered 503 (or 429) + Retry-After at once;
 - /v1/nlu answers 500 (a broken route, to count errors apart from busy answers);
-- /metrics exposes a resident-memory gauge that grows by `leak_mib` per scrape and a flat GPU gauge;
+- /metrics exposes a resident-memory gauge that grows by `leak_mib` per scrape, plus `working_mib` for each
+  embeddings request in flight at the scrape (the working memory a real server's gauge swings by), and a flat
+  GPU gauge; `in_flight_at_scrapes` records how many were in flight at each scrape;
 - X-Wenmo-Engine-Ms carries the time spent under the lock, unless `engine_header` is False.
 """
 
@@ -29,7 +31,7 @@ class _QuietServer(ThreadingHTTPServer):
 class StubServer:
     def __init__(self, *, user: str = "u", password: str = "p", service_s: float = 0.01, busy_every: int = 0,
                  busy_status: int = 503, engine_header: bool = True, leak_mib: float = 0.0,
-                 base_rss_mib: float = 300.0, ready_after_polls: int = 0) -> None:
+                 base_rss_mib: float = 300.0, working_mib: float = 0.0, ready_after_polls: int = 0) -> None:
         self.auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self.service_s = service_s
         self.busy_every = busy_every
@@ -37,6 +39,9 @@ class StubServer:
         self.engine_header = engine_header
         self.leak_mib = leak_mib
         self.base_rss_mib = base_rss_mib
+        self.working_mib = working_mib
+        self.in_flight = 0
+        self.in_flight_at_scrapes: list[int] = []
         self.ready_after_polls = ready_after_polls
         self.lock = threading.Lock()
         self.counter_lock = threading.Lock()
@@ -61,8 +66,8 @@ class StubServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def rss_bytes(self, scrape: int) -> float:
-        return (self.base_rss_mib + self.leak_mib * scrape) * MIB
+    def rss_bytes(self, scrape: int, in_flight: int = 0) -> float:
+        return (self.base_rss_mib + self.leak_mib * scrape + self.working_mib * in_flight) * MIB
 
     def _handler(self):  # noqa: ANN202
         stub = self
@@ -106,11 +111,13 @@ class StubServer:
                     with stub.counter_lock:
                         scrape = stub.scrapes
                         stub.scrapes += 1
+                        in_flight = stub.in_flight
+                        stub.in_flight_at_scrapes.append(in_flight)
                     text = (
                         "# HELP wenmo_http_requests_total requests\n# TYPE wenmo_http_requests_total counter\n"
                         f'wenmo_http_requests_total{{route="/v1/embeddings"}} {stub.embeddings}\n'
                         "# TYPE process_resident_memory_bytes gauge\n"
-                        f"process_resident_memory_bytes {stub.rss_bytes(scrape):.0f}\n"
+                        f"process_resident_memory_bytes {stub.rss_bytes(scrape, in_flight):.0f}\n"
                         "# TYPE wenmo_gpu_memory_used_bytes gauge\n"
                         f'wenmo_gpu_memory_used_bytes{{device="0"}} {2048 * MIB}\n'
                     )
@@ -130,10 +137,16 @@ class StubServer:
                     if stub.busy_every and n % stub.busy_every == 0:
                         self._send(stub.busy_status, {"error": {"message": "busy"}}, {"Retry-After": "0"})
                         return
-                    with stub.lock:
-                        t0 = time.perf_counter()
-                        time.sleep(stub.service_s)
-                        engine_ms = (time.perf_counter() - t0) * 1000
+                    with stub.counter_lock:
+                        stub.in_flight += 1
+                    try:
+                        with stub.lock:
+                            t0 = time.perf_counter()
+                            time.sleep(stub.service_s)
+                            engine_ms = (time.perf_counter() - t0) * 1000
+                    finally:
+                        with stub.counter_lock:
+                            stub.in_flight -= 1
                     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
                     data = [{"object": "embedding", "index": i, "embedding": [0.5, 0.5, 0.5, 0.5]}
                             for i in range(len(inputs))]

@@ -96,7 +96,7 @@ def test_busy_429_fails_a_ramp_step_and_errors_are_reasons():
 def test_soak_watches_memory_and_judges_its_rate():
     with StubServer(leak_mib=32) as stub:
         r = run(opts(stub.url, stages=("soak",), soak_users=2, soak_s=1.5, soak_requests=100_000, soak_mix="vectors=1",
-                     soak_warmup_s=0.3), AUTH)
+                     soak_warmup_s=0.3, settle_every_s=0), AUTH)
         scrapes = stub.scrapes
     soak = r["stages"]["soak"]
     assert soak["users"] == 2 and soak["ok"] > 0 and soak["errors"] == 0 and soak["mix"] == {"vectors": 1.0}
@@ -109,10 +109,49 @@ def test_soak_watches_memory_and_judges_its_rate():
     assert rss["slope_per_min"] > 0 and gpu["first"] == gpu["last"] == 2048 and gpu["slope_per_min"] == 0
     assert "wenmo_http_requests_total" not in str(soak["memory"])  # only memory gauges
     v = soak["verdict"]
+    assert soak["settled_samples"] == [] and soak["paused_s"] == 0 and v["series"] == "under load"
     assert v["warmup_s"] == 0.3 and v["budget_mib_per_day"] == 100 and v["rate_rps"] == soak["attempted_rps"]
     assert v["gauges"]["process_resident_memory_bytes"]["pass"] is False  # 32 MiB a scrape: far over a day's 100
     assert v["gauges"]["process_resident_memory_bytes"]["mib_per_1k_requests"] > 0
     assert v["gauges"]['wenmo_gpu_memory_used_bytes{device="0"}']["pass"] is True and v["pass"] is False
+
+
+def test_the_verdict_fits_settled_samples_taken_with_nothing_in_flight():
+    # Memory under load swings by 100 MiB per request in flight; nothing is kept. The settled samples (users
+    # paused, in-flight requests finished) see only what is kept: flat, so the verdict passes, while the samples
+    # under load jump around.
+    with StubServer(working_mib=100, service_s=0.01) as stub:
+        r = run(opts(stub.url, stages=("soak",), soak_users=3, soak_s=3.0, soak_requests=10**9, soak_mix="vectors=1",
+                     soak_warmup_s=0.5, metrics_interval_s=0.05, settle_every_s=0.4, settle_s=0.05), AUTH)
+        at_scrapes = list(stub.in_flight_at_scrapes)
+    soak = r["stages"]["soak"]
+    settled = soak["settled_samples"]
+    rss = [g["process_resident_memory_bytes"] / 2**20 for _t, g, _n in settled]
+    assert len(settled) >= 5 and rss == [300.0] * len(settled)  # nothing in flight at any settled sample
+    loaded = {g["process_resident_memory_bytes"] / 2**20 for _t, g, _n in soak["memory_samples"]}
+    assert max(at_scrapes) > 0 and max(loaded) > 300  # under load the stub had work in flight when scraped
+    counts = [n for _t, _g, n in settled]
+    assert counts == sorted(counts) and counts[-1] == soak["requests"]  # the last one after the load
+    v = soak["verdict"]
+    assert v["series"] == "settled" and "settled" in v["rule"]
+    g = v["gauges"]["process_resident_memory_bytes"]
+    assert g["mib_per_1k_requests"] == 0 and g["pass"] is True and v["pass"] is True
+    assert g["points"] == sum(t >= 0.5 for t, _g, _n in settled)
+    # The rate is the rate under load: the pauses are left out of it.
+    assert 0 < soak["paused_s"] < soak["elapsed_s"]
+    assert v["rate_rps"] == pytest.approx(soak["requests"] / (soak["elapsed_s"] - soak["paused_s"]))
+    assert v["rate_rps"] > soak["attempted_rps"]
+
+
+def test_settled_samples_still_see_memory_that_is_kept():
+    with StubServer(leak_mib=8) as stub:
+        r = run(opts(stub.url, stages=("soak",), soak_users=2, soak_s=2.0, soak_requests=10**9, soak_mix="vectors=1",
+                     soak_warmup_s=0.2, metrics_interval_s=0.1, settle_every_s=0.3, settle_s=0.05), AUTH)
+    soak = r["stages"]["soak"]
+    rss = [g["process_resident_memory_bytes"] for _t, g, _n in soak["settled_samples"]]
+    assert rss == sorted(rss) and rss[-1] > rss[0]
+    v = soak["verdict"]
+    assert v["series"] == "settled" and v["gauges"]["process_resident_memory_bytes"]["pass"] is False
 
 
 def test_overhead_is_http_minus_engine_time():
