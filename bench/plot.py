@@ -106,7 +106,8 @@ def draw_soak_memory(ax: Any, soak: dict[str, Any]) -> None:  # noqa: ANN401
             ax.plot([row[0] for row in fitted],
                     [fit["intercept_mib"] + fit["slope_mib_per_request"] * row[2] for row in fitted],
                     linestyle="--", color=line.get_color(),
-                    label=f"fit: {g['mib_per_1k_requests']:+.4f} MiB/1k req, {g['mib_per_24h']:+.0f} MiB/24 h")
+                    label=f"fit: {g['mib_per_1k_requests']:+.4f} MiB/1k req, {g['mib_per_24h']:+.0f} MiB/24 h "
+                          f"(95 %: {g['mib_per_24h_ci95'][0]:+.0f} … {g['mib_per_24h_ci95'][1]:+.0f}) {g['verdict']}")
     if warmup:
         ax.axvline(warmup, color="grey", linestyle=":", linewidth=1, label="end of warm-up")
     ax.set_xlabel("seconds into soak")

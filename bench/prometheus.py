@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from bench.stats import slope
+from bench.stats import slope, slope_interval
 
 _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?\s+(\S+)(?:\s+\S+)?\s*$")
 
@@ -82,31 +82,42 @@ def memory_verdict(samples: Sequence[tuple], warmup_s: float, rate_rps: float | 
                    budget_mib_per_day: float, series: str = "under load") -> dict[str, Any]:
     """The soak's verdict on memory, judged on the rate, not on a percentage of one window: for each byte gauge,
     the least-squares slope of MiB against requests answered, over the samples after `warmup_s`; that slope per
-    1,000 requests, and extrapolated to 24 hours at `rate_rps` (the soak's own rate). A gauge passes when its
-    24-hour figure is under `budget_mib_per_day`; the soak passes when every byte gauge does. `fit` gives the
-    fitted line (MiB = intercept + slope × requests) for the chart. `samples`: (seconds, gauges, requests);
-    `series` says which samples they are ("settled": taken with nothing in flight; "under load")."""
+    1,000 requests, and extrapolated to 24 hours at `rate_rps` (the soak's own rate), with the slope's 95 %
+    confidence interval carried along. A gauge is PASS when the interval's upper end is under
+    `budget_mib_per_day`, FAIL when its lower end is not, INCONCLUSIVE when the budget lies inside it (the
+    samples scatter too much for this many requests: soak longer); `pass` is True only for PASS. The soak
+    passes when every byte gauge does. `fit` gives the fitted line (MiB = intercept + slope × requests) for
+    the chart. `samples`: (seconds, gauges, requests); `series` says which samples they are ("settled": taken
+    with nothing in flight; "under load")."""
     gauges: dict[str, dict[str, Any]] = {}
     for key in _keys(samples):
         if not key.split("{", 1)[0].endswith("_bytes"):
             continue
         pts = [(n, v) for t, v, n in _series(samples, key) if t >= warmup_s and n is not None]
-        per_request = slope([n for n, _ in pts], [v for _, v in pts]) if len(pts) >= MIN_FIT_POINTS else None
-        if per_request is None:
-            gauges[key] = {"points": len(pts), "pass": None,
+        xs, ys = [n for n, _ in pts], [v for _, v in pts]
+        per_request = slope(xs, ys) if len(pts) >= MIN_FIT_POINTS else None
+        if per_request is None or not rate_rps:
+            gauges[key] = {"points": len(pts), "pass": None, "verdict": "n/a",
                            "why": f"fewer than {MIN_FIT_POINTS} samples after the warm-up, or no requests between them"}
             continue
-        mean_n = sum(n for n, _ in pts) / len(pts)
-        intercept = sum(v for _, v in pts) / len(pts) - per_request * mean_n
-        per_day = per_request * rate_rps * DAY_S if rate_rps else None
+        lo, hi = slope_interval(xs, ys) or (per_request, per_request)
+        day = rate_rps * DAY_S
+        verdict = "PASS" if hi * day < budget_mib_per_day else "FAIL" if lo * day >= budget_mib_per_day \
+            else "INCONCLUSIVE"
+        mean_n = sum(xs) / len(xs)
+        intercept = sum(ys) / len(ys) - per_request * mean_n
         gauges[key] = {
             "points": len(pts), "requests_fitted": pts[-1][0] - pts[0][0],
-            "mib_per_1k_requests": per_request * 1000, "mib_per_24h": per_day,
+            "mib_per_1k_requests": per_request * 1000, "mib_per_24h": per_request * day,
+            "mib_per_24h_ci95": [lo * day, hi * day],
             "fit": {"slope_mib_per_request": per_request, "intercept_mib": intercept},
-            "pass": per_day is not None and per_day < budget_mib_per_day,
+            "verdict": verdict, "pass": verdict == "PASS",
         }
-    judged = [g["pass"] for g in gauges.values() if g["pass"] is not None]
+    judged = [g["verdict"] for g in gauges.values() if g["pass"] is not None]
+    overall = None if not judged else "PASS" if all(v == "PASS" for v in judged) else \
+        "FAIL" if "FAIL" in judged else "INCONCLUSIVE"
     return {"warmup_s": warmup_s, "rate_rps": rate_rps, "budget_mib_per_day": budget_mib_per_day, "series": series,
             "rule": f"slope of MiB per request ({series} samples) after a {warmup_s:g} s warm-up × the soak's rate "
-                    f"× 24 h < {budget_mib_per_day:g} MiB, every byte gauge",
-            "gauges": gauges, "pass": all(judged) if judged else None}
+                    f"× 24 h < {budget_mib_per_day:g} MiB, every byte gauge, the slope's 95 % confidence "
+                    "interval included",
+            "gauges": gauges, "verdict": overall, "pass": overall == "PASS" if overall else None}

@@ -207,11 +207,14 @@ def soak_memory_lines(soak: dict[str, Any]) -> list[str]:
         if g["pass"] is None:
             rows.append([key, str(g["points"]), "", "", "", f"n/a: {g['why']}"])
             continue
+        lo, hi = g["mib_per_24h_ci95"]
         rows.append([key, str(g["points"]), fmt(g["requests_fitted"]), fmt(g["mib_per_1k_requests"], 4),
-                     fmt(g["mib_per_24h"], 1), "PASS" if g["pass"] else "FAIL"])
+                     fmt(g["mib_per_24h"], 1), f"{fmt(lo, 0)} … {fmt(hi, 0)}", g["verdict"]])
     out.append(table(["gauge", "samples fitted", "requests fitted", "MiB / 1k requests", "MiB / 24 h",
-                      f"< {v['budget_mib_per_day']:g} MiB/24h"], rows))
-    verdict = {True: "PASS", False: "FAIL", None: "n/a (too few samples after the warm-up)"}[v["pass"]]
+                      "95 % interval", f"< {v['budget_mib_per_day']:g} MiB/24h"], rows))
+    verdict = {"PASS": "PASS", "FAIL": "FAIL", None: "n/a (too few samples after the warm-up)",
+               "INCONCLUSIVE": "INCONCLUSIVE (the budget lies inside a gauge's 95 % interval: the samples scatter "
+                               "too much for this many requests; soak longer)"}[v.get("verdict")]
     out.append(f"soak memory: {verdict}")
     return out
 

@@ -45,6 +45,34 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
 
 
+# Two-sided 95 % critical values of Student's t by degrees of freedom; between two rows the smaller df's (wider,
+# so never overconfident); past the table, the normal's 1.96.
+_T95 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 120: 1.980}
+
+
+def t95(df: int) -> float:
+    """The two-sided 95 % critical value of Student's t with `df` degrees of freedom (df ≥ 1)."""
+    if df < 1:
+        raise ValueError("t95 needs at least one degree of freedom")
+    rows = [k for k in _T95 if k <= df]
+    return _T95[max(rows)] if df <= 120 else 1.96
+
+
+def slope_interval(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:
+    """The 95 % confidence interval of the least-squares slope of ys over xs (residual scatter, Student's t);
+    None with fewer than three points or two distinct xs."""
+    b = slope(xs, ys)
+    n = len(xs)
+    if b is None or n < 3:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    residual = sum((y - my - b * (x - mx)) ** 2 for x, y in zip(xs, ys, strict=True))
+    half = t95(n - 2) * math.sqrt(residual / (n - 2) / sxx)
+    return b - half, b + half
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     """a / b, or None when either is missing or b is zero."""
     if a is None or b is None or b == 0:

@@ -189,6 +189,51 @@ def test_memory_verdict_passes_a_flat_server_and_a_slow_enough_one():
         13 / 2**20 * 10 * 86400)
 
 
+def _scatter(rows, amplitude_mib, seed=1):
+    """The rows with resident memory scattered by up to ±amplitude_mib (fixed seed)."""
+    import random
+
+    rng = random.Random(seed)
+    return [(t, {**g, "process_resident_memory_bytes": g["process_resident_memory_bytes"]
+                 + rng.uniform(-amplitude_mib, amplitude_mib) * 2**20}, n) for t, g, n in rows]
+
+
+def test_slope_interval_matches_an_independent_least_squares_fit():
+    import random
+
+    import numpy as np
+
+    from bench.stats import slope_interval, t95
+
+    rng = random.Random(7)
+    xs = [float(i * 1000) for i in range(15)]
+    ys = [600 + 0.002 * x + rng.gauss(0, 5) for x in xs]
+    X = np.column_stack([np.asarray(xs), np.ones(len(xs))])
+    coef, res, *_ = np.linalg.lstsq(X, np.asarray(ys), rcond=None)
+    se = float(np.sqrt(res[0] / (len(xs) - 2) * np.linalg.inv(X.T @ X)[0, 0]))
+    lo, hi = slope_interval(xs, ys)
+    assert (lo + hi) / 2 == pytest.approx(coef[0]) and (hi - lo) / 2 == pytest.approx(t95(13) * se)
+    assert t95(13) == 2.179 and t95(1) == 12.71 and t95(500) == 1.96  # 13 lies between rows: the wider 12's
+    assert slope_interval([1.0, 2.0], [1.0, 2.0]) is None  # two points: no scatter to judge
+    assert slope_interval([0.0, 1.0, 2.0], [5.0, 6.0, 7.0]) == (1.0, 1.0)  # on a line: no doubt
+
+
+def test_memory_verdict_calls_a_noisy_short_soak_inconclusive_and_a_clear_leak_a_fail():
+    # Flat memory scattered by ±20 MiB over 19k requests: the slope's interval is far wider than the 100 MiB a
+    # day allows at 100 req/s (8.64 M requests), so neither PASS nor FAIL can be claimed.
+    noisy = prometheus.memory_verdict(_scatter(_soak(0.0), 20), 30, 100.0, 100)
+    g = noisy["gauges"]["process_resident_memory_bytes"]
+    lo, hi = g["mib_per_24h_ci95"]
+    assert lo < 100 < hi and g["verdict"] == "INCONCLUSIVE" and g["pass"] is False
+    assert noisy["verdict"] == "INCONCLUSIVE" and noisy["pass"] is False
+    # 2 KiB a request under the same scatter: the whole interval is over the budget.
+    leak = prometheus.memory_verdict(_scatter(_soak(2 / 1024), 20), 30, 100.0, 100)
+    assert leak["gauges"]["process_resident_memory_bytes"]["verdict"] == "FAIL" and leak["verdict"] == "FAIL"
+    # The same scatter at a thousandth of the rate: the interval shrinks under the budget.
+    slow = prometheus.memory_verdict(_scatter(_soak(0.0), 20), 30, 0.1, 100)
+    assert slow["gauges"]["process_resident_memory_bytes"]["mib_per_24h_ci95"][1] < 100 and slow["verdict"] == "PASS"
+
+
 def test_memory_verdict_without_enough_samples_is_not_a_pass():
     v = prometheus.memory_verdict(_soak(0.0, n=4), warmup_s=30, rate_rps=100.0, budget_mib_per_day=100)
     g = v["gauges"]["process_resident_memory_bytes"]

@@ -28,7 +28,7 @@ def soak(tmp_path, *args: str, check: bool = False) -> tuple[dict, str]:
 def test_soak_command_sends_every_kind_and_judges_the_memory_rate(tmp_path):
     png = tmp_path / "soak.png"
     r, text = soak(tmp_path, "--soak-users", "4", "--soak-s", "10", "--soak-warmup-s", "3", "--metrics-interval-s",
-                   "0.5", "--plot", str(png), "--check", check=True)
+                   "0.5", "--settle-every-s", "1.5", "--settle-s", "0.3", "--plot", str(png), "--check", check=True)
     st = r["soak"]
     assert set(st["by_kind"]) == {"vectors", "similarity", "rerank", "nlu", "ui", "metrics", "badlogin"}
     for kind, counts in st["by_kind"].items():
@@ -38,9 +38,14 @@ def test_soak_command_sends_every_kind_and_judges_the_memory_rate(tmp_path):
     v = st["verdict"]
     rss = v["gauges"]["wenmo_process_resident_memory_bytes"]
     assert v["warmup_s"] == 3 and v["budget_mib_per_day"] == 100 and rss["points"] >= 3
+    # Fitted: the settled samples (users paused, nothing in flight) after the warm-up, the last one after the load.
+    settled = st["settled_samples"]
+    assert v["series"] == "settled" and rss["points"] == sum(t >= 3 for t, _g, _n in settled)
+    assert settled[-1][2] == st["requests"] and st["paused_s"] > 0
+    assert v["rate_rps"] == st["rate_under_load_rps"] > st["attempted_rps"]
     assert rss["mib_per_24h"] == rss["fit"]["slope_mib_per_request"] * v["rate_rps"] * 86400
     assert r["pass"] == (rss["pass"] and all(g["pass"] is not False for g in v["gauges"].values()))
-    assert "soak memory verdict" in text and "MiB / 24 h" in text and "heap" not in r
+    assert "soak memory verdict" in text and "MiB / 24 h" in text and "settled samples" in text and "heap" not in r
     assert png.stat().st_size > 10_000
     assert r["server_exit"] == 0  # the server drained and exited on its own
 
