@@ -214,7 +214,8 @@ def gauge(name: str, help_: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, help_, float(value))
 
 
-def per_role(family: type[Metric], name: str, help_: str, by_role: dict[str, float]) -> Metric:
+def per_role(family: type[CounterMetricFamily | GaugeMetricFamily], name: str, help_: str,
+             by_role: dict[str, float]) -> Metric:
     out = family(name, help_, labels=("role",))
     for role, value in sorted(by_role.items()):
         out.add_metric((role,), value)
