@@ -12,13 +12,14 @@ Imports no torch, gradio, deepspeed or transformers at module level (nor does an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import getpass
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from app.config import Settings, env_name, flag_name
 from app.errors import InputError, WenmoError
 from app.export import write_vectors
 from app.models.fixtures import build_all
+from app.service import similarity_work
 from app.textinput import parse_lines
 from app.web.auth import GENERATED_USER, HASH_ITERATIONS, hash_password
 from app.web.server import serve
@@ -127,6 +129,27 @@ def service_for(settings: Settings, roles: Sequence[str], demo: bool):  # noqa: 
     return build_service(settings, roles, demo_dirs=demo_dirs)
 
 
+@contextlib.contextmanager
+def progress_bar(what: str, total: int, show: bool = True) -> Iterator[Callable[[int], object]]:
+    """A progress bar with rate and ETA on stderr while stderr is a terminal (and `show`); yields its `update(n)`.
+    Otherwise (a pipe, a log file, cron) nothing is written: stderr keeps only warnings and errors. Opened once the
+    models are loaded, so the rate is the work's own."""
+    from tqdm import tqdm  # deferred: ~0.1 s to import, which --help and the quick commands do not pay
+
+    with tqdm(total=total, desc=what, unit="text", file=sys.stderr, disable=not (show and sys.stderr.isatty()),
+              dynamic_ncols=True) as bar:
+        yield bar.update
+
+
+def print_over_bar(line: str) -> None:
+    """A stdout line while a bar may be drawn on the same terminal: the bar is cleared, the line printed and
+    flushed, the bar drawn again below it."""
+    from tqdm import tqdm  # deferred: as in progress_bar
+
+    with tqdm.external_write_mode(file=sys.stdout):
+        print(line, flush=True)
+
+
 # ---- commands -------------------------------------------------------------------------------------------
 def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
     if args.format == "npy" and not args.output:
@@ -134,7 +157,8 @@ def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
     data, source = read_input_bytes(args.input)
     texts = parse_lines(data, skip_blank=args.skip_blank, source=source)
     service = service_for(settings, ["embed"], args.demo)
-    result = service.embed(texts, normalize=not args.no_normalize)
+    with progress_bar("embed", len(texts)) as progress:
+        result = service.embed(texts, normalize=not args.no_normalize, progress=progress)
     write_vectors(texts, result, args.format, args.output)
     return 0
 
@@ -144,7 +168,10 @@ def cmd_similarity(args: argparse.Namespace, settings: Settings) -> int:
     candidates = parse_lines(data, skip_blank=args.skip_blank, source=source)
     roles = ["embed", "cross"] if args.cross_model else ["embed"]
     service = service_for(settings, roles, args.demo)
-    result = service.similarity(args.source, candidates, rerank=bool(args.cross_model))
+    rerank = bool(args.cross_model)
+    # One bar over both passes: every text embedded, then (reranking) every candidate scored with the source.
+    with progress_bar("similarity", similarity_work(len(candidates), rerank)) as progress:
+        result = service.similarity(args.source, candidates, rerank=rerank, progress=progress)
     print(json.dumps(result.as_dict(), ensure_ascii=False))
     return 0
 
@@ -172,14 +199,16 @@ def nlu_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
 def cmd_nlu(args: argparse.Namespace, settings: Settings) -> int:
     requests = nlu_requests(args)
     service = service_for(settings, ["nlu"], args.demo)
-    for i, req in enumerate(requests):
-        try:
-            result = service.nlu(req["text"], req["schema"], req["task"])
-        except InputError as e:
-            if len(requests) > 1:
-                raise InputError(f"request {i + 1}: {e.message}") from None
-            raise
-        print(json.dumps(result.as_dict(), ensure_ascii=False), flush=True)
+    with progress_bar("nlu", len(requests), show=bool(args.input)) as advance:  # one --text is one request: no bar
+        for i, req in enumerate(requests):
+            try:
+                result = service.nlu(req["text"], req["schema"], req["task"])
+            except InputError as e:
+                if len(requests) > 1:
+                    raise InputError(f"request {i + 1}: {e.message}") from None
+                raise
+            print_over_bar(json.dumps(result.as_dict(), ensure_ascii=False))
+            advance(1)
     return 0
 
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from app.config import Settings
-from app.engine.cancellation import CancelToken, work_scope
+from app.engine.cancellation import CancelToken, Progress, work_scope
 from app.engine.heap import HeapTrimmer
 from app.engine.limiter import ConcurrencyLimiter
 from app.engine.workqueue import WorkQueue
@@ -172,6 +172,12 @@ class NluResult:
 ROLES = ("embed", "cross", "nlu")  # the composition root's names for the three models
 
 
+def similarity_work(candidates: int, rerank: bool) -> int:
+    """The work items a similarity call reports to its progress callback: the source and every candidate
+    embedded, then every (source, candidate) pair scored when reranking."""
+    return 1 + candidates + (candidates if rerank else 0)
+
+
 @dataclass(frozen=True)
 class EngineQueueStats:
     across_requests: bool  # batch_across_requests: forwards formed from every waiting request's items
@@ -295,11 +301,12 @@ class Service:
         return list(texts)
 
     @contextlib.contextmanager
-    def _work(self, timing: EngineTime, cancel: CancelToken | None) -> Iterator[None]:
+    def _work(self, timing: EngineTime, cancel: CancelToken | None, progress: Progress | None = None) -> Iterator[None]:
         """One inference: a slot under the cap, then the request's deadline (from the moment the slot is
-        held) and its cancellation token for the engine's checkpoints, and the engine-time measurement."""
+        held), its cancellation token for the engine's checkpoints and its progress callback, and the
+        engine-time measurement."""
         try:
-            with self.limiter.slot(cancel), work_scope(cancel, self.request_timeout_s), timing.measure():
+            with self.limiter.slot(cancel), work_scope(cancel, self.request_timeout_s, progress), timing.measure():
                 yield
         finally:
             self.heap.maybe_trim()  # outside the slot: the next request does not wait for it
@@ -311,20 +318,23 @@ class Service:
 
     # ---- operations --------------------------------------------------------------------------------
     def embed(self, texts: Any, *, normalize: bool = True, timing: EngineTime | None = None,
-              cancel: CancelToken | None = None) -> Embeddings:
+              cancel: CancelToken | None = None, progress: Progress | None = None) -> Embeddings:
+        """`progress(n)`: n more texts were embedded (the CLI's progress bar; len(texts) in all)."""
         texts = self.check_texts(texts)
         embedder = self._need(self.embedder, "embedding")
         timing = EngineTime() if timing is None else timing
-        with self._work(timing, cancel):
+        with self._work(timing, cancel, progress):
             r = embedder.embed(texts, normalize=normalize)
         return Embeddings(r.vectors, tuple(map(bool, r.truncated)), tuple(map(int, r.token_counts)), timing.seconds,
                           model=embedder.info.name, dimension=int(r.vectors.shape[1]))
 
     def similarity(self, source: Any, candidates: Any, *, rerank: bool = False,
-                   timing: EngineTime | None = None, cancel: CancelToken | None = None) -> SimilarityResult:
+                   timing: EngineTime | None = None, cancel: CancelToken | None = None,
+                   progress: Progress | None = None) -> SimilarityResult:
         """Cosine of each candidate to the source (GTE), and the cross-encoder probability when asked;
         results sorted best first (by cross_score when reranked, else cosine). One embedding pass: the
-        result keeps the unit vectors, so the pairwise matrix needs no second one."""
+        result keeps the unit vectors, so the pairwise matrix needs no second one. `progress(n)`: n more texts
+        embedded or pairs scored (`similarity_work` of them in all)."""
         if not isinstance(source, str) or not source.strip():
             raise InputError("source must be a non-empty text (源文本为空)")
         candidates = self.check_texts(candidates, "candidates")
@@ -332,7 +342,7 @@ class Service:
         embedder = self._need(self.embedder, "embedding")
         cross = self._need(self.cross_encoder, "cross-encoder") if rerank else None
         timing = EngineTime() if timing is None else timing
-        with self._work(timing, cancel):
+        with self._work(timing, cancel, progress):
             r = embedder.embed([source, *candidates], normalize=True)
             cosines = (r.vectors[1:] @ r.vectors[0]).astype(float)
             cross_scores: list[float | None] = [None] * len(candidates)

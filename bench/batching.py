@@ -321,7 +321,12 @@ class Session:
             r = await self.client.get("/metrics")
         except httpx.HTTPError:
             return {}
-        return kept_metrics(r.text) if r.status_code == 200 else {}
+        if r.status_code != 200:
+            return {}
+        try:
+            return kept_metrics(r.text)
+        except ValueError:  # not the Prometheus text format: nothing to keep, like a non-200 answer
+            return {}
 
 
 def load_summary(outcomes: Sequence[Outcome], users: int, elapsed_s: float) -> dict[str, Any]:

@@ -497,7 +497,10 @@ class LoadTester:
             return None
         if r.status_code != 200:
             return None
-        return memory_gauges(r.text)
+        try:
+            return memory_gauges(r.text)
+        except ValueError:  # not the Prometheus text format: a failed scrape, like a non-200 answer
+            return None
 
     def warmup_s(self) -> float:
         return min(self.opts.soak_warmup_s, self.opts.soak_s / 2)

@@ -1,48 +1,54 @@
 """Reading the memory gauges out of a Prometheus text exposition (GET /metrics), and judging their trend.
 
-Tolerant by design: unknown lines are skipped, and a server that exposes no memory gauge gives an empty
-result rather than an error. A gauge is a "memory gauge" when its name contains `memory` (e.g.
-`process_resident_memory_bytes`, `wenmo_gpu_memory_used_bytes`). Pure Python.
+The body is read by prometheus_client's parser. A gauge is a "memory gauge" when its name contains `memory`
+(e.g. `process_resident_memory_bytes`, `wenmo_gpu_memory_used_bytes`), except two of the standard process
+collector's: `process_virtual_memory_bytes` (address space reserved, not memory used: allocator arenas and CUDA
+reserve gigabytes of it) and `process_resident_memory_bytes` when the server also gives
+`wenmo_process_resident_memory_bytes` (the same reading twice). A server that exposes no memory gauge gives an
+empty result rather than an error. Pure Python.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
-from bench.stats import slope, slope_interval
+from prometheus_client.parser import text_string_to_metric_families
 
-_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?\s+(\S+)(?:\s+\S+)?\s*$")
+from bench.stats import slope, slope_interval
 
 DAY_S = 86400.0
 MIN_FIT_POINTS = 3
+NOT_MEMORY = "process_virtual_memory_bytes"
+STANDARD_RSS, WENMO_RSS = "process_resident_memory_bytes", "wenmo_process_resident_memory_bytes"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def sample_key(name: str, labels: dict[str, str]) -> str:
+    """`name{label="value",…}`, labels sorted by name (the order a server writes them is not part of the series)."""
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}}" if inner else name
 
 
 def parse_samples(text: str) -> dict[str, float]:
-    """Every sample as {"name{labels}": value}; comments, blank and malformed lines are skipped."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        if not m:
-            continue
-        try:
-            value = float(m.group(3))
-        except ValueError:
-            continue
-        if math.isnan(value):
-            continue
-        out[m.group(1) + (m.group(2) or "")] = value
-    return out
+    """Every sample as {"name{labels}": value}; NaN samples are left out. ValueError, saying so, when the body is
+    not the Prometheus text format."""
+    try:
+        samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    except ValueError as e:
+        raise ValueError(f"not the Prometheus text format: {e}") from e
+    return {sample_key(s.name, s.labels): float(s.value) for s in samples if not math.isnan(s.value)}
 
 
 def memory_gauges(text: str) -> dict[str, float]:
     """The memory gauges in a /metrics body; values of `*_bytes` gauges stay in bytes."""
-    return {k: v for k, v in parse_samples(text).items() if "memory" in k.split("{", 1)[0].lower()}
+    samples = parse_samples(text)
+    skip = {NOT_MEMORY} | ({STANDARD_RSS} if WENMO_RSS in samples else set())
+    return {k: v for k, v in samples.items() if "memory" in k.split("{", 1)[0].lower() and k not in skip}
 
 
 def to_mib(key: str, value: float) -> float:

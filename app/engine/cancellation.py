@@ -6,18 +6,25 @@ before each forward. A surface cancels the token when its client goes away (the 
 disconnect), and the next checkpoint raises: the slot is released, and nothing more is computed for nobody.
 
 A context variable carries the scope from the service down to the batch loop, so every adapter's signature
-stays the same and a call made outside any scope (a test, the bench) is never interrupted. Pure Python.
+stays the same and a call made outside any scope (a test, the bench) is never interrupted. The scope also carries
+an optional progress callback (the CLI's progress bar): the engine tells it how many work items each forward
+finished for the request. Pure Python.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 from app.errors import CancelledError, DeadlineExceededError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], object]  # called with the number of work items just finished
 
 
 class CancelToken:
@@ -38,11 +45,23 @@ class CancelToken:
 
 class WorkScope:
     def __init__(self, token: CancelToken | None, timeout_s: float | None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, progress: Progress | None = None) -> None:
         self.token = token
         self.timeout_s = timeout_s
         self.clock = clock
         self.deadline = clock() + timeout_s if timeout_s else None
+        self.progress = progress
+
+    def advance(self, items: int) -> None:
+        """`items` more work items of this request are done. Called from the engine's worker thread: a failing
+        progress display is switched off and logged, never allowed to stop the worker."""
+        if self.progress is None:
+            return
+        try:
+            self.progress(items)
+        except Exception:
+            log.warning("event=progress_failed (progress display off for this call)", exc_info=True)
+            self.progress = None
 
     def check(self) -> None:
         if self.token is not None and self.token.cancelled:
@@ -57,10 +76,11 @@ _current: contextvars.ContextVar[WorkScope | None] = contextvars.ContextVar("wen
 
 
 @contextlib.contextmanager
-def work_scope(token: CancelToken | None, timeout_s: float | None) -> Iterator[WorkScope]:
+def work_scope(token: CancelToken | None, timeout_s: float | None,
+               progress: Progress | None = None) -> Iterator[WorkScope]:
     """Work done inside the block stops at the next checkpoint after `token` is cancelled or `timeout_s`
-    has passed."""
-    scope = WorkScope(token, timeout_s)
+    has passed; `progress`, when given, hears of the work items each forward finished."""
+    scope = WorkScope(token, timeout_s, progress=progress)
     scope.check()
     reset = _current.set(scope)
     try:

@@ -19,7 +19,8 @@ it: the single text runs within the next forward or two (one per request ahead o
 
 Deadlines and cancellation travel with the items: each request carries its WorkScope (app/engine/cancellation.py,
 captured where the request was submitted). Before every forward the worker checks every waiting request;
-a cancelled or expired one is failed and its remaining items dropped, so no forward runs for nobody.
+a cancelled or expired one is failed and its remaining items dropped, so no forward runs for nobody. The scope
+also hears how many of its items each forward finished (`WorkScope.advance`: the CLI's progress bar).
 
 With `across=False` (setting batch_across_requests=off) a request runs its own forwards in its own thread, as
 before the queue existed; kept for comparison (bench: `python -m app bench-batching`).
@@ -143,9 +144,14 @@ class WorkQueue:
         return req.results
 
     def _run_alone(self, payloads: Sequence[Any], lengths: Sequence[int], finish: Finish | None) -> list[Any]:
+        scope = current_scope()
+
         def run(batch: list[int]) -> list[Any]:
             out = self.model.forward_batch([payloads[i] for i in batch])
-            return [finish(i, r) if finish else r for i, r in zip(batch, out, strict=True)]
+            done = [finish(i, r) if finish else r for i, r in zip(batch, out, strict=True)]
+            if scope is not None:
+                scope.advance(len(batch))
+            return done
 
         lim = self.limits
         return run_batched(lengths, run, lim.max_batch_tokens, lim.max_batch_size, lim.min_fill)
@@ -246,6 +252,7 @@ class WorkQueue:
             self.stats.items += len(taken)
             if len({r for r, _ in taken}) > 1:
                 self.stats.shared_forwards += 1
+        delivered: dict[_Request, int] = {}  # request → its items this forward finished
         for p, (req, i) in enumerate(taken):
             if req.error is not None:
                 continue
@@ -260,6 +267,12 @@ class WorkQueue:
                 req.fail(e)
                 continue
             req.left -= 1
+            delivered[req] = delivered.get(req, 0) + 1
+        for req, items in delivered.items():
+            if req.error is not None:  # failed by a later item of this forward: already answered
+                continue
+            if req.scope is not None:
+                req.scope.advance(items)  # before `done`: the caller sees every item counted once it returns
             if req.left == 0:
                 req.done.set()
         with self._lock:

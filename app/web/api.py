@@ -2,7 +2,7 @@
 
     GET  /healthz          liveness: the process answers (no auth, reveals nothing else; HEAD too)
     GET  /readyz           readiness: 200 once every model is loaded; 503 while loading or draining (no auth; HEAD too)
-    GET  /metrics          Prometheus text format
+    GET  /metrics          Prometheus text format 0.0.4 (OpenMetrics to a scraper that asks for it)
     POST /v1/embeddings    OpenAI-compatible embeddings (float or base64 of little-endian float32)
     POST /v1/similarity    {source, candidates, rerank}
     POST /v1/nlu           {text, schema, task}
@@ -33,7 +33,7 @@ from urllib.parse import parse_qs
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException
@@ -287,8 +287,9 @@ def create_router(ctx: ServerContext) -> APIRouter:
         return JSONResponse({"status": phase.value}, status_code=200 if phase is Phase.READY else 503)
 
     @router.get("/metrics", include_in_schema=False)
-    def metrics() -> PlainTextResponse:
-        return PlainTextResponse(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    def metrics(request: Request) -> Response:
+        body, content_type = ctx.metrics.render(request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})
 
     # The /v1 routes run their work in a worker thread that stops when the client disconnects (app/web/disconnect.py);
     # building the answer (thousands of vectors) happens in that thread too, off the event loop.

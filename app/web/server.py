@@ -27,9 +27,12 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from app import hostinfo
 from app.composition import build_service, demo_models, make_plan
@@ -153,45 +156,69 @@ def gradio_queue_counts(blocks: Any) -> tuple[int, int]:
     return waiting, running
 
 
-def gauges(ctx: ServerContext) -> dict[str, tuple[str, str, Any]]:
-    """Scrape-time values for /metrics."""
-    g_wait, g_run = ctx.gradio_queue()
-    try:
-        queues = ctx.service.engine_queues()
-    except ModelUnavailableError:  # still loading: no queues yet
-        queues = {}
-    out: dict[str, tuple[str, str, Any]] = {
-        "wenmo_ready": ("gauge", "1 when every model is loaded and the server takes work",
-                        ctx.lifecycle.phase is Phase.READY),
-        "wenmo_draining": ("gauge", "1 while draining after SIGTERM", ctx.lifecycle.phase is Phase.DRAINING),
-        "wenmo_in_flight": ("gauge", "inferences running now (under the concurrency cap)", ctx.limiter.running),
-        "wenmo_queue_depth": ("gauge", "requests waiting for an inference slot (plus Gradio's own queue)",
-                              ctx.limiter.waiting + g_wait),
-        "wenmo_max_concurrent": ("gauge", "the concurrency cap", ctx.limiter.max_concurrent),
-        "wenmo_max_queue": ("gauge", "the wait-queue bound", ctx.limiter.max_queue),
-        "wenmo_limiter_rejected_total": ("counter", "requests the limiter answered busy", ctx.limiter.rejected),
-        "wenmo_engine_forwards_total": ("counter", "forward passes the engine's queue ran, per model role",
-                                        {(("role", r),): q.forwards for r, q in queues.items()}),
-        "wenmo_engine_items_total": ("counter", "texts, pairs or NLU windows those forwards held, per model role",
-                                     {(("role", r),): q.items for r, q in queues.items()}),
-        "wenmo_engine_shared_forwards_total": ("counter", "forwards that held the work of more than one request "
-                                               "(batching across requests), per model role",
-                                               {(("role", r),): q.shared_forwards for r, q in queues.items()}),
-        "wenmo_engine_waiting_requests": ("gauge", "requests with work in the engine's queue, per model role",
-                                          {(("role", r),): q.waiting for r, q in queues.items()}),
-        "wenmo_model_memory_bytes": ("gauge", "bytes of weights and buffers per loaded model",
-                                     {(("role", role),): b for role, b in ctx.model_bytes.items()}),
-        "wenmo_process_resident_memory_bytes": ("gauge", "resident memory of the server process",
-                                                int(hostinfo.host()["process_rss_mib"] * 2**20)),
-    }
-    cuda = hostinfo.cuda_allocated_bytes()
-    if cuda is not None:
-        out["wenmo_cuda_allocated_bytes"] = ("gauge", "bytes held by torch's CUDA allocator", cuda)
-    gpu = hostinfo.gpus()
-    if gpu:
-        out["wenmo_gpu_memory_used_bytes"] = ("gauge", "device memory used (NVML, all processes)",
-                                              {(("gpu", str(g["index"])),): int(g.get("mem_used_mib", 0) * 2**20)
-                                               for g in gpu})
+class ServerStateCollector:
+    """/metrics families read at each scrape from state the server owns elsewhere: the lifecycle, the limiter,
+    the engine's queues, Gradio's queue, model and process memory."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Iterator[Metric]:
+        ctx = self.ctx
+        g_wait, _running = ctx.gradio_queue()
+        try:
+            queues = ctx.service.engine_queues()
+        except ModelUnavailableError:  # still loading: no queues yet
+            queues = {}
+        yield gauge("wenmo_ready", "1 when every model is loaded and the server takes work",
+                    ctx.lifecycle.phase is Phase.READY)
+        yield gauge("wenmo_draining", "1 while draining after SIGTERM", ctx.lifecycle.phase is Phase.DRAINING)
+        yield gauge("wenmo_in_flight", "inferences running now (under the concurrency cap)", ctx.limiter.running)
+        yield gauge("wenmo_queue_depth", "requests waiting for an inference slot (plus Gradio's own queue)",
+                    ctx.limiter.waiting + g_wait)
+        yield gauge("wenmo_max_concurrent", "the concurrency cap", ctx.limiter.max_concurrent)
+        yield gauge("wenmo_max_queue", "the wait-queue bound", ctx.limiter.max_queue)
+        yield CounterMetricFamily("wenmo_limiter_rejected_total", "requests the limiter answered busy",
+                                  ctx.limiter.rejected)
+        yield per_role(CounterMetricFamily, "wenmo_engine_forwards_total",
+                       "forward passes the engine's queue ran, per model role",
+                       {r: q.forwards for r, q in queues.items()})
+        yield per_role(CounterMetricFamily, "wenmo_engine_items_total",
+                       "texts, pairs or NLU windows those forwards held, per model role",
+                       {r: q.items for r, q in queues.items()})
+        yield per_role(CounterMetricFamily, "wenmo_engine_shared_forwards_total",
+                       "forwards that held the work of more than one request (batching across requests), per "
+                       "model role", {r: q.shared_forwards for r, q in queues.items()})
+        yield per_role(GaugeMetricFamily, "wenmo_engine_waiting_requests",
+                       "requests with work in the engine's queue, per model role",
+                       {r: q.waiting for r, q in queues.items()})
+        yield per_role(GaugeMetricFamily, "wenmo_model_memory_bytes", "bytes of weights and buffers per loaded model",
+                       ctx.model_bytes)
+        # The same reading as prometheus_client's process_resident_memory_bytes, under the name the soak's
+        # published figures and dashboards use.
+        yield gauge("wenmo_process_resident_memory_bytes", "resident memory of the server process",
+                    int(hostinfo.host()["process_rss_mib"] * 2**20))
+        cuda = hostinfo.cuda_allocated_bytes()
+        if cuda is not None:
+            yield gauge("wenmo_cuda_allocated_bytes", "bytes held by torch's CUDA allocator", cuda)
+        gpu = hostinfo.gpus()
+        if gpu:
+            used = GaugeMetricFamily("wenmo_gpu_memory_used_bytes", "device memory used (NVML, all processes)",
+                                     labels=("gpu",))
+            for g in gpu:
+                used.add_metric((str(g["index"]),), int(g.get("mem_used_mib", 0) * 2**20))
+            yield used
+
+
+def gauge(name: str, help_: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, help_, float(value))
+
+
+def per_role(family: type[CounterMetricFamily | GaugeMetricFamily], name: str, help_: str,
+             by_role: dict[str, float]) -> Metric:
+    out = family(name, help_, labels=("role",))
+    for role, value in sorted(by_role.items()):
+        out.add_metric((role,), value)
     return out
 
 
@@ -307,7 +334,7 @@ def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> i
         lifecycle.on_ready.append(snapshots.start_tracing)
     ctx = ServerContext(settings=settings, lifecycle=lifecycle, limiter=limiter, demo=demo, state_dir=state_dir,
                         plan=plan)
-    ctx.metrics.gauges = lambda: gauges(ctx)
+    ctx.metrics.add_collector(ServerStateCollector(ctx))
     asgi, _blocks, store = build_asgi(ctx, authenticator)
     lifecycle.work_probes += [lambda: sum(ctx.gradio_queue()), lambda: limiter.running + limiter.waiting]
 

@@ -126,20 +126,38 @@ def test_padding_costs_show_in_executed_flops():
 METRICS = """# HELP process_resident_memory_bytes Resident memory size in bytes.
 # TYPE process_resident_memory_bytes gauge
 process_resident_memory_bytes 2.097152e+08
-wenmo_gpu_memory_used_bytes{device="0",kind="process"} 1073741824
+wenmo_gpu_memory_used_bytes{kind="process",device="0"} 1073741824
 wenmo_http_requests_total{route="/v1/embeddings",status="200"} 12
 wenmo_model_memory_ratio 0.5
-garbage line without value
-process_virtual_memory_bytes NaN
+process_virtual_memory_bytes 4.2e+09
+wenmo_cuda_allocated_bytes NaN
 """
 
 
 def test_memory_gauges_are_parsed_and_others_ignored():
     g = prometheus.memory_gauges(METRICS)
+    # Labels in name order whatever the server's; the address space and NaN samples are not memory readings.
     assert g == {"process_resident_memory_bytes": 209715200.0,
                  'wenmo_gpu_memory_used_bytes{device="0",kind="process"}': 1073741824.0,
                  "wenmo_model_memory_ratio": 0.5}
     assert prometheus.memory_gauges("") == {} and prometheus.memory_gauges("up 1\n") == {}
+
+
+def test_resident_memory_is_judged_once_when_the_server_gives_it_twice():
+    body = "process_resident_memory_bytes 2e+08\nwenmo_process_resident_memory_bytes 2.1e+08\n"
+    assert prometheus.memory_gauges(body) == {"wenmo_process_resident_memory_bytes": 2.1e8}
+
+
+def test_samples_keep_every_series_with_escaped_label_values():
+    body = ('# TYPE wenmo_busy_total counter\nwenmo_busy_total{surface="ui"} 3\n'
+            'x_bucket{le="+Inf",path="a\\"b\\\\c"} 2\n')
+    assert prometheus.parse_samples(body) == {'wenmo_busy_total{surface="ui"}': 3.0,
+                                              'x_bucket{le="+Inf",path="a\\"b\\\\c"}': 2.0}
+
+
+def test_a_body_that_is_not_the_text_format_is_refused_with_a_message():
+    with pytest.raises(ValueError, match="not the Prometheus text format"):
+        prometheus.memory_gauges("garbage line without value\n")
 
 
 def test_memory_trend_describes_each_gauge():

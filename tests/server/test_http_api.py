@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from server_harness import REPO_ROOT, basic_header, clean_env
 
 TEXTS = ["今天天气很好", "我喜欢看电影", "北京天安门", "hello world 123"]
@@ -134,16 +134,31 @@ def test_nlu_classification_returns_a_label_of_the_schema(client):
     assert len(out["output"]) == 1 and out["output"][0][0]["type"] in schema
 
 
+# Every wenmo_ series a server exposes once it has answered an HTTP request (the UI-event series come with the
+# first UI event; wenmo_cuda_allocated_bytes and wenmo_gpu_memory_used_bytes only with CUDA / NVML).
+WENMO_SERIES = {
+    "wenmo_http_requests_total", "wenmo_http_request_duration_seconds_bucket",
+    "wenmo_http_request_duration_seconds_count", "wenmo_http_request_duration_seconds_sum", "wenmo_busy_total",
+    "wenmo_ready", "wenmo_draining", "wenmo_in_flight", "wenmo_queue_depth", "wenmo_max_concurrent",
+    "wenmo_max_queue", "wenmo_limiter_rejected_total", "wenmo_engine_forwards_total", "wenmo_engine_items_total",
+    "wenmo_engine_shared_forwards_total", "wenmo_engine_waiting_requests", "wenmo_model_memory_bytes",
+    "wenmo_process_resident_memory_bytes",
+}
+WENMO_SERIES_LATER = {
+    "wenmo_ui_events_total", "wenmo_ui_event_duration_seconds_bucket", "wenmo_ui_event_duration_seconds_count",
+    "wenmo_ui_event_duration_seconds_sum", "wenmo_cuda_allocated_bytes", "wenmo_gpu_memory_used_bytes",
+}
+
+
 def metric(text: str, name: str, missing: float | None = None, **labels: str) -> float:
-    """A sample's value; `missing` when given stands for a series not exported yet (a counter before its first
-    event)."""
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if labels else "") + r" ([0-9.e+-]+)$"
-    m = re.search(pattern, text, re.M)
-    if m is None and missing is not None:
+    """A sample's value, read by prometheus_client's parser (label order is not part of a series' identity);
+    `missing` when given stands for a series not exported yet (a counter before its first event)."""
+    found = [s.value for family in text_string_to_metric_families(text) for s in family.samples
+             if s.name == name and s.labels == labels]
+    if not found and missing is not None:
         return missing
-    assert m, f"{name}{{{want}}} not in /metrics"
-    return float(m.group(1))
+    assert len(found) == 1, f"{name}{labels}: {len(found)} samples in /metrics"
+    return found[0]
 
 
 def test_metrics_count_requests_and_show_gauges(client):
@@ -173,6 +188,22 @@ def test_metrics_count_requests_and_show_gauges(client):
     assert 50_000 < metric(text, "wenmo_model_memory_bytes", role="embed") < 2_000_000
     assert metric(text, "wenmo_process_resident_memory_bytes") > 50 * 2**20
     assert "# TYPE wenmo_busy_total counter" in text
+    # prometheus_client's standard collectors, on the server's own registry.
+    assert metric(text, "process_resident_memory_bytes") > 50 * 2**20
+    assert metric(text, "process_open_fds") > 0
+    assert "python_info{" in text and "python_gc_collections_total{" in text
+    # The series names the README and dashboards know, and no others under wenmo_ (no `_created` twins).
+    names = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+    wenmo = {n for n in names if n.startswith("wenmo_")}
+    assert WENMO_SERIES <= wenmo and wenmo - WENMO_SERIES <= WENMO_SERIES_LATER, wenmo ^ WENMO_SERIES
+
+
+def test_metrics_speak_openmetrics_to_a_scraper_that_asks(client):
+    r = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0; charset=utf-8"})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert r.text.endswith("# EOF\n")
+    assert "\n# TYPE wenmo_busy counter\n" in r.text and 'wenmo_busy_total{surface="http"} ' in r.text
 
 
 def test_openai_client_gets_the_same_vectors(server, client):
