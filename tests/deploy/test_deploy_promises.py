@@ -269,7 +269,7 @@ def test_the_unit_hands_the_password_over_as_this_systemd_can(tmp_path, version,
     (bin_dir / "systemctl").write_text(fake)
     (bin_dir / "systemctl").chmod(0o755)
     prefix = tmp_path / "p"
-    r = deploy("--dry-run", "--demo", "--prefix", str(prefix), "--port", str(free_port()),
+    r = deploy("--dry-run", "--demo", "--systemd", "--prefix", str(prefix), "--port", str(free_port()),
                env=clean_env({"WENMO_DEPLOY_NVIDIA_SMI": "/nonexistent/nvidia-smi"}, path_prefix=bin_dir))
     text = output(r)
     assert r.returncode == 0, text
