@@ -262,7 +262,8 @@ def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS = {"embed": cmd_embed, "similarity": cmd_similarity, "nlu": cmd_nlu, "serve": cmd_serve,
-            "fixtures": cmd_fixtures, "plan": cmd_plan, "profile": cmd_profile, "bench": cmd_bench, "loadtest": cmd_loadtest,
+            "fixtures": cmd_fixtures, "plan": cmd_plan,
+            "profile": cmd_profile, "bench": cmd_bench, "loadtest": cmd_loadtest,
             "bench-batching": cmd_bench_batching, "soak": cmd_soak,
             "hash-password": cmd_hash_password}
 

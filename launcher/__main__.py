@@ -1,7 +1,8 @@
 """``python -m launcher``: the composition root of the watchdog.
 
-argv + environment → ``LauncherConfig`` → (pid file, background: ``daemon``) → probe → event log → supervisor;
-installs the SIGTERM/SIGINT handlers and returns the exit status (0 stopped, 2 invalid configuration, 3 flapping; see README.md).
+argv + environment → ``LauncherConfig`` → (pid file, background: ``daemon``) → probe → event log →
+supervisor; installs the SIGTERM/SIGINT handlers and returns the exit status (0 stopped, 2 invalid
+configuration, 3 flapping; see README.md).
 This module must not import ``app``.
 """
 

@@ -16,7 +16,6 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
-
 PR_SET_PDEATHSIG = 1  # prctl(2)
 
 

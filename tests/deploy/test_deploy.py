@@ -608,6 +608,80 @@ def test_subcommands_need_an_installation(tmp_path, command):
     assert "no Wenmo installation" in r.stderr
 
 
+@pytest.mark.skipif(not IS_ROOT, reason="needs root: the service user differs from the one running deploy.sh")
+def test_a_prefix_the_service_user_cannot_enter_stops_early_naming_the_directory(world_dir):
+    """Issue 13: a --prefix under a 0700 directory (mktemp -d) failed much later with "ModuleNotFoundError: torch …
+    if /usr/bin/python3 lives in a home directory (pyenv)"; the cause is the directory's mode."""
+    locked = Path(tempfile.mkdtemp(dir=world_dir))  # mode 0700, as mktemp -d makes it
+    prefix = locked / "wenmo"
+    r = deploy("--demo", "--no-systemd", "--user", "nobody", "--prefix", str(prefix), "--port", str(free_port()),
+               env=clean_env({"WENMO_DEPLOY_NVIDIA_SMI": "/nonexistent/nvidia-smi"}))
+    assert_stopped_early(r, f"the service user nobody cannot enter {locked} (mode 700, owner root)",
+                         f"chmod o+x {locked}", "--prefix", prefix=prefix)
+    assert "pyenv" not in r.stderr
+
+
+@pytest.mark.parametrize("cpu_args, pip_args, cpu_index", [
+    (["--demo"], "", True),  # --demo without a GPU runs on the CPU
+    (["--cpu"], "", True),
+    (["--cpu"], "--index-url https://mirror.example/simple", False),  # your index decides
+])
+def test_a_cpu_install_takes_torch_from_the_cpu_index(world_dir, cpu_args, pip_args, cpu_index):
+    """Issue 13: a CPU demo install announced "~3 GB with CUDA libraries" and, from a plain index, pulled CUDA torch."""
+    r = deploy("--dry-run", "--no-systemd", *cpu_args, "--prefix", str(world_dir / "p"), "--port", str(free_port()),
+               env=clean_env({"WENMO_DEPLOY_NVIDIA_SMI": "/nonexistent/nvidia-smi", "WENMO_DEPLOY_PIP_ARGS": pip_args}))
+    text = output(r)
+    assert r.returncode == 0, text
+    torch_line = next(x for x in text.splitlines() if "pip install" in x and "torch==" in x)
+    assert ("--extra-index-url https://download.pytorch.org/whl/cpu" in torch_line) == cpu_index
+    assert "CUDA libraries" not in text and "torch's CPU build" in text
+
+
+def test_a_gpu_install_takes_torch_from_pypi(world_dir):
+    bin_dir = world_dir / "bin"
+    fake_nvidia_smi(bin_dir, "NVIDIA A10, 23028, 8.6, 550.54.15")
+    r = deploy("--dry-run", "--no-systemd", "--prefix", str(world_dir / "p"), "--port", str(free_port()),
+               env=clean_env(path_prefix=bin_dir))
+    assert r.returncode == 0, output(r)
+    assert "download.pytorch.org" not in r.stdout and "~3 GB with its CUDA libraries" in r.stdout
+
+
+def fake_installation(prefix: Path, mode: str = "background") -> dict[str, Path]:
+    """The files an installation leaves, without running anything (uninstall only removes files)."""
+    paths = {name: prefix / name for name in ("venv", "src", "run", "log", "state", "models")}
+    for path in paths.values():
+        path.mkdir(parents=True)
+        (path / "x").write_text("x\n")
+    etc = prefix / "etc"
+    (etc / "credentials").mkdir(parents=True)
+    paths["cred"] = etc / "credentials" / "wenmo-auth"
+    paths["cred"].write_text("wenmo:secret\n")
+    paths["override"] = etc / "wenmo.override.env"
+    paths["override"].write_text("WENMO_MAX_QUEUE=64\n")
+    (etc / "wenmo.env").write_text("WENMO_PORT=7860\n")
+    (etc / "deploy.conf").write_text(f"mode={mode}\nuser={pwd.getpwuid(os.getuid()).pw_name}\ndemo=1\n"
+                                     f"state_dir={paths['state']}\n")
+    return paths
+
+
+def test_uninstall_keeps_the_state_directory_and_purge_removes_it(tmp_path):
+    """Issue 13: a plain uninstall deleted the state directory with --no-systemd; only --purge may."""
+    prefix = tmp_path / "p"
+    paths = fake_installation(prefix)
+    r = deploy("uninstall", "--prefix", str(prefix))
+    assert r.returncode == 0, output(r)
+    for gone in ("venv", "src", "run", "log"):
+        assert not paths[gone].exists(), gone
+    for kept in ("state", "models", "cred", "override"):
+        assert paths[kept].exists(), kept
+    assert not (prefix / "etc" / "wenmo.env").exists()
+    assert f"kept (--purge deletes them too): {paths['models']} {paths['cred']} {paths['override']}" in r.stdout
+    assert str(paths["state"]) in r.stdout
+    purged = deploy("uninstall", "--purge", "--prefix", str(prefix))
+    assert purged.returncode == 0, output(purged)
+    assert not prefix.exists()
+
+
 # ---- end to end on this machine -------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.timeout(900)
