@@ -212,6 +212,29 @@ def test_model_ids_match_the_app(world_dir):
         assert f"\nWENMO_{name}_MODEL={app_id}\n" in settings
 
 
+def test_the_quick_start_hands_curl_the_generated_login(tmp_path):
+    """Issue 13: the app's generated auth.txt starts with a comment line, so `curl -u "$(cat …)"` failed. The Quick
+    start's command, run on a file the app really generates, gives curl exactly the `user:password` line."""
+    from app.web.auth import ensure_generated_password
+
+    readme = (ROOT / "README.md").read_text()
+    quick = readme[readme.index("## Quick start"):readme.index("\n## ", readme.index("## Quick start") + 3)]
+    command = re.search(r'curl -u "\$\((grep [^)]*auth\.txt)\)"', quick).group(1)
+    path = ensure_generated_password(tmp_path)
+    assert path.read_text().startswith("#")
+    login = subprocess.run(["bash", "-c", command.replace("~/.local/state/wenmo/auth.txt", str(path))],
+                           capture_output=True, text=True, check=True).stdout
+    assert re.fullmatch(r"wenmo:[A-Za-z0-9_-]{20,}\n", login), login
+
+
+def test_the_quick_start_command_is_deploy_sh_demo_without_sudo():
+    """Issue 13: the Quick start's first command began with `sudo`, which a container (as root) does not have."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quick start\n\n```bash\n(.*?)```", readme, re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
+    assert commands == ["./deploy.sh --demo", "tests/run.sh"]
+
+
 # ---- GPU profiles ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "spec, tokens, size, length",
