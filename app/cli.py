@@ -1,4 +1,4 @@
-"""Shell subcommands: `python -m app embed | similarity | nlu | serve | fixtures | plan | hash-password`.
+"""Shell subcommands: `python -m app embed | similarity | nlu | serve | fixtures | plan | profile | hash-password`.
 
 Every command shares the engine and the service with the web app. Every `Settings` field is a flag here,
 built from its `scope` in app/config.py (no list of our own). An error leaves through `report_error`, the shell's
@@ -27,6 +27,8 @@ from app.composition import build_service, demo_models, make_plan
 from app.config import Settings, env_name, flag_name
 from app.errors import InputError, WenmoError
 from app.export import write_vectors
+from app.hostprofile import add_arguments as add_profile_arguments
+from app.hostprofile import run as run_profile
 from app.models.fixtures import build_all
 from app.service import similarity_work
 from app.textinput import parse_lines
@@ -88,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--full", action="store_true", help="full-size replicas of the real architectures")
 
     sub.add_parser("plan", parents=[common], help="print the runtime plan and what ds_config.json does")
+
+    add_profile_arguments(sub.add_parser("profile", help="print the serving settings for this machine's GPU (or "
+                                         "the CPU), or for a GPU named with --gpu"))
 
     h = sub.add_parser("hash-password", help="print a `user:pbkdf2_sha256$…` line for WENMO_AUTH_FILE; the password "
                        "comes from a prompt (twice) or one line on stdin, never from the command line")
@@ -224,6 +229,10 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
+    return run_profile(args)
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return serve(settings, demo=args.demo, no_auth=args.no_auth)
 
@@ -282,7 +291,8 @@ def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS = {"embed": cmd_embed, "similarity": cmd_similarity, "nlu": cmd_nlu, "serve": cmd_serve,
-            "fixtures": cmd_fixtures, "plan": cmd_plan, "bench": cmd_bench, "loadtest": cmd_loadtest,
+            "fixtures": cmd_fixtures, "plan": cmd_plan,
+            "profile": cmd_profile, "bench": cmd_bench, "loadtest": cmd_loadtest,
             "bench-batching": cmd_bench_batching, "soak": cmd_soak,
             "hash-password": cmd_hash_password}
 

@@ -43,7 +43,8 @@ def nvml_reason() -> str:
 
 
 def gpus() -> list[dict[str, Any]]:
-    """One dict per GPU: index, name, util_pct, mem_used_mib, mem_total_mib, temp_c, power_w."""
+    """One dict per GPU: index, name, capability (major, minor), util_pct, mem_used_mib, mem_total_mib, temp_c,
+    power_w."""
     nv = _nvml()
     if nv is None:
         return []
@@ -62,6 +63,7 @@ def gpus() -> list[dict[str, Any]]:
             mem = nv.nvmlDeviceGetMemoryInfo(h)
             row["mem_used_mib"] = mem.used / 2**20
             row["mem_total_mib"] = mem.total / 2**20
+            row["capability"] = tuple(nv.nvmlDeviceGetCudaComputeCapability(h))
         except Exception as e:
             row["error"] = f"{type(e).__name__}: {e}"
             out.append(row)

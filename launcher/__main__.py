@@ -1,7 +1,8 @@
 """``python -m launcher``: the composition root of the watchdog.
 
-argv + environment → ``LauncherConfig`` → probe → event log → supervisor; installs the SIGTERM/SIGINT
-handlers and returns the exit status (0 stopped, 2 invalid configuration, 3 flapping; see README.md).
+argv + environment → ``LauncherConfig`` → (pid file, background: ``daemon``) → probe → event log →
+supervisor; installs the SIGTERM/SIGINT handlers and returns the exit status (0 stopped, 2 invalid
+configuration, 3 flapping; see README.md).
 This module must not import ``app``.
 """
 
@@ -14,7 +15,8 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from launcher import EXIT_USAGE
-from launcher.config import ConfigError, load_config
+from launcher.config import ConfigError, LauncherConfig, load_config
+from launcher.daemon import PidFileBusyError, detach, lock_pid_file, release, write_pid
 from launcher.events import EventLog, StatusFile
 from launcher.probes import ProbeUnavailableError, select_probe
 from launcher.supervisor import Supervisor
@@ -31,6 +33,25 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ConfigError as exc:
         print(f"launcher: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    pid_fd = None
+    try:
+        if config.pid_file is not None:
+            pid_fd = lock_pid_file(config.pid_file)
+        if config.log_file is not None:
+            detach(config.log_file, pid_fd)  # from here on in the background child
+        elif pid_fd is not None:
+            write_pid(pid_fd, os.getpid())
+    except (PidFileBusyError, OSError) as exc:
+        print(f"launcher: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return supervise(config)
+    finally:
+        if pid_fd is not None and config.pid_file is not None:
+            release(config.pid_file, pid_fd)
+
+
+def supervise(config: LauncherConfig) -> int:
     try:
         events = EventLog(config.state_dir, config.events_max_lines)
     except OSError as exc:

@@ -9,11 +9,23 @@ This module must not import ``app``.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _stop_with_launcher() -> None:
+    """In the child before exec: SIGTERM (a drain) when the launcher dies, even by SIGKILL, so that no app is left
+    holding the port and the GPU with nobody to stop it (without systemd's cgroup nothing else would)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the launcher's own stop still drains the app
+        pass
 
 
 class ChildProcess:
@@ -35,6 +47,7 @@ class ChildProcess:
             stdin=subprocess.DEVNULL,
             stdout=sys.stderr.fileno(),
             start_new_session=True,
+            preexec_fn=_stop_with_launcher,  # the launcher has no threads: preexec_fn is safe here
         )
         return cls(popen)
 

@@ -62,6 +62,8 @@ class LauncherConfig:
     max_restarts: int = 5
     restart_window_s: float = 600.0
     events_max_lines: int = 1000
+    pid_file: Path | None = None
+    log_file: Path | None = None
     # Basic-auth credentials for /readyz, from the app's own WENMO_AUTH; never logged (repr=False).
     probe_auth: str | None = field(default=None, repr=False)
 
@@ -157,6 +159,12 @@ def _directory(text: str) -> Path:
     return Path(text).expanduser()
 
 
+def _file(text: str) -> Path:
+    if not text:
+        raise ValueError("expected a file path")
+    return Path(text).expanduser()
+
+
 def _port(text: str) -> int:
     value = _integer(text)
     if not 1 <= value <= 65535:
@@ -236,6 +244,20 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("state_dir", _directory, "where launcher-events.jsonl and launcher-status.json live", "DIR"),
     Option("events_max_lines", whole(1), "launcher-events.jsonl keeps at most this many newest lines", "N"),
+    Option(
+        "pid_file",
+        _file,
+        "hold a lock on this file and write the launcher's PID in it while it runs; a second launcher with the "
+        "same file refuses to start",
+        "FILE",
+    ),
+    Option(
+        "log_file",
+        _file,
+        "run in the background: detach into a new session, append stdout and stderr to this file, and return "
+        "once started",
+        "FILE",
+    ),
 )
 
 DRAIN_OPTION = next(o for o in OPTIONS if o.name == "drain_s")

@@ -70,13 +70,17 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def bf16_at_full_rate(capability: tuple[int, int]) -> bool:
+    """Ampere (compute capability 8.0) and newer run bf16 matmuls at the fp16 rate; older cards emulate it
+    slowly, which is why bf16 is chosen only where it "measures no worse" than fp16. `python -m app profile`
+    asks the same question of a card it is only told about."""
+    return capability[0] >= 8
+
+
 def _bf16_supported(device: str) -> bool:
     import torch
 
-    # Ampere (sm80) and newer run bf16 matmuls at the fp16 rate; older cards emulate it slowly, which is why
-    # bf16 is chosen only where it "measures no worse" than fp16.
-    major, _ = torch.cuda.get_device_capability(device)
-    return major >= 8
+    return bf16_at_full_rate(tuple(torch.cuda.get_device_capability(device)))
 
 
 _CPU_DTYPE_PROBE = """

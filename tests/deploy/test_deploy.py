@@ -200,53 +200,82 @@ def test_bad_options_are_usage_errors(args, message):
     assert message in r.stderr
 
 
-def test_model_ids_match_the_app():
-    """deploy.sh downloads the models the app loads by default."""
+def test_model_ids_match_the_app(world_dir):
+    """deploy.sh downloads the models the app loads by default: the generated settings name app/config.py's ids."""
     config = (ROOT / "app" / "config.py").read_text()
-    script = DEPLOY.read_text()
+    prefix = world_dir / "p"
+    r = deploy("--dry-run", "--cpu", "--no-systemd", "--prefix", str(prefix), "--port", str(free_port()))
+    assert r.returncode == 0, output(r)
+    settings = written_block(r.stdout, str(prefix / "etc" / "wenmo.env"))
     for name in ("EMBED", "CROSS", "NLU"):
         app_id = re.search(rf'^DEFAULT_{name}_MODEL = "([^"]+)"', config, re.M).group(1)
-        deploy_id = re.search(rf"^readonly DEFAULT_{name}_MODEL=(\S+)$", script, re.M).group(1)
-        assert deploy_id == app_id
+        assert f"\nWENMO_{name}_MODEL={app_id}\n" in settings
+
+
+def test_the_quick_start_hands_curl_the_generated_login(tmp_path):
+    """Issue 13: the app's generated auth.txt starts with a comment line, so `curl -u "$(cat …)"` failed. The Quick
+    start's command, run on a file the app really generates, gives curl exactly the `user:password` line."""
+    from app.web.auth import ensure_generated_password
+
+    readme = (ROOT / "README.md").read_text()
+    quick = readme[readme.index("## Quick start"):readme.index("\n## ", readme.index("## Quick start") + 3)]
+    command = re.search(r'curl -u "\$\((grep [^)]*auth\.txt)\)"', quick).group(1)
+    path = ensure_generated_password(tmp_path)
+    assert path.read_text().startswith("#")
+    login = subprocess.run(["bash", "-c", command.replace("~/.local/state/wenmo/auth.txt", str(path))],
+                           capture_output=True, text=True, check=True).stdout
+    assert re.fullmatch(r"wenmo:[A-Za-z0-9_-]{20,}\n", login), login
+
+
+def test_the_quick_start_command_is_deploy_sh_demo_without_sudo():
+    """Issue 13: the Quick start's first command began with `sudo`, which a container (as root) does not have."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quick start\n\n```bash\n(.*?)```", readme, re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
+    assert commands == ["./deploy.sh --demo", "tests/run.sh"]
 
 
 # ---- GPU profiles ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "name, mib, tokens, size, length, concurrent",
+    "spec, tokens, size, length",
     [
-        ("NVIDIA A10", 23028, 16384, 128, 512, 0),
-        ("NVIDIA L4", 23034, 16384, 128, 512, 0),
-        ("Tesla T4", 15360, 8192, 64, 512, 0),
-        ("NVIDIA A100-SXM4-40GB", 40960, 32768, 256, 512, 0),
-        ("NVIDIA A100-SXM4-80GB", 81920, 65536, 256, 512, 0),
-        ("NVIDIA H100 80GB HBM3", 81559, 65536, 256, 512, 0),
-        ("NVIDIA H200", 143771, 65536, 256, 512, 0),
-        ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", 4864, 4096, 32, 256, 0),
+        ("NVIDIA A10, 23028, 8.6", 16384, 128, 512),
+        ("NVIDIA L4, 23034, 8.9", 16384, 128, 512),
+        ("Tesla T4, 15360, 7.5", 8192, 64, 512),
+        ("NVIDIA A100-SXM4-40GB, 40960, 8.0", 32768, 256, 512),
+        ("NVIDIA A100-SXM4-80GB, 81920, 8.0", 65536, 256, 512),
+        ("NVIDIA H100 80GB HBM3, 81559, 9.0", 65536, 256, 512),
+        ("NVIDIA H200, 143771, 9.0", 65536, 256, 512),
+        ("NVIDIA A100-SXM4-40GB MIG 1g.5gb, 4864, 8.0", 4096, 32, 256),
     ],
 )
-def test_profile_by_gpu(name, mib, tokens, size, length, concurrent):
-    p = profile("--gpu-name", name, "--gpu-mib", str(mib))
+def test_profile_by_gpu(spec, tokens, size, length):
+    mib = int(spec.split(",")[1])
+    p = profile("--gpu-spec", spec)
     assert p["WENMO_DEVICE"] == "cuda"
     assert int(p["WENMO_MAX_BATCH_TOKENS"]) == tokens
     assert int(p["WENMO_MAX_BATCH_SIZE"]) == size
     assert int(p["WENMO_MAX_LENGTH"]) == length
-    assert int(p["WENMO_MAX_CONCURRENT"]) == concurrent
+    assert "WENMO_MAX_CONCURRENT" not in p  # the app's own default (32 admitted, sharing forwards) holds everywhere
+    assert "WENMO_DTYPE" not in p  # the app's plan picks it (from the compute capability and ds_config.json)
     assert int(p["WENMO_LAUNCHER_THRESHOLD_MIB"]) == mib * 85 // 100
     assert "WENMO_LAUNCHER_THRESHOLD_RATIO" not in p  # the launcher refuses both
 
 
 def test_profile_memory_grows_with_the_gpu():
     budgets = [
-        int(profile("--gpu-name", "X", "--gpu-mib", str(m))["WENMO_MAX_BATCH_TOKENS"])
-        for m in (8192, 16384, 24576, 49152, 81920)
+        int(profile("--gpu-spec", f"X, {m}, 8.0")["WENMO_MAX_BATCH_TOKENS"]) for m in (8192, 16384, 24576, 49152, 81920)
     ]
     assert budgets == sorted(budgets) and budgets[0] < budgets[-1]
 
 
-def test_profile_pre_ampere_gpu_uses_fp16_and_ampere_leaves_dtype_to_the_app():
-    assert profile("--gpu-name", "Tesla T4", "--gpu-mib", "15360")["WENMO_DTYPE"] == "fp16"
-    assert profile("--gpu-name", "Tesla V100-SXM2-16GB", "--gpu-mib", "16384")["WENMO_DTYPE"] == "fp16"
-    assert "WENMO_DTYPE" not in profile("--gpu-name", "NVIDIA A10", "--gpu-mib", "23028")
+def test_profile_says_the_dtype_the_plan_picks_by_compute_capability_not_by_name():
+    """A card named like an old one but of compute capability 8.x gets bf16, and the other way round: the name is
+    not read, the capability is (the same rule as the app's plan)."""
+    new_card = deploy("profile", "--gpu-spec", "Tesla T4-lookalike, 15360, 8.6")
+    old_card = deploy("profile", "--gpu-spec", "NVIDIA A10-lookalike, 23028, 7.5")
+    assert "# dtype: bf16 " in new_card.stdout, new_card.stdout
+    assert "# dtype: fp16 " in old_card.stdout, old_card.stdout
 
 
 def test_profile_cpu():
@@ -256,21 +285,33 @@ def test_profile_cpu():
     assert "WENMO_LAUNCHER_THRESHOLD_MIB" not in p
 
 
+def test_profile_on_a_machine_without_a_gpu_prints_the_cpu_profile_and_exits_0():
+    """Issue 13: `deploy.sh profile` exited 1 on a CPU machine; the README says it prints this machine's profile."""
+    r = deploy("profile", env=clean_env({"WENMO_DEPLOY_NVIDIA_SMI": "/nonexistent/nvidia-smi"}))
+    assert r.returncode == 0, output(r)
+    assert r.stdout.startswith("# profile: CPU\n")
+    assert "\nWENMO_DEVICE=cpu\n" in r.stdout
+
+
 def test_profile_reads_nvidia_smi(tmp_path):
     bin_dir = tmp_path / "bin"
-    fake_nvidia_smi(bin_dir, "NVIDIA A10, 23028, 535.104.05", "NVIDIA A10, 23028, 535.104.05")
+    fake_nvidia_smi(bin_dir, "NVIDIA A10, 23028, 8.6, 535.104.05", "NVIDIA A10, 23028, 8.6, 535.104.05")
+    r = deploy("profile", env=clean_env(path_prefix=bin_dir))
+    assert r.returncode == 0, output(r)
     p = profile(env=clean_env(path_prefix=bin_dir))
     assert p["WENMO_MAX_BATCH_TOKENS"] == "16384"
     assert p["WENMO_LAUNCHER_THRESHOLD_MIB"] == str(23028 * 85 // 100)
+    assert "2 GPUs: Wenmo runs on GPU 0" in r.stdout
 
 
 # ---- dry run --------------------------------------------------------------------------------------------
-def test_dry_run_changes_nothing_and_prints_a_valid_unit(tmp_path):
-    prefix = tmp_path / "opt" / "wenmo"
+def test_dry_run_changes_nothing_and_prints_a_valid_unit(world_dir):
+    prefix = world_dir / "opt" / "wenmo"
     port = free_port()
     r = deploy(
         "--dry-run",
         "--demo",
+        "--systemd",
         "--prefix",
         str(prefix),
         "--port",
@@ -279,7 +320,7 @@ def test_dry_run_changes_nothing_and_prints_a_valid_unit(tmp_path):
     )
     text = output(r)
     assert r.returncode == 0, text
-    assert not prefix.exists() and not (tmp_path / "opt").exists()
+    assert not prefix.exists() and not (world_dir / "opt").exists()
     assert "dry run" in text
     for action in (
         "would run: ",
@@ -325,9 +366,9 @@ def test_dry_run_changes_nothing_and_prints_a_valid_unit(tmp_path):
     # verify wants ExecStart to exist; the unit itself is checked exactly as printed.
     (prefix / "venv" / "bin").mkdir(parents=True)
     (prefix / "venv" / "bin" / "python").symlink_to(sys.executable)
-    unit_file = tmp_path / "wenmo.service"
+    unit_file = world_dir / "wenmo.service"
     unit_file.write_text(unit + "\n")
-    v = subprocess.run(["systemd-analyze", "verify", str(unit_file)], capture_output=True, text=True, cwd=tmp_path)
+    v = subprocess.run(["systemd-analyze", "verify", str(unit_file)], capture_output=True, text=True, cwd=world_dir)
     complaints = [x for x in (v.stdout + v.stderr).splitlines() if "wenmo.service" in x]
     assert v.returncode == 0 and not complaints, v.stdout + v.stderr
 
@@ -336,10 +377,10 @@ def env_keys_from_text(text: str) -> list[str]:
     return [x.split("=", 1)[0] for x in text.splitlines() if x and not x.startswith("#") and "=" in x]
 
 
-def test_dry_run_tunes_for_the_gpu_it_finds(tmp_path):
-    bin_dir = tmp_path / "bin"
-    fake_nvidia_smi(bin_dir, "NVIDIA A100-SXM4-80GB, 81920, 550.54.15")
-    prefix = tmp_path / "p"
+def test_dry_run_tunes_for_the_gpu_it_finds(world_dir):
+    bin_dir = world_dir / "bin"
+    fake_nvidia_smi(bin_dir, "NVIDIA A100-SXM4-80GB, 81920, 8.0, 550.54.15")
+    prefix = world_dir / "p"
     r = deploy(
         "--dry-run",
         "--no-systemd",
@@ -353,7 +394,7 @@ def test_dry_run_tunes_for_the_gpu_it_finds(tmp_path):
     )
     text = output(r)
     assert r.returncode == 0, text
-    assert "GPU: NVIDIA A100-SXM4-80GB, 81920 MiB, driver 550.54.15" in text
+    assert "GPU: NVIDIA A100-SXM4-80GB, 81920, 8.0, driver 550.54.15" in text
     settings = written_block(r.stdout, str(prefix / "etc" / "wenmo.env"))
     assert "WENMO_MAX_BATCH_TOKENS=65536" in settings
     assert f"WENMO_LAUNCHER_THRESHOLD_MIB={81920 * 85 // 100}" in settings
@@ -487,7 +528,8 @@ def test_prefix_not_writable_for_an_unprivileged_user(world_dir):
 
 @pytest.mark.skipif(not IS_ROOT or shutil.which("setpriv") is None, reason="needs root and setpriv to become nobody")
 def test_systemd_install_needs_root(world_dir):
-    r = deploy("--demo", "--prefix", str(world_dir / "p"), user="nobody", env=clean_env({"HOME": str(world_dir)}))
+    r = deploy("--demo", "--systemd", "--prefix", str(world_dir / "p"), user="nobody",
+               env=clean_env({"HOME": str(world_dir)}))
     assert_stopped_early(r, "needs root", "sudo")
 
 
@@ -515,7 +557,7 @@ def test_broken_driver(tmp_path):
 
 def test_old_driver(tmp_path):
     bin_dir = tmp_path / "bin"
-    fake_nvidia_smi(bin_dir, "Tesla T4, 15360, 470.82.01")
+    fake_nvidia_smi(bin_dir, "Tesla T4, 15360, 7.5, 470.82.01")
     r = deploy("--no-systemd", "--prefix", str(tmp_path / "p"), env=clean_env(path_prefix=bin_dir))
     assert_stopped_early(r, "driver 470.82.01 is too old", "525", "--cpu")
 
@@ -549,15 +591,118 @@ def test_not_enough_disk(tmp_path):
 
 
 @pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="systemd is running here")
-def test_systemd_mode_without_systemd(tmp_path):
-    r = deploy("--demo", "--prefix", str(tmp_path / "p"), "--port", str(free_port()))
+def test_systemd_asked_for_without_systemd(tmp_path):
+    r = deploy("--demo", "--systemd", "--prefix", str(tmp_path / "p"), "--port", str(free_port()))
     assert_stopped_early(r, "systemd is not running", "--no-systemd")
 
 
-def test_subcommands_need_an_installation(tmp_path):
-    r = deploy("status", "--prefix", str(tmp_path / "nothing"))
-    assert r.returncode != 0
+@pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="systemd is running here")
+def test_without_systemd_it_chooses_the_launcher_alone_and_says_so(world_dir):
+    """Issue 13: the Quick start's `./deploy.sh --demo` stopped with "systemd is not running" in a container."""
+    prefix = world_dir / "p"
+    r = deploy("--dry-run", "--demo", "--prefix", str(prefix), "--port", str(free_port()),
+               env=clean_env({"WENMO_DEPLOY_NVIDIA_SMI": "/nonexistent/nvidia-smi"}))
+    text = output(r)
+    assert r.returncode == 0, text
+    assert "systemd is not running here" in r.stdout and "(--no-systemd)" in r.stdout
+    assert "--pid-file" in r.stdout and "systemctl" not in r.stdout
+    assert "mode=background" in written_block(r.stdout, str(prefix / "etc" / "deploy.conf"))
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root: as root, no command deploy.sh prints may need sudo")
+def test_as_root_nothing_it_prints_says_sudo(world_dir):
+    """Issue 13: a container has no sudo; as root (not through sudo) every printed command runs as it is."""
+    prefix = world_dir / "p"
+    env = clean_env({"WENMO_DEPLOY_NVIDIA_SMI": "/nonexistent/nvidia-smi"})
+    env.pop("SUDO_USER", None)
+    r = deploy("--dry-run", "--demo", "--prefix", str(prefix), "--port", str(free_port()), env=env)
+    assert r.returncode == 0, output(r)
+    assert "sudo" not in output(r)
+    assert "  password   cut -d: -f2- " in r.stdout
+    missing = deploy("status", "--prefix", str(world_dir / "nothing"), env=env)
+    assert "sudo" not in output(missing)
+
+
+@pytest.mark.parametrize("command", ["status", "logs", "start", "stop", "restart"])
+def test_subcommands_need_an_installation(tmp_path, command):
+    """Issue 13: `status` with nothing installed exited 1, which is documented as "running but not ready"."""
+    r = deploy(command, "--prefix", str(tmp_path / "nothing"))
+    assert r.returncode == 4, output(r)
     assert "no Wenmo installation" in r.stderr
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root: the service user differs from the one running deploy.sh")
+def test_a_prefix_the_service_user_cannot_enter_stops_early_naming_the_directory(world_dir):
+    """Issue 13: a --prefix under a 0700 directory (mktemp -d) failed much later with "ModuleNotFoundError: torch …
+    if /usr/bin/python3 lives in a home directory (pyenv)"; the cause is the directory's mode."""
+    locked = Path(tempfile.mkdtemp(dir=world_dir))  # mode 0700, as mktemp -d makes it
+    prefix = locked / "wenmo"
+    r = deploy("--demo", "--no-systemd", "--user", "nobody", "--prefix", str(prefix), "--port", str(free_port()),
+               env=clean_env({"WENMO_DEPLOY_NVIDIA_SMI": "/nonexistent/nvidia-smi"}))
+    assert_stopped_early(r, f"the service user nobody cannot enter {locked} (mode 700, owner root)",
+                         f"chmod o+x {locked}", "--prefix", prefix=prefix)
+    assert "pyenv" not in r.stderr
+
+
+@pytest.mark.parametrize("cpu_args, pip_args, cpu_index", [
+    (["--demo"], "", True),  # --demo without a GPU runs on the CPU
+    (["--cpu"], "", True),
+    (["--cpu"], "--index-url https://mirror.example/simple", False),  # your index decides
+])
+def test_a_cpu_install_takes_torch_from_the_cpu_index(world_dir, cpu_args, pip_args, cpu_index):
+    """Issue 13: a CPU demo install announced "~3 GB with CUDA libraries" and, from a plain index, pulled CUDA torch."""
+    r = deploy("--dry-run", "--no-systemd", *cpu_args, "--prefix", str(world_dir / "p"), "--port", str(free_port()),
+               env=clean_env({"WENMO_DEPLOY_NVIDIA_SMI": "/nonexistent/nvidia-smi", "WENMO_DEPLOY_PIP_ARGS": pip_args}))
+    text = output(r)
+    assert r.returncode == 0, text
+    torch_line = next(x for x in text.splitlines() if "pip install" in x and "torch==" in x)
+    assert ("--extra-index-url https://download.pytorch.org/whl/cpu" in torch_line) == cpu_index
+    assert "CUDA libraries" not in text and "torch's CPU build" in text
+
+
+def test_a_gpu_install_takes_torch_from_pypi(world_dir):
+    bin_dir = world_dir / "bin"
+    fake_nvidia_smi(bin_dir, "NVIDIA A10, 23028, 8.6, 550.54.15")
+    r = deploy("--dry-run", "--no-systemd", "--prefix", str(world_dir / "p"), "--port", str(free_port()),
+               env=clean_env(path_prefix=bin_dir))
+    assert r.returncode == 0, output(r)
+    assert "download.pytorch.org" not in r.stdout and "~3 GB with its CUDA libraries" in r.stdout
+
+
+def fake_installation(prefix: Path, mode: str = "background") -> dict[str, Path]:
+    """The files an installation leaves, without running anything (uninstall only removes files)."""
+    paths = {name: prefix / name for name in ("venv", "src", "run", "log", "state", "models")}
+    for path in paths.values():
+        path.mkdir(parents=True)
+        (path / "x").write_text("x\n")
+    etc = prefix / "etc"
+    (etc / "credentials").mkdir(parents=True)
+    paths["cred"] = etc / "credentials" / "wenmo-auth"
+    paths["cred"].write_text("wenmo:secret\n")
+    paths["override"] = etc / "wenmo.override.env"
+    paths["override"].write_text("WENMO_MAX_QUEUE=64\n")
+    (etc / "wenmo.env").write_text("WENMO_PORT=7860\n")
+    (etc / "deploy.conf").write_text(f"mode={mode}\nuser={pwd.getpwuid(os.getuid()).pw_name}\ndemo=1\n"
+                                     f"state_dir={paths['state']}\n")
+    return paths
+
+
+def test_uninstall_keeps_the_state_directory_and_purge_removes_it(tmp_path):
+    """Issue 13: a plain uninstall deleted the state directory with --no-systemd; only --purge may."""
+    prefix = tmp_path / "p"
+    paths = fake_installation(prefix)
+    r = deploy("uninstall", "--prefix", str(prefix))
+    assert r.returncode == 0, output(r)
+    for gone in ("venv", "src", "run", "log"):
+        assert not paths[gone].exists(), gone
+    for kept in ("state", "models", "cred", "override"):
+        assert paths[kept].exists(), kept
+    assert not (prefix / "etc" / "wenmo.env").exists()
+    assert f"kept (--purge deletes them too): {paths['models']} {paths['cred']} {paths['override']}" in r.stdout
+    assert str(paths["state"]) in r.stdout
+    purged = deploy("uninstall", "--purge", "--prefix", str(prefix))
+    assert purged.returncode == 0, output(purged)
+    assert not prefix.exists()
 
 
 # ---- end to end on this machine -------------------------------------------------------------------------

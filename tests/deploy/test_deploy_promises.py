@@ -32,7 +32,18 @@ import time
 from pathlib import Path
 
 import pytest
-from test_deploy import DEPLOY, IS_ROOT, ROOT, clean_env, deploy, env_keys, free_port, http, output, pids_of
+from test_deploy import (
+    DEPLOY,
+    IS_ROOT,
+    ROOT,
+    clean_env,
+    deploy,
+    env_keys,
+    free_port,
+    http,
+    output,
+    pids_of,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -128,6 +139,22 @@ def test_rotate_password_makes_a_new_one_and_the_service_restarts_with_it(instal
     # A plain re-run keeps it.
     kept = installed.run()
     assert "password: kept" in output(kept) and installed.login() == after
+
+
+# ---- the commands the summary prints ----------------------------------------------------------------------
+def test_the_printed_password_and_try_it_commands_work_as_printed(installed):
+    """Issue 13: the printed commands used `sudo` (none in a container, as root) and must run exactly as shown."""
+    r = installed.run()
+    lines = {m.group(1): m.group(2) for m in re.finditer(r"^  (password|try it) +(.+)$", r.stdout, re.M)}
+    env = {k: v for k, v in clean_env().items() if k != "SUDO_USER"}
+    password = subprocess.run(["bash", "-c", lines["password"]], capture_output=True, text=True, env=env)
+    assert password.returncode == 0 and password.stdout.strip() == installed.login().split(":", 1)[1]
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed: the printed try-it command not run")
+    tried = subprocess.run(["bash", "-c", lines["try it"] + " --noproxy '*' -s"], capture_output=True, text=True,
+                           env=env)
+    assert tried.returncode == 0, tried.stderr
+    assert len(json.loads(tried.stdout)["data"][0]["embedding"]) > 0
 
 
 # ---- hand edits of wenmo.env ----------------------------------------------------------------------------
@@ -260,16 +287,25 @@ def test_status_exit_codes_ready_running_but_not_ready_and_stopped(installed):
     ("249", "Environment=WENMO_AUTH_FILE=/run/credentials/%n/wenmo-auth", "EnvironmentFile={cred_dir}/wenmo-auth.env"),
     ("245", "EnvironmentFile={cred_dir}/wenmo-auth.env", "LoadCredential="),
 ])
-def test_the_unit_hands_the_password_over_as_this_systemd_can(tmp_path, version, expected, absent):
+def test_the_unit_hands_the_password_over_as_this_systemd_can(version, expected, absent):
     """systemd ≥ 251 expands %d to the credentials directory; 247–250 know credentials but not %d; before 247
     the password goes through a root-only EnvironmentFile as WENMO_AUTH."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="wenmo-deploy-unit-", dir="/tmp"))  # one the service user can enter
+    tmp_path.chmod(0o755)
+    try:
+        check_unit(tmp_path, version, expected, absent)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def check_unit(tmp_path: Path, version: str, expected: str, absent: str) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = f"#!/bin/sh\n[ \"$1\" = --version ] && echo 'systemd {version} (test)'\nexit 0\n"
     (bin_dir / "systemctl").write_text(fake)
     (bin_dir / "systemctl").chmod(0o755)
     prefix = tmp_path / "p"
-    r = deploy("--dry-run", "--demo", "--prefix", str(prefix), "--port", str(free_port()),
+    r = deploy("--dry-run", "--demo", "--systemd", "--prefix", str(prefix), "--port", str(free_port()),
                env=clean_env({"WENMO_DEPLOY_NVIDIA_SMI": "/nonexistent/nvidia-smi"}, path_prefix=bin_dir))
     text = output(r)
     assert r.returncode == 0, text
