@@ -266,7 +266,10 @@ class Service:
 
     # ---- validation -------------------------------------------------------------------------------
     def check_texts(self, texts: Any, what: str = "texts") -> list[str]:
-        if isinstance(texts, str):
+        """A list of texts (items named by their 0-based index, as in the JSON array they came in), or one string,
+        named by `what` alone: "text is empty", never "item 0"."""
+        single = isinstance(texts, str)
+        if single:
             texts = [texts]
         if not isinstance(texts, (list, tuple)):
             raise InputError(f"{what} must be a string or a list of strings, got {type(texts).__name__}")
@@ -286,9 +289,11 @@ class Service:
                 blank.append(i)
             elif len(t) > s.max_chars:
                 raise InputError(
-                    f"{what}[{i}] has {len(t)} characters, the limit is {s.max_chars} (WENMO_MAX_CHARS); "
+                    f"{what if single else f'{what}[{i}]'} has {len(t)} characters, the limit is {s.max_chars} (WENMO_MAX_CHARS); "
                     "shorten or split it"
                 )
+        if blank and single:
+            raise InputError(f"{what} is empty or whitespace (文本为空); give a text")
         if blank:
             shown = ", ".join(map(str, blank[:10]))
             raise InputError(f"{what}: item(s) {shown} are empty or whitespace (第 {shown} 项为空); remove them")
@@ -328,7 +333,7 @@ class Service:
         if not isinstance(source, str) or not source.strip():
             raise InputError("source must be a non-empty text (源文本为空)")
         candidates = self.check_texts(candidates, "candidates")
-        self.check_texts([source], "source")
+        self.check_texts(source, "source")
         embedder = self._need(self.embedder, "embedding")
         cross = self._need(self.cross_encoder, "cross-encoder") if rerank else None
         timing = EngineTime() if timing is None else timing
@@ -369,7 +374,7 @@ class Service:
         every call, by the request deadline and the client's cancellation."""
         if not isinstance(text, str):
             raise InputError(f"text must be a string, got {type(text).__name__}")
-        (text,) = self.check_texts([text], "text")
+        (text,) = self.check_texts(text, "text")
         model = self._need(self.nlu_model, "NLU")
         s = self.settings
         timing = EngineTime() if timing is None else timing
