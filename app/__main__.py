@@ -1,8 +1,8 @@
 """`python -m app …` and the installed `wenmo` command: the shell entry point (the commands are in app/cli.py).
 
-Imports nothing but the standard library before app.cli, so a Python without the dependencies (the system's
-python3, outside .venv) gets one line that names the missing package and what to run, instead of a traceback.
-That is why pyproject.toml's `wenmo` script points here and not at app.cli.
+A Python without the dependencies (the system's python3, outside .venv) fails on importing app.cli; that failure is
+caught here and becomes one line naming the missing package and what to run, instead of a traceback. That is why
+pyproject.toml's `wenmo` script points here and not at app.cli. Until then only the standard library is imported.
 """
 
 from __future__ import annotations
@@ -12,15 +12,20 @@ from collections.abc import Sequence
 
 from app.dependencies import EXIT_MISSING_DEPENDENCY, missing_dependency
 
+try:
+    from app.cli import main as cli_main
+except ModuleNotFoundError as e:
+    MISSING = missing_dependency(e)
+    if MISSING is None:  # a module of the checkout itself: a bug, with its traceback
+        raise
+    cli_main = None
+else:
+    MISSING = None
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        from app.cli import main as cli_main
-    except ModuleNotFoundError as e:
-        message = missing_dependency(e)
-        if message is None:
-            raise
-        print(message, file=sys.stderr)
+    if cli_main is None:
+        print(MISSING, file=sys.stderr)
         return EXIT_MISSING_DEPENDENCY
     return cli_main(argv)
 

@@ -288,9 +288,9 @@ class Service:
             if not t.strip():
                 blank.append(i)
             elif len(t) > s.max_chars:
+                name = what if single else f"{what}[{i}]"
                 raise InputError(
-                    f"{what if single else f'{what}[{i}]'} has {len(t)} characters, the limit is {s.max_chars} (WENMO_MAX_CHARS); "
-                    "shorten or split it"
+                    f"{name} has {len(t)} characters, the limit is {s.max_chars} (WENMO_MAX_CHARS); shorten or split it"
                 )
         if blank and single:
             raise InputError(f"{what} is empty or whitespace (文本为空); give a text")

@@ -45,8 +45,9 @@ def test_wenmo_and_wenmo_launcher_are_installed_and_run_this_checkout(tmp_path):
     r = wenmo(["--help"], tmp_path)
     assert r.returncode == 0 and r.stdout.startswith("usage: wenmo"), r.stderr
     # The installed package is this checkout (editable): a copied .venv could point at another one.
-    where = subprocess.run([sys.executable, "-c", "import app, launcher; print(app.__file__); print(launcher.__file__)"],
-                           capture_output=True, text=True, cwd=tmp_path, env=env_for(tmp_path), timeout=60)
+    code = "import app, launcher; print(app.__file__); print(launcher.__file__)"
+    where = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                           env=env_for(tmp_path), timeout=60)
     assert where.stdout.split() == [str(ROOT / "app" / "__init__.py"), str(ROOT / "launcher" / "__init__.py")]
     launcher = subprocess.run([str(BIN / "wenmo-launcher"), "--help"], capture_output=True, text=True, cwd=tmp_path,
                               env=env_for(tmp_path), timeout=60)
