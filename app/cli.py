@@ -13,6 +13,7 @@ Imports no torch, gradio, deepspeed or transformers at module level (nor does an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import getpass
 import json
@@ -152,9 +153,14 @@ def refuse_models_with_demo(args: argparse.Namespace) -> None:
                              f"{rerank}, or leave out --demo to use that model")
 
 
+@contextlib.contextmanager
 def service_for(settings: Settings, roles: Sequence[str], demo: bool):  # noqa: ANN201
+    """The service with the roles' models, closed when the command is done: its engine workers stop before the
+    process exits. Not after an error or Ctrl-C, where closing would wait for the queued work to finish."""
     demo_dirs = demo_models(Path(settings.state_dir).expanduser()) if demo else None
-    return build_service(settings, roles, demo_dirs=demo_dirs)
+    service = build_service(settings, roles, demo_dirs=demo_dirs)
+    yield service
+    service.close()
 
 
 # ---- commands -------------------------------------------------------------------------------------------
@@ -163,8 +169,8 @@ def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
         raise InputError("--format npy writes binary data: give --output FILE.npy")
     data, source = read_input_bytes(args.input)
     texts = parse_lines(data, skip_blank=args.skip_blank, source=source)
-    service = service_for(settings, ["embed"], args.demo)
-    result = service.embed(texts, normalize=not args.no_normalize)
+    with service_for(settings, ["embed"], args.demo) as service:
+        result = service.embed(texts, normalize=not args.no_normalize)
     write_vectors(texts, result, args.format, args.output)
     return 0
 
@@ -173,8 +179,8 @@ def cmd_similarity(args: argparse.Namespace, settings: Settings) -> int:
     data, source = read_input_bytes(args.input)
     candidates = parse_lines(data, skip_blank=args.skip_blank, source=source)
     rerank = args.rerank or args.cross_model is not None
-    service = service_for(settings, ["embed", "cross"] if rerank else ["embed"], args.demo)
-    result = service.similarity(args.source, candidates, rerank=rerank)
+    with service_for(settings, ["embed", "cross"] if rerank else ["embed"], args.demo) as service:
+        result = service.similarity(args.source, candidates, rerank=rerank)
     print(json.dumps(result.as_dict(), ensure_ascii=False))
     return 0
 
@@ -227,13 +233,13 @@ def cmd_nlu(args: argparse.Namespace, settings: Settings) -> int:
     requests = nlu_requests(args)
     for where, request in requests:
         check_nlu_request(where, request, settings)
-    service = service_for(settings, ["nlu"], args.demo)
-    for where, request in requests:
-        try:
-            result = service.nlu(request["text"], request["schema"], request["task"])
-        except InputError as e:  # what only the model can tell, e.g. a request past the NLU work budgets
-            raise located(e, where) from None
-        print(json.dumps(result.as_dict(), ensure_ascii=False), flush=True)
+    with service_for(settings, ["nlu"], args.demo) as service:
+        for where, request in requests:
+            try:
+                result = service.nlu(request["text"], request["schema"], request["task"])
+            except InputError as e:  # what only the model can tell, e.g. a request past the NLU work budgets
+                raise located(e, where) from None
+            print(json.dumps(result.as_dict(), ensure_ascii=False), flush=True)
     return 0
 
 

@@ -402,6 +402,13 @@ class Service:
     def describe(self) -> Capabilities:
         return Capabilities(self.models())
 
+    def close(self) -> None:
+        """Stop the engine's workers, each once its queue is empty. A short-lived process (a shell command) calls it
+        before it exits: a daemon worker still inside torch while the interpreter shuts down can abort the process
+        ("terminate called without an active exception", status 134) after its output was written."""
+        for _, model in self._loaded():
+            model.queue.close()
+
     def engine_queues(self) -> dict[str, EngineQueueStats]:
         """Role → what its engine queue has done (the /metrics counters and the status page)."""
         return {role: EngineQueueStats(m.queue.across, m.queue.waiting, m.queue.stats.forwards, m.queue.stats.items,

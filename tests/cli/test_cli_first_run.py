@@ -149,3 +149,27 @@ def test_nlu_input_file_errors_name_the_files_own_line_numbers(tmp_path):
     ok = wenmo(["nlu", "--demo", "--input", str(requests)], tmp_path)
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert [json.loads(line)["task"] for line in ok.stdout.splitlines()] == ["extract", "extract"]
+
+
+# ---- exit ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["embed", "similarity"])
+def test_a_command_stops_its_engine_workers_before_it_returns(tiny_dirs, tmp_path, monkeypatch, command):
+    """A daemon worker left inside torch while the interpreter shut down aborted `wenmo nlu` now and then after its
+    output was written (status 134, "terminate called without an active exception"; seen by
+    test_readme_examples). The command now stops its workers first; in-process, so their threads can be seen."""
+    import threading
+
+    from app.cli import main
+
+    monkeypatch.setenv("WENMO_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("WENMO_LOG_LEVEL", "WARNING")
+    texts = tmp_path / "texts.txt"
+    texts.write_text("北京\n上海\n", encoding="utf-8")
+    if command == "embed":
+        argv = ["embed", "--model", str(tiny_dirs["embed"]), "--input", str(texts)]
+    else:
+        argv = ["similarity", "--embed-model", str(tiny_dirs["embed"]), "--cross-model", str(tiny_dirs["cross"]),
+                "--source", "北京", "--input", str(texts)]
+    assert main(argv) == 0
+    workers = [t.name for t in threading.enumerate() if t.name.startswith("wenmo-") and t.name.endswith("-worker")]
+    assert workers == []
