@@ -187,7 +187,7 @@ def test_the_parser_sees_continuations_output_and_marks():
 
 # ---- running them -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> dict[str, object]:
+def workspace(tmp_path_factory):
     from app.composition import DEMO_DIRS, demo_models
     from app.config import DEFAULT_CROSS_MODEL, DEFAULT_EMBED_MODEL, DEFAULT_NLU_MODEL
     from app.engine.loading import COMPLETE_MARKER
@@ -209,7 +209,12 @@ def workspace(tmp_path_factory) -> dict[str, object]:
                 "WENMO_MODEL_DIR": str(cache), "WENMO_LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1"})
     assert shutil.which("wenmo", path=env["PATH"]) == str(BIN / "wenmo"), \
         f"{BIN / 'wenmo'} is missing: tests/run.sh installs the project (pip install -e .)"
-    return {"root": root, "state": state, "work": work, "env": env}
+    # The curl examples' server loads its models while the CLI examples run (the slowest part of this file).
+    server = WenmoServer(root / "server", auth=CURL_USER, template=state)
+    try:
+        yield {"root": root, "state": state, "work": work, "env": env, "server": server}
+    finally:
+        server.close()
 
 
 def run(command: str, workspace: dict, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -229,12 +234,8 @@ def test_a_cli_example_runs_as_written(workspace, example):
 
 
 @pytest.fixture(scope="module")
-def server(workspace):
-    s = WenmoServer(Path(workspace["root"]) / "server", auth=CURL_USER, template=Path(workspace["state"]))
-    try:
-        yield s.wait_ready()
-    finally:
-        s.close()
+def server(workspace) -> WenmoServer:
+    return workspace["server"].wait_ready()
 
 
 @pytest.mark.parametrize("example", CURL, ids=[f"README:{e.line}" for e in CURL])
