@@ -37,7 +37,8 @@ project_stamp="$VENV/.wenmo-project"
 project_want=$({ cat pyproject.toml; pwd; } | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$project_stamp" 2>/dev/null)" != "$project_want" ] || [ ! -x "$VENV/bin/wenmo" ]; then
   echo "== installing the project into $VENV (the wenmo command)"
-  "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+  # pip's output only when it fails (setuptools warns about editable installs at length on every run)
+  out=$("$PY" -m pip install -q --no-deps --no-build-isolation -e . 2>&1) || { echo "$out" >&2; exit 1; }
   echo "$project_want" > "$project_stamp"
 fi
 
