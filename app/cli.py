@@ -1,4 +1,6 @@
-"""Shell subcommands: `python -m app embed | similarity | nlu | serve | fixtures | plan | profile | hash-password`.
+"""Shell subcommands: `wenmo embed | similarity | nlu | serve | fixtures | plan | profile | hash-password` (the
+installed command; `python -m app …` is the same). The entry point is app/__main__.py, which checks the dependencies
+first.
 
 Every command shares the engine and the service with the web app. Every `Settings` field is a flag here,
 built from its `scope` in app/config.py (no list of our own). An error leaves through `report_error`, the shell's
@@ -25,19 +27,32 @@ from typing import Any
 
 from app.composition import build_service, demo_models, make_plan
 from app.config import Settings, env_name, flag_name
+from app.dependencies import EXIT_MISSING_DEPENDENCY, missing_dependency
 from app.errors import InputError, WenmoError
 from app.export import write_vectors
 from app.hostprofile import add_arguments as add_profile_arguments
 from app.hostprofile import run as run_profile
 from app.models.fixtures import build_all
+from app.models.uninlu.schema import parse_schema, resolve_task
 from app.service import similarity_work
-from app.textinput import parse_lines
+from app.textinput import numbered_lines, parse_lines
 from app.web.auth import GENERATED_USER, HASH_ITERATIONS, hash_password
 from app.web.server import serve
 
 log = logging.getLogger("app")
 
 EXIT_INTERRUPTED = 130  # the shell's own convention for Ctrl-C (128 + SIGINT), not an error class's
+# The flags that name a model, per command (dest → flag as typed): --demo replaces every model with its tiny one, so
+# it refuses these rather than ignore them (README "The shell CLI").
+MODEL_FLAGS = {"embed": {"embed_model": "--model"}, "nlu": {"nlu_model": "--model"},
+               "similarity": {"embed_model": "--embed-model", "cross_model": "--cross-model"},
+               "serve": {"embed_model": "--embed-model", "cross_model": "--cross-model", "nlu_model": "--nlu-model"}}
+
+
+def program_name() -> str:
+    """`wenmo` when run as the installed command, else `python -m app` (usage lines show what the user typed)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("wenmo") else "python -m app"
 
 
 def add_setting_flags(parser: argparse.ArgumentParser, scope: str) -> None:
@@ -56,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--demo", action="store_true",
                         help="use tiny random-weight models built locally (no network; outputs are meaningless)")
 
-    p = argparse.ArgumentParser(prog="python -m app", description="Wenmo 文墨: Chinese text semantics.")
+    p = argparse.ArgumentParser(prog=program_name(), description="Wenmo 文墨: Chinese text semantics.")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("embed", parents=[common], help="embed texts, one per line")
@@ -69,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("similarity", parents=[common], help="score candidates against a source text")
     s.add_argument("--embed-model", help="GTE model dir or ModelScope id [env WENMO_EMBED_MODEL]")
-    s.add_argument("--cross-model", help="StructBERT cross-encoder to rerank with (optional)")
+    s.add_argument("--cross-model", help="StructBERT cross-encoder to rerank with (implies --rerank) "
+                   "[env WENMO_CROSS_MODEL]")
+    s.add_argument("--rerank", action="store_true", help="rerank with the cross-encoder: --cross-model, else "
+                   "WENMO_CROSS_MODEL or its default; with --demo the tiny one")
     s.add_argument("--source", required=True, help="the text to compare against")
     s.add_argument("--input", help="candidates, one per line (default: stdin)")
     s.add_argument("--skip-blank", action="store_true", help="skip blank lines instead of failing")
@@ -129,9 +147,27 @@ def read_input_bytes(path: str | None) -> tuple[bytes, str]:
         raise InputError(f"{path}: cannot read ({e.strerror}); check the path") from None
 
 
+def refuse_models_with_demo(args: argparse.Namespace) -> None:
+    """--demo loads the tiny models for every role; a model flag beside it would be silently ignored, so it is an
+    error. Only flags: a WENMO_*_MODEL in the environment (a deployment's settings file) is simply not used."""
+    if not getattr(args, "demo", False):
+        return
+    for dest, flag in MODEL_FLAGS.get(args.command, {}).items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            rerank = " (to rerank with the tiny cross-encoder, use --rerank)" if dest == "cross_model" else ""
+            raise InputError(f"{flag} {value}: --demo uses its own tiny models and would ignore it; leave out {flag}"
+                             f"{rerank}, or leave out --demo to use that model")
+
+
+@contextlib.contextmanager
 def service_for(settings: Settings, roles: Sequence[str], demo: bool):  # noqa: ANN201
+    """The service with the roles' models, closed when the command is done: its engine workers stop before the
+    process exits. Not after an error or Ctrl-C, where closing would wait for the queued work to finish."""
     demo_dirs = demo_models(Path(settings.state_dir).expanduser()) if demo else None
-    return build_service(settings, roles, demo_dirs=demo_dirs)
+    service = build_service(settings, roles, demo_dirs=demo_dirs)
+    yield service
+    service.close()
 
 
 @contextlib.contextmanager
@@ -161,8 +197,7 @@ def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
         raise InputError("--format npy writes binary data: give --output FILE.npy")
     data, source = read_input_bytes(args.input)
     texts = parse_lines(data, skip_blank=args.skip_blank, source=source)
-    service = service_for(settings, ["embed"], args.demo)
-    with progress_bar("embed", len(texts)) as progress:
+    with service_for(settings, ["embed"], args.demo) as service, progress_bar("embed", len(texts)) as progress:
         result = service.embed(texts, normalize=not args.no_normalize, progress=progress)
     write_vectors(texts, result, args.format, args.output)
     return 0
@@ -171,49 +206,72 @@ def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_similarity(args: argparse.Namespace, settings: Settings) -> int:
     data, source = read_input_bytes(args.input)
     candidates = parse_lines(data, skip_blank=args.skip_blank, source=source)
-    roles = ["embed", "cross"] if args.cross_model else ["embed"]
-    service = service_for(settings, roles, args.demo)
-    rerank = bool(args.cross_model)
-    # One bar over both passes: every text embedded, then (reranking) every candidate scored with the source.
-    with progress_bar("similarity", similarity_work(len(candidates), rerank)) as progress:
-        result = service.similarity(args.source, candidates, rerank=rerank, progress=progress)
+    rerank = args.rerank or args.cross_model is not None
+    with service_for(settings, ["embed", "cross"] if rerank else ["embed"], args.demo) as service:
+        # One bar over both passes: every text embedded, then (reranking) every candidate scored with the source.
+        with progress_bar("similarity", similarity_work(len(candidates), rerank)) as progress:
+            result = service.similarity(args.source, candidates, rerank=rerank, progress=progress)
     print(json.dumps(result.as_dict(), ensure_ascii=False))
     return 0
 
 
-def nlu_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
+def nlu_requests(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """(where, request) for each request: `where` names it as the user sees it (`FILE: line 3`; empty for
+    --text, whose messages already say "text" or "schema")."""
     if args.input:
-        if args.text or args.schema:
+        if args.text is not None or args.schema is not None:
             raise InputError("give either --input FILE.jsonl or --text with --schema, not both")
         data, source = read_input_bytes(args.input)
         requests = []
-        for number, line in enumerate(parse_lines(data, skip_blank=True, source=source), start=1):
+        for number, line in numbered_lines(data, skip_blank=True, source=source):  # the file's own line numbers
+            where = f"{source}: line {number}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise InputError(f"{source}: line {number} is not valid JSON ({e.msg}, column {e.colno})") from None
+                raise InputError(f"{where} is not valid JSON ({e.msg}, column {e.colno})") from None
             if not isinstance(obj, dict) or "text" not in obj or "schema" not in obj:
-                raise InputError(f'{source}: line {number} must be an object with "text" and "schema"')
-            requests.append({"text": obj["text"], "schema": obj["schema"], "task": obj.get("task", args.task)})
+                raise InputError(f'{where} must be an object with "text" and "schema"')
+            requests.append((where, {"text": obj["text"], "schema": obj["schema"], "task": obj.get("task", args.task)}))
         return requests
-    if not args.text or args.schema is None:
+    if args.text is None or args.schema is None:
         raise InputError("give --text and --schema (or --input FILE.jsonl)")
-    return [{"text": args.text, "schema": args.schema, "task": args.task}]
+    return [("", {"text": args.text, "schema": args.schema, "task": args.task})]
+
+
+def check_nlu_request(where: str, request: dict[str, Any], settings: Settings) -> None:
+    """Everything about one request that needs no model: the text, the task and the schema, so that a typo is
+    reported before the model loads (seconds, minutes for a real model on a CPU). The service checks again."""
+    try:
+        resolve_task(request["text"], request["task"])  # a string, not blank, a known task, no control tokens
+        if len(request["text"]) > settings.max_chars:
+            raise InputError(f"the text has {len(request['text'])} characters, the limit is {settings.max_chars} "
+                             "(WENMO_MAX_CHARS); shorten or split it")
+        parse_schema(request["schema"])
+    except InputError as e:
+        raise located(e, where) from None
+
+
+def located(error: WenmoError, where: str) -> WenmoError:
+    """`error` with its message prefixed by `where` (when there is one); class and exit status unchanged."""
+    if where:
+        error.message = f"{where}: {error.message}"
+        error.args = (error.message,)
+    return error
 
 
 def cmd_nlu(args: argparse.Namespace, settings: Settings) -> int:
     requests = nlu_requests(args)
-    service = service_for(settings, ["nlu"], args.demo)
-    with progress_bar("nlu", len(requests), show=bool(args.input)) as advance:  # one --text is one request: no bar
-        for i, req in enumerate(requests):
-            try:
-                result = service.nlu(req["text"], req["schema"], req["task"])
-            except InputError as e:
-                if len(requests) > 1:
-                    raise InputError(f"request {i + 1}: {e.message}") from None
-                raise
-            print_over_bar(json.dumps(result.as_dict(), ensure_ascii=False))
-            advance(1)
+    for where, request in requests:
+        check_nlu_request(where, request, settings)
+    with service_for(settings, ["nlu"], args.demo) as service:
+        with progress_bar("nlu", len(requests), show=bool(args.input)) as advance:  # one --text: no bar
+            for where, request in requests:
+                try:
+                    result = service.nlu(request["text"], request["schema"], request["task"])
+                except InputError as e:  # what only the model can tell, e.g. a request past the NLU work budgets
+                    raise located(e, where) from None
+                print_over_bar(json.dumps(result.as_dict(), ensure_ascii=False))
+                advance(1)
     return 0
 
 
@@ -310,6 +368,9 @@ def report_error(error: BaseException) -> int:
     if isinstance(error, WenmoError):
         print(f"error: {error.message}", file=sys.stderr)
         return error.exit_code
+    if isinstance(error, ModuleNotFoundError) and missing_dependency(error):  # torch & co. load when a model does
+        print(missing_dependency(error), file=sys.stderr)
+        return EXIT_MISSING_DEPENDENCY
     log.debug("event=cli_failed", exc_info=error)  # --log-level DEBUG shows where
     print(f"error: the command failed: {type(error).__name__}: {error} (run with --log-level DEBUG for the "
           "details)", file=sys.stderr)
@@ -319,6 +380,7 @@ def report_error(error: BaseException) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # a usage error exits 2 from argparse, InputError's status
     try:
+        refuse_models_with_demo(args)
         settings = settings_from(args)
         configure_logging(settings.log_level)
         return COMMANDS[args.command](args, settings)

@@ -272,7 +272,10 @@ class Service:
 
     # ---- validation -------------------------------------------------------------------------------
     def check_texts(self, texts: Any, what: str = "texts") -> list[str]:
-        if isinstance(texts, str):
+        """A list of texts (items named by their 0-based index, as in the JSON array they came in), or one string,
+        named by `what` alone: "text is empty", never "item 0"."""
+        single = isinstance(texts, str)
+        if single:
             texts = [texts]
         if not isinstance(texts, (list, tuple)):
             raise InputError(f"{what} must be a string or a list of strings, got {type(texts).__name__}")
@@ -291,10 +294,12 @@ class Service:
             if not t.strip():
                 blank.append(i)
             elif len(t) > s.max_chars:
+                name = what if single else f"{what}[{i}]"
                 raise InputError(
-                    f"{what}[{i}] has {len(t)} characters, the limit is {s.max_chars} (WENMO_MAX_CHARS); "
-                    "shorten or split it"
+                    f"{name} has {len(t)} characters, the limit is {s.max_chars} (WENMO_MAX_CHARS); shorten or split it"
                 )
+        if blank and single:
+            raise InputError(f"{what} is empty or whitespace (文本为空); give a text")
         if blank:
             shown = ", ".join(map(str, blank[:10]))
             raise InputError(f"{what}: item(s) {shown} are empty or whitespace (第 {shown} 项为空); remove them")
@@ -338,7 +343,7 @@ class Service:
         if not isinstance(source, str) or not source.strip():
             raise InputError("source must be a non-empty text (源文本为空)")
         candidates = self.check_texts(candidates, "candidates")
-        self.check_texts([source], "source")
+        self.check_texts(source, "source")
         embedder = self._need(self.embedder, "embedding")
         cross = self._need(self.cross_encoder, "cross-encoder") if rerank else None
         timing = EngineTime() if timing is None else timing
@@ -379,7 +384,7 @@ class Service:
         every call, by the request deadline and the client's cancellation."""
         if not isinstance(text, str):
             raise InputError(f"text must be a string, got {type(text).__name__}")
-        (text,) = self.check_texts([text], "text")
+        (text,) = self.check_texts(text, "text")
         model = self._need(self.nlu_model, "NLU")
         s = self.settings
         timing = EngineTime() if timing is None else timing
@@ -406,6 +411,13 @@ class Service:
 
     def describe(self) -> Capabilities:
         return Capabilities(self.models())
+
+    def close(self) -> None:
+        """Stop the engine's workers, each once its queue is empty. A short-lived process (a shell command) calls it
+        before it exits: a daemon worker still inside torch while the interpreter shuts down can abort the process
+        ("terminate called without an active exception", status 134) after its output was written."""
+        for _, model in self._loaded():
+            model.queue.close()
 
     def engine_queues(self) -> dict[str, EngineQueueStats]:
         """Role → what its engine queue has done (the /metrics counters and the status page)."""

@@ -18,13 +18,18 @@ def _numbers(lines: list[int]) -> str:
 def parse_lines(data: bytes, *, skip_blank: bool = False, source: str = "input") -> list[str]:
     """One text per line (UTF-8, optional BOM, \\n or \\r\\n). Blank lines are an error naming them, or
     skipped with `skip_blank`; invalid UTF-8 is an error naming the lines."""
+    return [text for _, text in numbered_lines(data, skip_blank=skip_blank, source=source)]
+
+
+def numbered_lines(data: bytes, *, skip_blank: bool = False, source: str = "input") -> list[tuple[int, str]]:
+    """parse_lines with each text's line number (1-based, blank lines counted), for messages about one line."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     raw_lines = data.split(b"\n")
     if raw_lines and raw_lines[-1] == b"":
         raw_lines.pop()  # the final newline ends the last line; it does not start a blank one
     bad: list[int] = []
-    texts: list[str] = []
+    texts: list[tuple[int, str]] = []
     blank: list[int] = []
     for number, raw in enumerate(raw_lines, start=1):
         try:
@@ -35,7 +40,7 @@ def parse_lines(data: bytes, *, skip_blank: bool = False, source: str = "input")
         if not line.strip():
             blank.append(number)
             continue
-        texts.append(line)
+        texts.append((number, line))
     if bad:
         raise InputError(
             f"{source}: 第 {_numbers(bad)} 行不是有效的 UTF-8 (line {_numbers(bad)} is not valid UTF-8); "

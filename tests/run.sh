@@ -30,6 +30,18 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# The project itself, editable (pyproject.toml says why): the `wenmo` and `wenmo-launcher` commands in $VENV/bin,
+# running this checkout's code. --no-deps: the pins above are already there, nothing is re-resolved. Redone when
+# pyproject.toml or the checkout's path changes (a copied .venv would otherwise run another checkout's code).
+project_stamp="$VENV/.wenmo-project"
+project_want=$({ cat pyproject.toml; pwd; } | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$project_stamp" 2>/dev/null)" != "$project_want" ] || [ ! -x "$VENV/bin/wenmo" ]; then
+  echo "== installing the project into $VENV (the wenmo command)"
+  # pip's output only when it fails (setuptools warns about editable installs at length on every run)
+  out=$("$PY" -m pip install -q --no-deps --no-build-isolation -e . 2>&1) || { echo "$out" >&2; exit 1; }
+  echo "$project_want" > "$project_stamp"
+fi
+
 # Browser tests drive Debian's Chromium (Playwright cannot download its own browser here), with a CJK font
 # so screenshots show Chinese; deploy tests use shellcheck and systemd-analyze. Installed when root.
 need=()
