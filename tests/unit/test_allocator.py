@@ -1,5 +1,5 @@
-"""app/allocator.py: two heap arenas and a fixed mmap threshold, set before any thread allocates; the
-environment's own glibc variables win."""
+"""app/allocator.py: two heap arenas, set before any thread allocates; the environment's own MALLOC_ARENA_MAX
+wins."""
 
 from __future__ import annotations
 
@@ -49,24 +49,27 @@ def heap_after_threads(mode: str, **env: str) -> tuple[int, int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or allocator._load_mallopt() is None,
                     reason="glibc's mallopt and malloc_info only")
-def test_importing_app_gives_two_arenas_and_large_blocks_to_mmap():
+def test_importing_app_gives_two_arenas_and_leaves_the_mmap_threshold_dynamic():
     plain_arenas, plain_mmapped = heap_after_threads("plain")
     arenas, mmapped = heap_after_threads("with-app")
     assert plain_arenas > 2 and arenas == 2
-    # 1,600 blocks of 100 kB stay alive: (nearly) all in mmapped chunks with a fixed 64 KiB threshold; with
-    # glibc's dynamic threshold (raised past 100 kB by the first free) nearly all of them land in the arenas.
-    assert mmapped >= 1500 and plain_mmapped < 100
+    # 1,600 blocks of 100 kB stay alive: glibc's dynamic threshold (raised past 100 kB by the first free) puts
+    # nearly all of them in the arenas, with or without the app; a fixed threshold (measured 2–4× slower
+    # forwards) would mmap each one.
+    assert mmapped < 100 and plain_mmapped < 100
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or allocator._load_mallopt() is None,
                     reason="glibc's mallopt and malloc_info only")
 def test_the_environments_own_arena_limit_wins():
-    arenas, mmapped = heap_after_threads("with-app", MALLOC_ARENA_MAX="4")
-    assert arenas == 4 and mmapped >= 1500
+    arenas, _ = heap_after_threads("with-app", MALLOC_ARENA_MAX="4")
+    assert arenas == 4
 
 
 def test_tune_sets_only_what_the_environment_leaves_unset():
     calls = []
-    done = allocator.tune({"MALLOC_MMAP_THRESHOLD_": "131072"}, lambda p, v: calls.append((p, v)) or 1)
+    done = allocator.tune({}, lambda p, v: calls.append((p, v)) or 1)
     assert calls == [(allocator.M_ARENA_MAX, 2)] and done == {"MALLOC_ARENA_MAX": 2}
+    assert allocator.tune({"MALLOC_ARENA_MAX": "8"}, lambda p, v: calls.append((p, v)) or 1) == {}
+    assert len(calls) == 1  # the environment's value stands: mallopt not called
     assert allocator.tune({}, lambda p, v: 0) == {}  # mallopt refused: nothing claimed
