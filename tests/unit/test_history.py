@@ -126,7 +126,7 @@ def test_rates_and_busy_count_work_on_both_surfaces_only():
 def test_buffers_keep_only_the_newest_points_and_the_window():
     metrics, clock = Metrics(), Clock()
     h = history(metrics, clock, points=5)
-    for i in range(12):
+    for _ in range(12):
         metrics.observe_request("/v1/embeddings", "POST", 200, 0.01)
         clock.t += 10
         h.sample()
