@@ -121,8 +121,11 @@ def traffic_figure(points: Sequence[TrafficPoint], marks: Sequence[Mark], now: f
     """Requests per second (API and UI), p95 latency and busy answers per interval, one panel each."""
     fig, (rate, p95, busy) = _figure(5.6, rows=3)
     ends = [_minutes(p.end, now) for p in points]
-    rate.plot(ends, [p.api_per_s for p in points], color="#2f6fb0", linewidth=1.5, label="HTTP API requests/s")
-    rate.plot(ends, [p.ui_per_s for p in points], color="#2f8f5b", linewidth=1.5, label="UI events/s")
+    dots = "." if len(points) < 3 else None  # a line needs two points: a fresh server's first one as a dot
+    rate.plot(ends, [p.api_per_s for p in points], color="#2f6fb0", linewidth=1.5, marker=dots,
+              label="HTTP API requests/s")
+    rate.plot(ends, [p.ui_per_s for p in points], color="#2f8f5b", linewidth=1.5, marker=dots,
+              label="UI events/s")
     rate.set_ylabel("per second")
     rate.set_ylim(bottom=0)
     rate.legend(loc="upper left", fontsize=8, framealpha=0.85)
