@@ -80,6 +80,32 @@ def gpus() -> list[dict[str, Any]]:
     return out
 
 
+# NVML's "not available" marker for a 64-bit figure (older pynvml does not map it to None).
+NVML_NOT_AVAILABLE = 2**64 - 1
+
+
+def process_gpu_bytes(pid: int) -> int | None:
+    """GPU memory NVML attributes to `pid`, summed over the devices; None when NVML cannot say: no NVML, no
+    CUDA context in that process yet, per-process figures unavailable (MIG), or a PID namespace that NVML
+    does not share (a container: NVML lists host PIDs)."""
+    nv = _nvml()
+    if nv is None:
+        return None
+    used, found = 0, False
+    try:
+        for i in range(nv.nvmlDeviceGetCount()):
+            for proc in nv.nvmlDeviceGetComputeRunningProcesses(nv.nvmlDeviceGetHandleByIndex(i)):
+                if proc.pid != pid:
+                    continue
+                if proc.usedGpuMemory is None or proc.usedGpuMemory == NVML_NOT_AVAILABLE:
+                    return None
+                used, found = used + int(proc.usedGpuMemory), True
+    except Exception as e:  # NotSupported, a lost GPU, …: the caller falls back to RSS
+        log.debug("event=nvml_error call=process_gpu_bytes error=%r", e)
+        return None
+    return used if found else None
+
+
 def host() -> dict[str, Any]:
     """CPU and memory of the machine and of this process."""
     import psutil

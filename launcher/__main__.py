@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from launcher import EXIT_USAGE
 from launcher.config import ConfigError, LauncherConfig, load_config
 from launcher.daemon import PidFileBusyError, detach, lock_pid_file, release, write_pid
-from launcher.events import EventLog, StatusFile
+from launcher.events import EventLog, MemoryLog, StatusFile
 from launcher.probes import ProbeUnavailableError, select_probe
 from launcher.supervisor import Supervisor
 
@@ -65,7 +65,14 @@ def supervise(config: LauncherConfig) -> int:
     except ProbeUnavailableError as exc:
         print(f"launcher: --probe {config.probe}: {exc}; use --probe auto or rss", file=sys.stderr)
         return EXIT_USAGE
-    supervisor = Supervisor(config, probe, events, StatusFile(config.state_dir), probe_reason=reason)
+    supervisor = Supervisor(
+        config,
+        probe,
+        events,
+        StatusFile(config.state_dir),
+        probe_reason=reason,
+        memory_log=MemoryLog(config.state_dir),
+    )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, _frame: supervisor.request_stop(signal.Signals(number).name))
     return supervisor.run()

@@ -6,6 +6,10 @@ Files under the state directory (formats in launcher/README.md; the app's status
   appended with one ``write`` each; when the file would exceed the bound it is rewritten with the newest
   lines through a temporary file and ``os.replace`` (readers never see a half-trimmed file).
 - ``launcher-status.json``: one JSON object, the launcher's current view, replaced atomically.
+- ``launcher-memory.jsonl``: one line per memory sample (the figure, the threshold it was judged against,
+  its source and the app's PID), newest last, at most ``max_lines`` lines: the status tab's memory chart,
+  which must outlive the app it watches. When full, the oldest quarter is dropped in one atomic rewrite, so
+  a sample every few seconds costs one append and, now and then, one rewrite (not one per sample).
 
 Events carry figures and reasons only: never secrets, never the environment.
 This module must not import ``app``.
@@ -27,6 +31,9 @@ from typing import TextIO
 
 EVENTS_FILE = "launcher-events.jsonl"
 STATUS_FILE = "launcher-status.json"
+MEMORY_FILE = "launcher-memory.jsonl"
+# 12 h of samples at the default --poll-s 5 (~1.3 MB); fewer hours at a shorter poll.
+MEMORY_MAX_LINES = 8640
 
 log = logging.getLogger(__name__)
 
@@ -112,4 +119,47 @@ class StatusFile:
         try:
             write_atomically(self.path, text)
         except OSError as exc:
+            log.warning("cannot write %s: %s", self.path, exc)
+
+
+class MemoryLog:
+    """``launcher-memory.jsonl``: the memory samples, bounded to ``max_lines`` lines."""
+
+    def __init__(self, state_dir: Path, max_lines: int = MEMORY_MAX_LINES) -> None:
+        self.path = state_dir / MEMORY_FILE
+        self.max_lines = max(4, max_lines)
+        self._keep = self.max_lines * 3 // 4
+        # The newest lines, so trimming never re-reads the file; a previous launcher's samples are kept:
+        # the chart spans launcher restarts too.
+        self._lines: deque[str] = deque(maxlen=self.max_lines)
+        self._in_file = 0  # lines in the file; at max_lines or more the next append trims it
+        self._torn = False  # a launcher killed mid-append left a last line without its newline
+        try:
+            with self.path.open(encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    if line.strip():
+                        self._lines.append(line.rstrip("\n"))
+                        self._in_file += 1
+                        self._torn = not line.endswith("\n")
+        except OSError:
+            pass
+
+    def append(self, record: Mapping[str, object]) -> None:
+        line = json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":"))
+        self._lines.append(line)
+        try:
+            if self._in_file >= self.max_lines or self._torn:
+                # Full: keep the newest three quarters, replaced atomically (readers see old or new, whole).
+                # (A torn line is rewritten whole, so the new sample does not glue onto it.)
+                while len(self._lines) > self._keep:
+                    self._lines.popleft()
+                write_atomically(self.path, "".join(item + "\n" for item in self._lines))
+                self._in_file = len(self._lines)
+                self._torn = False
+            else:
+                with self.path.open("a", encoding="utf-8") as handle:
+                    handle.write(line + "\n")
+                self._in_file += 1
+        except OSError as exc:
+            # A full disk must not stop the watchdog: the chart misses samples, nothing else.
             log.warning("cannot write %s: %s", self.path, exc)

@@ -18,7 +18,7 @@ from typing import Protocol
 import psutil
 
 from launcher.config import LauncherConfig
-from launcher.events import EventLog, StatusFile, utc_timestamp
+from launcher.events import EventLog, MemoryLog, StatusFile, utc_timestamp
 from launcher.health import HealthResult, ReadinessProbe
 from launcher.policy import (
     MIB,
@@ -85,6 +85,7 @@ class Supervisor:
         status: StatusFile,
         *,
         probe_reason: str = "",
+        memory_log: MemoryLog | None = None,
         spawn: Callable[[Sequence[str]], AppProcess] | None = None,
         readiness: Callable[[], HealthResult] | None = None,
         tree: Callable[[int], list[psutil.Process]] = process_tree,
@@ -98,6 +99,7 @@ class Supervisor:
         self._probe_reason = probe_reason
         self._events = events
         self._status = status
+        self._memory_log = memory_log
         if spawn is None:
             from launcher.child import ChildProcess
 
@@ -228,6 +230,18 @@ class Supervisor:
             "pids": list(sample.pids),
         }
         self._dirty = True
+        if self._memory_log is not None:
+            # The app's status tab draws these, the threshold as a line; the PID tells one run from the next.
+            self._memory_log.append(
+                {
+                    "ts": self._last_sample["ts"],
+                    "pid": self._child_pid,
+                    "used_mib": mib(sample.used_bytes),
+                    "threshold_mib": mib(self.threshold_bytes),
+                    "total_mib": mib(sample.total_bytes),
+                    "source": sample.source,
+                }
+            )
         if sample.source != self._last_source:
             # Say which figure the thresholds are compared with, and why when it is a fallback.
             level = "warning" if sample.source == "nvml-device" else "info"

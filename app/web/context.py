@@ -12,6 +12,7 @@ from app.config import Settings
 from app.engine.limiter import ConcurrencyLimiter
 from app.engine.runtime import RuntimePlan
 from app.service import Service
+from app.web.history import History
 from app.web.lifecycle import Lifecycle
 from app.web.metrics import Metrics
 
@@ -29,6 +30,8 @@ class ServerContext:
     model_bytes: dict[str, int] = field(default_factory=dict)  # role → bytes of weights and buffers
     # (waiting, running) jobs in Gradio's queue; set once the Blocks exist.
     gradio_queue: Callable[[], tuple[int, int]] = lambda: (0, 0)
+    # The last hour for the status tab's charts; sampled by a thread `serve` starts and stops.
+    history: History | None = None
 
     @property
     def service(self) -> Service:

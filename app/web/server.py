@@ -50,6 +50,7 @@ from app.web.auth import (
     parse_trusted_proxies,
 )
 from app.web.context import ServerContext
+from app.web.history import History, HistorySampler
 from app.web.lifecycle import Lifecycle, LifecycleGate, Phase
 from app.web.metrics import MetricsMiddleware
 from app.web.ui.filestore import FileStore, UploadStoreGate
@@ -335,6 +336,8 @@ def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> i
     ctx = ServerContext(settings=settings, lifecycle=lifecycle, limiter=limiter, demo=demo, state_dir=state_dir,
                         plan=plan)
     ctx.metrics.add_collector(ServerStateCollector(ctx))
+    ctx.history = History(ctx.metrics)
+    sampler = HistorySampler(ctx.history)
     asgi, _blocks, store = build_asgi(ctx, authenticator)
     lifecycle.work_probes += [lambda: sum(ctx.gradio_queue()), lambda: limiter.running + limiter.waiting]
 
@@ -353,9 +356,11 @@ def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> i
     log.info("event=listening url=http://%s:%d demo=%s (loading models; /readyz turns 200 when done)",
              shown, settings.port, demo)
     loader.start()
+    sampler.start()  # from the start: the memory of loading is part of the picture
     try:
         server.run(sock)
     finally:
+        sampler.stop()
         store.remove()
     if failure:
         raise failure[0]  # rendered by the CLI's one error boundary: message and exit status

@@ -178,6 +178,30 @@ def test_status_tab_shows_models_device_and_queue(page, shot):
     shot("40-status")
 
 
+def test_status_tab_draws_the_memory_and_request_charts(page, server, shot, tmp_path):
+    with server.client() as c:
+        for _ in range(5):
+            assert c.post("/v1/embeddings", json={"input": TEXTS}).status_code == 200
+    page.get_by_role("tab", name="状态 Status").click()
+    page.wait_for_selector("#status-traffic :text('last minute')")
+    assert "no launcher is running this app" in page.locator("#status-memory").inner_text()
+    for chart in ("status-memory-chart", "status-traffic-chart"):
+        img = page.locator(f"#{chart} img")
+        img.wait_for()
+        # Drawn, not a broken or empty image: the browser decoded a picture of the figure's size.
+        size = img.evaluate("i => [i.complete, i.naturalWidth, i.naturalHeight]")
+        assert size[0] and size[1] == 800 and size[2] in (272, 448), size
+        box = img.bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 100
+        path = tmp_path / f"{chart}.png"
+        img.screenshot(path=str(path))
+        from PIL import Image
+
+        low, high = Image.open(path).convert("L").getextrema()
+        assert high - low > 100, f"{chart} looks blank"
+    shot("41-status-charts")
+
+
 def test_busy_is_a_toast_not_a_hang(page, server, shot):
     """While HTTP clients hold the one slot and the queue, a click is told to retry, at once."""
     page.get_by_role("tab", name="向量 Vectors").click()

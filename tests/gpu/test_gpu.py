@@ -48,3 +48,22 @@ def test_deepspeed_kernel_injection_matches_torch(tiny_dirs, ds):
     p_ds = CrossEncoderAdapter(tiny_dirs["cross"], plan(ds, "fp16", "deepspeed", True)).score(a, b).scores
     assert np.allclose(p_ref, p_ds, atol=5e-3)
 
+
+
+def test_status_chart_without_launcher_reads_this_processs_gpu_memory():
+    """Plain `serve` on a GPU: the status tab's own memory samples are the GPU memory NVML attributes to this
+    process (not RSS), at least what torch holds."""
+    import os
+
+    from app import hostinfo
+    from app.web.history import own_memory
+
+    block = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")  # 256 MiB
+    torch.cuda.synchronize()
+    used = hostinfo.process_gpu_bytes(os.getpid())
+    if used is None:
+        pytest.skip(f"NVML lists no per-process memory here (MIG, or a container's PID namespace): "
+                    f"{hostinfo.nvml_reason() or 'no match for this PID'}")
+    assert used >= block.numel()
+    mib, source = own_memory()
+    assert source == "nvml-process" and mib >= 256

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from launcher_harness import LauncherProcess, event_time, free_port, pid_alive, wait_until
 
-from launcher.events import EVENTS_FILE, STATUS_FILE
+from launcher.events import EVENTS_FILE, MEMORY_FILE, STATUS_FILE
 
 CHILD_SCRIPT = r"""
 import argparse, os, signal, sys, threading, time
@@ -158,6 +158,13 @@ def test_child_over_rss_threshold_is_restarted_with_figures(tmp_path: Path) -> N
         assert status["last_restart"]["reason"] == "memory"
         assert status["last_sample"]["source"] == "rss"
         assert status["last_sample"]["used_mib"] < 150.0
+
+        # The memory file (the status tab's chart) holds both runs' samples, each with the threshold.
+        samples = [json.loads(line) for line in (run.state_dir / MEMORY_FILE).read_text().splitlines()]
+        assert {s["threshold_mib"] for s in samples} == {150.0} and {s["source"] for s in samples} == {"rss"}
+        first_run = [s["used_mib"] for s in samples if s["pid"] == first_pid]
+        assert sum(u > 150.0 for u in first_run) >= 2 and restart["used_mib"] in first_run
+        assert any(s["pid"] == second_pid and s["used_mib"] < 150.0 for s in samples)
 
 
 def test_crashing_child_backs_off_then_flapping_exits_3(tmp_path: Path) -> None:

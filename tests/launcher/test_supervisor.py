@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from launcher.config import load_config
-from launcher.events import STATUS_FILE, EventLog, StatusFile
+from launcher.events import MEMORY_FILE, STATUS_FILE, EventLog, MemoryLog, StatusFile
 from launcher.health import HealthResult
 from launcher.probes import MemorySample, ProbeError
 from launcher.supervisor import Supervisor
@@ -120,6 +120,7 @@ class Harness:
         crash_at: Callable[[int], float | None] = lambda attempt: None,
         ready: Callable[[float], bool] = lambda now: True,
         spawn_error: OSError | None = None,
+        memory_lines: int = 1000,
     ) -> None:
         self.clock = FakeClock()
         probe.clock = self.clock
@@ -143,6 +144,7 @@ class Harness:
             EventLog(tmp_path, stream=self.stream, wall_clock=lambda: 1_700_000_000 + self.clock.now),
             StatusFile(tmp_path),
             probe_reason="test",
+            memory_log=MemoryLog(tmp_path, max_lines=memory_lines),
             spawn=spawn,  # type: ignore[arg-type]
             readiness=lambda: HealthResult(ready(self.clock.now), "scripted"),
             tree=lambda pid: [SimpleNamespace(pid=pid)],  # type: ignore[list-item]
@@ -184,6 +186,35 @@ def test_memory_restart_waits_for_release_before_spawning(tmp_path: Path) -> Non
     assert h.events("memory_released")[0]["waited_s"] >= 22.0
     status = json.loads((tmp_path / STATUS_FILE).read_text())
     assert status["state"] == "stopped" and status["restart_count"] == 1
+
+
+def test_every_sample_goes_to_the_memory_file_with_threshold_and_pid(tmp_path: Path) -> None:
+    probe = FakeProbe(samples=lambda now: rss(800 if now < 7 else 100), holds=lambda now: False)
+    h = Harness(tmp_path, FAST, probe, exit_after_term_s=2.0)
+    h.stop_at(30.0)
+    assert h.run() == 0
+    lines = [json.loads(line) for line in (tmp_path / MEMORY_FILE).read_text().splitlines()]
+    first, second = h.children[0].pid, h.children[1].pid
+    by_pid = {pid: [r for r in lines if r["pid"] == pid] for pid in (first, second)}
+    assert len(by_pid[first]) + len(by_pid[second]) == len(lines)
+    # One line per sample the policy judged: t=1..6 for the first app (SIGTERM at 6), each second for the next.
+    assert [r["ts"] for r in by_pid[first]] == [f"2023-11-14T22:13:{21 + t:02d}.000Z" for t in range(6)]
+    assert {r["used_mib"] for r in by_pid[first]} == {800.0}
+    assert {r["used_mib"] for r in by_pid[second]} == {100.0}
+    assert {(r["threshold_mib"], r["total_mib"], r["source"]) for r in lines} == {(500.0, 1000.0, "rss")}
+    # The restart the chart marks is the one in the event log, between the two runs' samples.
+    restart_ts = h.events("restart")[0]["ts"]
+    assert by_pid[first][-1]["ts"] <= restart_ts < by_pid[second][0]["ts"]
+
+
+def test_memory_file_stays_bounded_over_a_long_run(tmp_path: Path) -> None:
+    probe = FakeProbe(samples=lambda now: rss(100), holds=lambda now: False)
+    h = Harness(tmp_path, FAST, probe, memory_lines=40)
+    h.stop_at(200.0)
+    assert h.run() == 0
+    lines = (tmp_path / MEMORY_FILE).read_text().splitlines()
+    assert 30 <= len(lines) <= 40
+    assert json.loads(lines[-1])["ts"] == "2023-11-14T22:16:39.000Z"  # the last sample, t=199
 
 
 def test_app_ignoring_sigterm_is_killed_at_the_drain_deadline(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import shutil
 import threading
 import time
 import urllib.error
@@ -114,6 +116,11 @@ def test_memory_restart_drains_in_flight_request_and_app_comes_back(tmp_path: Pa
     grace_s = max(10.0, 2.0 * startup_s + 5.0)
     port = free_port()
     (tmp_path / "run2").mkdir()
+    # The app and the launcher share one state directory here, as deployed (the launcher's defaults to
+    # WENMO_STATE_DIR): the app's status tab reads the launcher's files. The demo models come along.
+    shared_state = tmp_path / "run2" / "state"
+    shutil.copytree(tmp_path / "app-state" / "demo-models", shared_state / "demo-models")
+    env = {**env, "WENMO_STATE_DIR": str(shared_state)}
     args = launcher_args(
         port,
         "--threshold-mib",
@@ -182,3 +189,19 @@ def test_memory_restart_drains_in_flight_request_and_app_comes_back(tmp_path: Pa
 
         after = embed(port, 8)
         assert after.status == 200 and after.n_vectors == 8, after
+
+        # The status tab of the new app draws the launcher's samples, its threshold and the restart.
+        memory_caption = status_outputs(port)[4]
+        assert "sampled by the launcher (rss)" in memory_caption, memory_caption
+        assert "restart threshold **1 MiB**" in memory_caption, memory_caption
+        restarts = re.search(r"restarts in the last hour: \*\*(\d+)\*\*", memory_caption)
+        assert restarts and int(restarts.group(1)) >= 1, memory_caption
+
+
+def status_outputs(port: int) -> list:
+    """The status tab's outputs, through the Gradio API as a browser's refresh gets them."""
+    from gradio_client import Client
+
+    header = {"Authorization": "Basic " + base64.b64encode(AUTH.encode()).decode()}
+    client = Client(f"http://127.0.0.1:{port}/", headers=header, verbose=False, analytics_enabled=False)
+    return list(client.predict(api_name="/status"))

@@ -55,3 +55,82 @@ def test_csv_takes_the_named_column_and_names_blank_rows():
         parse_csv(data, "x.csv")
     assert "x.csv: 第 3 行为空" in e.value.message and "column 2" in e.value.message
     assert parse_csv("甲\n乙\n".encode(), "y.csv") == ["甲", "乙"]  # no header: the first column
+
+
+NOW = 1_746_090_000.0  # 2025-05-01T09:00:00Z
+
+
+def iso(t: float) -> str:
+    from launcher.events import utc_timestamp
+
+    return utc_timestamp(t)
+
+
+def chart_ctx(state_dir, history=None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(state_dir=state_dir, history=history)
+
+
+def test_memory_chart_draws_the_launchers_samples_threshold_and_restarts(tmp_path):
+    from app.web.ui.status import memory_view
+
+    samples = [{"ts": iso(NOW - 7200), "pid": 9, "used_mib": 1.0, "threshold_mib": 500.0, "source": "rss"}]
+    samples += [{"ts": iso(NOW - 1800 + 5 * i), "pid": 10, "used_mib": 300.0 + 50 * i, "threshold_mib": 500.0,
+                 "total_mib": 1000.0, "source": "rss"} for i in range(6)]
+    samples += [{"ts": iso(NOW - 1700 + 5 * i), "pid": 11, "used_mib": 200.0, "threshold_mib": 500.0,
+                 "total_mib": 1000.0, "source": "rss"} for i in range(3)]
+    lines = [json.dumps(s) for s in samples]
+    (tmp_path / "launcher-memory.jsonl").write_text("\n".join(lines) + '\n{"ts": "torn', encoding="utf-8")
+    write_launcher_files(tmp_path, [
+        {"ts": iso(NOW - 5000), "event": "restart", "level": "warning", "reason": "unhealthy"},  # before the hour
+        {"ts": iso(NOW - 1760), "event": "restart", "level": "warning", "reason": "memory", "used_mib": 550.0},
+        {"ts": iso(NOW - 600), "event": "crash", "level": "warning", "exit_code": -9},
+    ], {"state": "running", "child_pid": 11})
+    fig, caption = memory_view(chart_ctx(tmp_path), NOW, pid=11, parent_pid=1)
+    assert "sampled by the launcher (rss)" in caption and "newest **200 MiB**" in caption
+    assert "restart threshold **500 MiB**" in caption and "restarts in the last hour: **2**" in caption
+    (ax,) = fig.axes
+    drawn = [(list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()]
+    first_run = ([(NOW - 1800 + 5 * i - NOW) / 60 for i in range(6)], [300.0 + 50 * i for i in range(6)])
+    second_run = ([(NOW - 1700 + 5 * i - NOW) / 60 for i in range(3)], [200.0] * 3)
+    markers = [xs for xs, ys in drawn if list(ys) == [0, 1]]  # axvline: the axes' full height
+    assert drawn[0] == first_run and drawn[1] == second_run  # one line per run: the restart is a gap
+    assert set(drawn[2][1]) == {500.0} and len(drawn[2][0]) == 9  # the threshold, over both runs
+    assert sorted(xs[0] for xs in markers) == [-1760 / 60, -10.0]
+    assert [t.get_text() for t in ax.texts] == ["restart: memory", "crash: exit -9"]
+
+
+def test_memory_chart_without_a_launcher_is_the_processs_own_and_has_no_threshold(tmp_path):
+    from app.web.history import History
+    from app.web.metrics import Metrics
+    from app.web.ui.status import memory_view
+
+    clock = [NOW - 30]
+    history = History(Metrics(), memory=lambda: (321.0, "rss"), wall=lambda: clock[0])
+    history.sample_memory()
+    clock[0] = NOW
+    history.sample_memory()
+    # The launcher's files are there, but they name another app: a stale state directory is not this app.
+    write_launcher_files(tmp_path, [{"ts": iso(NOW - 60), "event": "restart", "level": "warning"}],
+                         {"state": "running", "child_pid": 77})
+    (tmp_path / "launcher-memory.jsonl").write_text(json.dumps(
+        {"ts": iso(NOW - 10), "pid": 77, "used_mib": 900.0, "threshold_mib": 950.0, "source": "rss"}) + "\n")
+    fig, caption = memory_view(chart_ctx(tmp_path, history), NOW, pid=11, parent_pid=1)
+    assert "no launcher is running this app" in caption and "no restart threshold" in caption
+    assert "newest **321 MiB**" in caption
+    (ax,) = fig.axes
+    assert [list(line.get_ydata()) for line in ax.get_lines()] == [[321.0, 321.0]]
+    assert not ax.texts
+
+
+def test_launcher_memory_file_is_read_from_its_tail(tmp_path, monkeypatch):
+    from app.web.ui import status
+
+    path = tmp_path / "launcher-memory.jsonl"
+    lines = [json.dumps({"ts": iso(NOW - 100 + i), "pid": 1, "used_mib": float(i)}) for i in range(100)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.setattr(status, "MEMORY_TAIL_BYTES", sum(len(x) + 1 for x in lines[90:]) + 5)  # 10 and a piece
+    tail = status.read_memory_samples(path, since=0)
+    assert [s["used_mib"] for s in tail] == [float(i) for i in range(90, 100)]
+    assert [s["used_mib"] for s in status.read_memory_samples(path, since=NOW - 3)] == [97.0, 98.0, 99.0]
