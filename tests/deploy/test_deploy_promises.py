@@ -41,6 +41,7 @@ from test_deploy import (
     env_keys,
     free_port,
     http,
+    launcher_pids,
     output,
     pids_of,
 )
@@ -92,7 +93,7 @@ class Installation:
         return self.cred.read_text().strip()
 
     def launcher_pids(self) -> list[int]:
-        return pids_of(self.venv_python, "-m", "launcher")
+        return launcher_pids(self.prefix)
 
     def app_pids(self) -> list[int]:
         return pids_of(self.venv_python, "-m", "app", "serve")
