@@ -320,11 +320,10 @@ install_venv() {
   ((DRY_RUN)) || requirements_hash >"$VENV/.wenmo-requirements"
 }
 
-# With a [project] table in pyproject.toml the project itself goes into the virtualenv, for its wenmo and
-# wenmo-launcher commands: editable, so the code that runs stays <prefix>/src. Without one, nothing to do.
+# The project itself goes into the virtualenv, for its wenmo and wenmo-launcher commands: editable, so the code
+# that runs stays <prefix>/src. Again whenever pyproject.toml changes.
 install_project() {
   local stamp
-  grep -q '^\[project\]' "$REPO/pyproject.toml" 2>/dev/null || return 0
   stamp=$(sha256sum <"$REPO/pyproject.toml")
   [[ $(cat "$VENV/.wenmo-project" 2>/dev/null) != "$stamp" ]] || return 0
   run "$VENV/bin/python" -m pip install --no-deps --no-build-isolation -e "$SRC" ||

@@ -15,18 +15,23 @@ from collections.abc import Sequence
 from app import hostprofile
 from app.dependencies import EXIT_MISSING_DEPENDENCY, missing_dependency
 
+try:
+    from app.cli import main as cli_main
+except ModuleNotFoundError as e:
+    MISSING = missing_dependency(e)
+    if MISSING is None:  # a module of the checkout itself: a bug, with its traceback
+        raise
+    cli_main = None
+else:
+    MISSING = None
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["profile"]:
+    if args[:1] == ["profile"]:  # the standard library's alone: answered with or without the dependencies
         return hostprofile.main(args[1:])
-    try:
-        from app.cli import main as cli_main
-    except ModuleNotFoundError as e:
-        missing = missing_dependency(e)
-        if missing is None:  # a module of the checkout itself: a bug, with its traceback
-            raise
-        print(missing, file=sys.stderr)
+    if cli_main is None:
+        print(MISSING, file=sys.stderr)
         return EXIT_MISSING_DEPENDENCY
     return cli_main(argv)
 

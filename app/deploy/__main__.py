@@ -10,8 +10,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.deploy import Stop
+from app.deploy import Stop, files, gpu, models, probes, service
+from app.deploy.mode import decide
 from app.deploy.probes import base_url
+from app.deploy.summary import summary
+from app.deploy.unit import Unit
+from app.deploy.usage import HELP
+from app.settingsfiles import put_file
 
 
 def parser() -> argparse.ArgumentParser:
@@ -117,66 +122,43 @@ def parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> str | int:
     """What to print, or (status) the exit status."""
     if args.command == "help":
-        from app.deploy.usage import HELP
-
         return HELP
     if args.command == "gpu":
-        from app.deploy import gpu
-
         return gpu.shell_assignments(*gpu.check(args.nvidia_smi, cpu=args.cpu, demo=args.demo, profile=args.profile,
                                                 prog=args.prog, sudo=args.sudo))
     if args.command == "unit":
-        from app.deploy.unit import Unit
-        from app.settingsfiles import put_file
-
         version = int(args.systemd_version) if args.systemd_version.isdigit() else 999
         unit = Unit(args.prefix, args.service, args.user, args.group, args.state_dir, args.port, args.drain_s,
                     args.stop_timeout_s, args.exec_start, version)
         put_file(Path(args.write), unit.render(), args.show)
         return ""
     if args.command in ("record", "ds-config"):
-        from app.deploy import files
-
         if args.command == "record":
             files.write_record(args.etc, args.values, args.show)
         else:
             files.install_ds_config(args.etc, args.new, args.show)
         return ""
     if args.command == "summary":
-        from app.deploy.summary import summary
-
         return summary(host=args.host, port=args.port, address=args.address, prefix=args.prefix,
                        http_user=args.http_user, sudo=args.sudo,
                        dry_run=args.dry_run, took=args.took)
     if args.command == "mode":
-        from app.deploy.mode import decide
-
         return decide(args.asked, args.user, args.prefix, args.prog, args.args, args.show)
     if args.command == "uninstall":
-        from app.deploy.files import uninstall
-
-        uninstall(args.prefix, args.state_dir, args.user, args.user_created, args.purge, args.show)
+        files.uninstall(args.prefix, args.state_dir, args.user, args.user_created, args.purge, args.show)
         return ""
     if args.command == "code":
-        from app.deploy.files import install_code
-
-        return f"    {install_code(args.repo, args.src, args.show)}\n"
+        return f"    {files.install_code(args.repo, args.src, args.show)}\n"
     if args.command in ("status", "wait"):
-        from app.deploy import service
-
         url = base_url(args.host, args.port) + "readyz"
         if args.command == "status":
             return service.status(args.mode, args.service, args.pid_file, args.log_file, url, args.state_dir)
         return service.wait_ready(url, args.wait_s, args.mode, args.service, args.pid_file, args.log_file, args.prog,
                                   args.show)
     if args.command == "models":
-        from app.deploy import models
-
         ids = dict(item.split("=", 1) for item in args.ids)
         models.fetch(ids, args.model_dir, args.venv, args.src, args.user, args.group, args.show)
         return ""
-    from app.deploy import probes
-
     if args.command == "port":
         return "    " + probes.check_port(args.host, args.port, args.ours_running, args.prog) + "\n"
     if args.command == "disk":

@@ -3,6 +3,7 @@ can the service user reach the prefix, does the installed torch work (and see th
 
 from __future__ import annotations
 
+import importlib
 import os
 import pwd
 import re
@@ -100,8 +101,9 @@ def torch_report(cpu: bool, driver: str, sudo: str) -> list[str]:
     and the code importing with this virtualenv. A failed import propagates (deploy.sh reports its last line)."""
     import torch
 
-    import app.config  # noqa: F401 - the code imports with this virtualenv
-    import launcher.config  # noqa: F401
+    # The code imports with this virtualenv: what this function is run to find out, so imported here by name.
+    importlib.import_module("app.config")
+    importlib.import_module("launcher.config")
 
     build = f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}"
     if cpu:
