@@ -205,7 +205,7 @@ def soak_memory_lines(soak: dict[str, Any]) -> list[str]:
     rows = []
     for key, g in v["gauges"].items():
         if g["pass"] is None:
-            rows.append([key, str(g["points"]), "", "", "", f"n/a: {g['why']}"])
+            rows.append([key, str(g["points"]), "", "", "", "", f"n/a: {g['why']}"])
             continue
         lo, hi = g["mib_per_24h_ci95"]
         rows.append([key, str(g["points"]), fmt(g["requests_fitted"]), fmt(g["mib_per_1k_requests"], 4),

@@ -252,6 +252,18 @@ def test_memory_verdict_calls_a_noisy_short_soak_inconclusive_and_a_clear_leak_a
     assert slow["gauges"]["process_resident_memory_bytes"]["mib_per_24h_ci95"][1] < 100 and slow["verdict"] == "PASS"
 
 
+def test_the_report_shows_judged_and_unjudged_gauges_side_by_side():
+    from bench.report import soak_memory_lines
+
+    rows = _soak(0.0)
+    rows = [(t, {**g, "wenmo_gpu_memory_used_bytes": 1.0} if t < 20 else g, n) for t, g, n in rows]  # 2 GPU samples
+    verdict = prometheus.memory_verdict(rows, 30, 100.0, 100, series="settled")
+    soak = {"memory": prometheus.memory_trend(rows), "verdict": verdict, "settled_samples": rows, "paused_s": 12.0}
+    text = "\n".join(soak_memory_lines(soak))
+    assert "n/a: fewer than 3 samples" in text  # the GPU gauge: too few samples after the warm-up
+    assert "PASS" in text and "20 settled samples" in text and "settled samples) after a 30 s warm-up" in text
+
+
 def test_memory_verdict_without_enough_samples_is_not_a_pass():
     v = prometheus.memory_verdict(_soak(0.0, n=4), warmup_s=30, rate_rps=100.0, budget_mib_per_day=100)
     g = v["gauges"]["process_resident_memory_bytes"]

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -43,7 +45,7 @@ def test_soak_command_sends_every_kind_and_judges_the_memory_rate(tmp_path):
     assert v["series"] == "settled" and rss["points"] == sum(t >= 3 for t, _g, _n in settled)
     assert settled[-1][2] == st["requests"] and st["paused_s"] > 0
     assert v["rate_rps"] == st["rate_under_load_rps"] > st["attempted_rps"]
-    assert rss["mib_per_24h"] == rss["fit"]["slope_mib_per_request"] * v["rate_rps"] * 86400
+    assert rss["mib_per_24h"] == pytest.approx(rss["fit"]["slope_mib_per_request"] * v["rate_rps"] * 86400)
     assert r["pass"] == (rss["pass"] and all(g["pass"] is not False for g in v["gauges"].values()))
     assert "soak memory verdict" in text and "MiB / 24 h" in text and "settled samples" in text and "heap" not in r
     assert png.stat().st_size > 10_000
