@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import random
 import socket
 import time
@@ -51,6 +52,7 @@ SCHEMA = "wenmo-loadtest/1"
 BUSY_STATUSES = (429, 503)
 ENGINE_HEADER = "X-Wenmo-Engine-Ms"
 OVERHEAD_TARGET_MS = 15.0
+STAGE_NAMES = ("baseline", "ramp", "soak", "mixed")
 KINDS = ("vectors", "similarity", "rerank", "nlu", "ui", "metrics", "badlogin")
 DEFAULT_MIX = "vectors=6,similarity=3,nlu=1"
 DEFAULT_SOAK_MIX = "vectors=4,similarity=2,rerank=1,nlu=1,ui=1,metrics=1"
@@ -104,15 +106,15 @@ class Outcome:
 
 
 # ---- pure pieces ------------------------------------------------------------------------------------------
-def check_url(url: str, allow_remote: bool) -> str:
+def check_url(url: str, allow_remote: bool, flag: str = "--url", remote_switch: str = "--allow-remote") -> str:
     """The URL without a trailing slash; an InputError unless it is http(s) on a loopback address."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError(f"--url {url!r}: give an http:// or https:// URL such as http://127.0.0.1:7860")
+        raise InputError(f"{flag} {url!r}: give an http:// or https:// URL such as http://127.0.0.1:7860")
     if not allow_remote and not is_loopback(parts.hostname):
         raise InputError(
-            f"--url {url!r}: {parts.hostname} is not a loopback address; a load test against another machine "
-            "needs --allow-remote (and that machine's owner's consent)"
+            f"{flag} {url!r}: {parts.hostname} is not a loopback address; a load test against another machine "
+            f"needs {remote_switch} (and that machine's owner's consent)"
         )
     return url.rstrip("/")
 
@@ -300,6 +302,31 @@ def _valid_body(kind: str, body: Any, sent: dict[str, Any]) -> str:  # noqa: ANN
     return ""
 
 
+def judge(kind: str, status: int, text: str, sent: dict[str, Any]) -> tuple[str, str]:
+    """(category, detail) of an answer: ok | busy | error, and for an error what was wrong. The httpx client and
+    the locustfile judge answers alike through this."""
+    category = classify(status)
+    if kind == "badlogin":  # refused is the answer wanted; accepted would be a hole
+        if status == 401:
+            return "ok", ""
+        if 200 <= status < 300:
+            return "error", "a wrong password was accepted"
+        return category, f"HTTP {status}" if category == "error" else ""
+    if category == "error":
+        return category, f"HTTP {status}"
+    if category == "busy":
+        return category, ""
+    if kind == "ui":
+        return ("ok", "") if text.startswith("event: complete") else ("error", "UI event did not complete")
+    if kind == "metrics":
+        return ("ok", "") if "wenmo_" in text else ("error", "GET /metrics without wenmo_ series")
+    try:
+        detail = _valid_body(kind, json.loads(text), sent)
+    except ValueError:
+        detail = "2xx body is not JSON"
+    return ("error", detail) if detail else ("ok", "")
+
+
 # ---- the async engine ------------------------------------------------------------------------------------------
 def open_client(url: str, auth: tuple[str, str] | None, users: int, timeout_s: float):  # noqa: ANN201
     """An httpx.AsyncClient for `users` closed-loop users: a keep-alive connection each (and a few spare), every
@@ -398,27 +425,8 @@ class LoadTester:
         except httpx.HTTPError as e:
             return Outcome(kind, "error", None, time.perf_counter() - start, start - t0, detail=type(e).__name__)
         latency = time.perf_counter() - start
-        category = classify(r.status_code)
-        detail = ""
-        if kind == "badlogin":  # refused is the answer wanted; accepted would be a hole
-            category, detail = ("ok", "") if r.status_code == 401 else (category, "")
-            if 200 <= r.status_code < 300:
-                category, detail = "error", "a wrong password was accepted"
-        elif category == "ok" and kind == "ui":
-            if not r.text.startswith("event: complete"):
-                category, detail = "error", "UI event did not complete"
-        elif category == "ok" and kind == "metrics":
-            if "wenmo_" not in r.text:
-                category, detail = "error", "GET /metrics without wenmo_ series"
-        elif category == "ok":
-            try:
-                detail = _valid_body(kind, r.json(), body)
-            except ValueError:
-                detail = "2xx body is not JSON"
-            if detail:
-                category = "error"
-        elif category == "error":
-            detail = f"HTTP {r.status_code}"
+        category, detail = judge(kind, r.status_code, r.text, body)
+        if category == "error" and kind != "badlogin" and not 200 <= r.status_code < 300:
             sample = f"{kind} {path}: HTTP {r.status_code} {r.text[:200]!r}"
             if sample in self.error_samples or len(self.error_samples) < 20:
                 self.error_samples[sample] = self.error_samples.get(sample, 0) + 1
