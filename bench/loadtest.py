@@ -37,16 +37,21 @@ import ipaddress
 import json
 import random
 import socket
+import tempfile
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from app.errors import InputError, ModelUnavailableError
 from bench import workload as wl
 from bench.prometheus import MIN_FIT_POINTS, memory_gauges, memory_trend, memory_verdict
 from bench.stats import percentile
+
+if TYPE_CHECKING:
+    from bench.locustrun import LocustRun
 
 SCHEMA = "wenmo-loadtest/1"
 BUSY_STATUSES = (429, 503)
@@ -405,7 +410,8 @@ class LoadTester:
         self.url = check_url(opts.url, opts.allow_remote)
         self.auth = auth
         self.requests = Requests(opts.seed, opts.model, opts.candidates)
-        self.error_samples: dict[str, int] = {}  # distinct error answers → how many times
+        self.error_samples: dict[str, int] = {}  # distinct error answers → how many times (the soak's)
+        self.locust_samples: list[str] = []  # the same from the locust runs
 
     def client(self, users: int):  # noqa: ANN201
         return open_client(self.url, self.auth, users, self.opts.request_timeout_s)
@@ -613,6 +619,8 @@ class LoadTester:
         return out
 
     async def run(self) -> dict[str, Any]:
+        from bench.locustrun import locust_version, overhead, plan_env, stage_entry, summary
+
         o = self.opts
         mix = parse_mix(o.mix)
         parse_mix(o.soak_mix, "--soak-mix")  # a mistake fails now, not after the ramp
@@ -629,15 +637,22 @@ class LoadTester:
                          "ui": "the Vectors tab's event (POST /gradio_api/call/embed + its stream), one text",
                          "metrics": "GET /metrics",
                          "badlogin": "a wrong password from an address in 198.18.0.0/15 (X-Forwarded-For)"},
+            "load_generator": {"baseline, ramp, mixed": f"locust {locust_version()} (bench/locustfile.py, headless)",
+                               "soak": "httpx asyncio closed loops (pauses for settled samples)"},
             "stages": {},
         }
         stages = report["stages"]
         async with self.client(max(steps_users + [o.users, o.soak_users, 1])) as client:
             await self.wait_ready(client)
+            first = [name for name in ("baseline", "ramp") if name in o.stages]
+            if first:  # one locust run for both: one start-up
+                run = await asyncio.to_thread(self.locust, plan_env(
+                    stages=first, users=o.users, ramp_steps=steps_users, baseline_s=o.baseline_s,
+                    baseline_requests=o.baseline_requests, step_s=o.step_s, step_requests=o.step_requests))
             if "baseline" in o.stages:
-                outs, el = await self.run_stage(client, 1, o.baseline_s, o.baseline_requests, {"vectors_short": 1}, 0)
-                stages["baseline"] = {"kind": "vectors_short", **summarize(outs, 1, el)}
-                report["overhead"] = server_overhead(outs)
+                stages["baseline"] = {"kind": "vectors_short",
+                                      **summary(run, stage_entry(run, "baseline"), ["vectors_short"])}
+                report["overhead"] = overhead(run)
             else:
                 stages["baseline"] = {"skipped": "not in --stages"}
                 report["overhead"] = {"overhead_ms": None, "note": "baseline stage not run", "target_ms":
@@ -645,9 +660,8 @@ class LoadTester:
             safe = None
             if "ramp" in o.stages:
                 steps = []
-                for i, n in enumerate(steps_users):
-                    outs, el = await self.run_stage(client, n, o.step_s, o.step_requests, {"vectors": 1}, 100 + i)
-                    step = summarize(outs, n, el)
+                for n in steps_users:
+                    step = summary(run, stage_entry(run, f"ramp-{n}"), ["vectors"])
                     step["passes"] = step_passes(step, o.p95_target_ms)
                     steps.append(step)
                 safe = safe_concurrency(steps, o.p95_target_ms)
@@ -659,18 +673,30 @@ class LoadTester:
                 stages["soak"] = await self.soak(client, fixed)
             else:
                 stages["soak"] = {"skipped": "not in --stages"}
-            if "mixed" in o.stages:
-                outs, el = await self.run_stage(client, fixed, o.mixed_s, o.mixed_requests, mix, 4)
-                by_kind = {}
-                for kind in mix:
-                    mine = [x for x in outs if x.kind == kind]
-                    by_kind[kind] = summarize(mine, fixed, el)
+            if "mixed" in o.stages:  # after the soak: its users are the safe concurrency the ramp found
+                run = await asyncio.to_thread(self.locust, plan_env(
+                    stages="mixed", users=fixed, soak_users=fixed, mixed_users=fixed, mixed_s=o.mixed_s,
+                    mixed_requests=o.mixed_requests, mix=o.mix))
+                entry = stage_entry(run, "mixed")
                 stages["mixed"] = {"kind": "mixed", "mix": {k: round(v, 4) for k, v in mix.items()},
-                                   **summarize(outs, fixed, el), "by_kind": by_kind}
+                                   **summary(run, entry, list(mix)),
+                                   "by_kind": {kind: summary(run, entry, [kind]) for kind in mix}}
             else:
                 stages["mixed"] = {"skipped": "not in --stages"}
-        report["error_samples"] = [f"{n}× {s}" for s, n in self.error_samples.items()]
+        report["error_samples"] = [f"{n}× {s}" for s, n in self.error_samples.items()] + self.locust_samples
         return report
+
+    def locust(self, plan: dict[str, str]) -> LocustRun:
+        """One headless locust run of `plan` (WENMO_LOCUST_* variables) against this URL, read back."""
+        from bench.locustrun import error_samples, plan_env, plan_from_env, run_locust, stage_seconds
+
+        o = self.opts
+        plan = {**plan, **plan_env(seed=o.seed, model=o.model, request_timeout_s=o.request_timeout_s)}
+        timeout = stage_seconds(plan_from_env(plan)) + o.request_timeout_s + 60  # + start-up and shut-down
+        with tempfile.TemporaryDirectory(prefix="wenmo-locust-") as out:
+            run = run_locust(self.url, plan, self.auth, Path(out), timeout, o.allow_remote)
+        self.locust_samples += error_samples(run)
+        return run
 
 
 def run(opts: LoadOptions, auth: tuple[str, str] | None) -> dict[str, Any]:

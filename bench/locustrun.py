@@ -43,7 +43,6 @@ from bench.loadtest import (
     ramp_users,
     server_overhead,
 )
-from bench.stats import percentile
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 PREFIX = "WENMO_LOCUST_"
@@ -115,7 +114,8 @@ def request_name(label: str, kind: str, category: str) -> str:
 
 
 def busy_message(status: int, retry_after: str | None) -> str:
-    return f"HTTP {status} (Retry-After {retry_after})" if retry_after is not None else f"HTTP {status} (no Retry-After)"
+    hint = f"Retry-After {retry_after}" if retry_after is not None else "no Retry-After"
+    return f"HTTP {status} ({hint})"
 
 
 # ---- the subprocess ---------------------------------------------------------------------------------------------
@@ -126,6 +126,16 @@ class LocustRun:
     timeline: list[dict[str, Any]]  # per stage: label, users, start, end (epoch seconds), ended (time | cap)
     records: list[dict[str, Any]]  # the locustfile's per-request engine times and error samples
     log: str
+
+
+def locust_version() -> str:
+    """The installed locust's version, read from its metadata (importing it would patch this process)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("locust")
+    except PackageNotFoundError:
+        raise InputError("locust is not installed: pip install -r requirements.txt") from None
 
 
 def locust_command(url: str, out: Path) -> list[str]:
