@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,35 @@ def test_summary_counts_busy_and_errors_apart_and_times_the_stage():
     assert capped["elapsed_s"] == 5.0  # a capped stage ends with its last answer, not at the next tick
     timed = summary(run, {"label": "ramp-2", "users": 2, "start": 100.0, "end": 108.0, "ended": "time"}, ["vectors"])
     assert timed["elapsed_s"] == 8.0
+
+
+def test_web_ui_runs_the_shape(tmp_path):
+    import httpx
+
+    port = free_port()
+    with StubServer(service_s=0.01) as stub:
+        ui = subprocess.Popen(
+            [*LOCUST, "--host", stub.url, "--web-host", "127.0.0.1", "--web-port", str(port), "--loglevel", "WARNING"],
+            cwd=ROOT, env=env(stages="baseline,ramp", ramp_steps="2", baseline_requests="5", step_requests="6"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10) as web:
+                for _ in range(100):  # the UI comes up within a few seconds
+                    with contextlib.suppress(httpx.HTTPError):
+                        if web.get("/").status_code == 200:
+                            break
+                    time.sleep(0.2)
+                started = web.post("/swarm", data={"user_count": 1, "spawn_rate": 1, "host": stub.url}).json()
+                assert started["success"] and "WenmoStages" in started["message"]
+                for _ in range(100):  # both stages end at their caps; the UI then shows the stopped test
+                    stats = web.get("/stats/requests").json()
+                    if stats["state"] == "stopped":
+                        break
+                    time.sleep(0.2)
+        finally:
+            ui.terminate()
+            ui.wait(timeout=30)
+        served = stub.served["/v1/embeddings"]
+    counts = {s["name"]: s["num_requests"] for s in stats["stats"]}
+    assert stats["state"] == "stopped", stats["state"]
+    assert counts["baseline vectors_short"] == 5 and counts["ramp-2 vectors"] == 6 and served == 11
