@@ -34,23 +34,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import random
 import socket
+import tempfile
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from app.errors import InputError, ModelUnavailableError
 from bench import workload as wl
 from bench.prometheus import MIN_FIT_POINTS, memory_gauges, memory_trend, memory_verdict
 from bench.stats import percentile
 
+if TYPE_CHECKING:
+    from bench.locustrun import LocustRun
+
 SCHEMA = "wenmo-loadtest/1"
 BUSY_STATUSES = (429, 503)
 ENGINE_HEADER = "X-Wenmo-Engine-Ms"
 OVERHEAD_TARGET_MS = 15.0
+STAGE_NAMES = ("baseline", "ramp", "soak", "mixed")
 KINDS = ("vectors", "similarity", "rerank", "nlu", "ui", "metrics", "badlogin")
 DEFAULT_MIX = "vectors=6,similarity=3,nlu=1"
 DEFAULT_SOAK_MIX = "vectors=4,similarity=2,rerank=1,nlu=1,ui=1,metrics=1"
@@ -104,15 +111,15 @@ class Outcome:
 
 
 # ---- pure pieces ------------------------------------------------------------------------------------------
-def check_url(url: str, allow_remote: bool) -> str:
+def check_url(url: str, allow_remote: bool, flag: str = "--url", remote_switch: str = "--allow-remote") -> str:
     """The URL without a trailing slash; an InputError unless it is http(s) on a loopback address."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError(f"--url {url!r}: give an http:// or https:// URL such as http://127.0.0.1:7860")
+        raise InputError(f"{flag} {url!r}: give an http:// or https:// URL such as http://127.0.0.1:7860")
     if not allow_remote and not is_loopback(parts.hostname):
         raise InputError(
-            f"--url {url!r}: {parts.hostname} is not a loopback address; a load test against another machine "
-            "needs --allow-remote (and that machine's owner's consent)"
+            f"{flag} {url!r}: {parts.hostname} is not a loopback address; a load test against another machine "
+            f"needs {remote_switch} (and that machine's owner's consent)"
         )
     return url.rstrip("/")
 
@@ -300,6 +307,31 @@ def _valid_body(kind: str, body: Any, sent: dict[str, Any]) -> str:  # noqa: ANN
     return ""
 
 
+def judge(kind: str, status: int, text: str, sent: dict[str, Any]) -> tuple[str, str]:
+    """(category, detail) of an answer: ok | busy | error, and for an error what was wrong. The httpx client and
+    the locustfile judge answers alike through this."""
+    category = classify(status)
+    if kind == "badlogin":  # refused is the answer wanted; accepted would be a hole
+        if status == 401:
+            return "ok", ""
+        if 200 <= status < 300:
+            return "error", "a wrong password was accepted"
+        return category, f"HTTP {status}" if category == "error" else ""
+    if category == "error":
+        return category, f"HTTP {status}"
+    if category == "busy":
+        return category, ""
+    if kind == "ui":
+        return ("ok", "") if text.startswith("event: complete") else ("error", "UI event did not complete")
+    if kind == "metrics":
+        return ("ok", "") if "wenmo_" in text else ("error", "GET /metrics without wenmo_ series")
+    try:
+        detail = _valid_body(kind, json.loads(text), sent)
+    except ValueError:
+        detail = "2xx body is not JSON"
+    return ("error", detail) if detail else ("ok", "")
+
+
 # ---- the async engine ------------------------------------------------------------------------------------------
 def open_client(url: str, auth: tuple[str, str] | None, users: int, timeout_s: float):  # noqa: ANN201
     """An httpx.AsyncClient for `users` closed-loop users: a keep-alive connection each (and a few spare), every
@@ -378,7 +410,8 @@ class LoadTester:
         self.url = check_url(opts.url, opts.allow_remote)
         self.auth = auth
         self.requests = Requests(opts.seed, opts.model, opts.candidates)
-        self.error_samples: dict[str, int] = {}  # distinct error answers → how many times
+        self.error_samples: dict[str, int] = {}  # distinct error answers → how many times (the soak's)
+        self.locust_samples: list[str] = []  # the same from the locust runs
 
     def client(self, users: int):  # noqa: ANN201
         return open_client(self.url, self.auth, users, self.opts.request_timeout_s)
@@ -398,27 +431,8 @@ class LoadTester:
         except httpx.HTTPError as e:
             return Outcome(kind, "error", None, time.perf_counter() - start, start - t0, detail=type(e).__name__)
         latency = time.perf_counter() - start
-        category = classify(r.status_code)
-        detail = ""
-        if kind == "badlogin":  # refused is the answer wanted; accepted would be a hole
-            category, detail = ("ok", "") if r.status_code == 401 else (category, "")
-            if 200 <= r.status_code < 300:
-                category, detail = "error", "a wrong password was accepted"
-        elif category == "ok" and kind == "ui":
-            if not r.text.startswith("event: complete"):
-                category, detail = "error", "UI event did not complete"
-        elif category == "ok" and kind == "metrics":
-            if "wenmo_" not in r.text:
-                category, detail = "error", "GET /metrics without wenmo_ series"
-        elif category == "ok":
-            try:
-                detail = _valid_body(kind, r.json(), body)
-            except ValueError:
-                detail = "2xx body is not JSON"
-            if detail:
-                category = "error"
-        elif category == "error":
-            detail = f"HTTP {r.status_code}"
+        category, detail = judge(kind, r.status_code, r.text, body)
+        if category == "error" and kind != "badlogin" and not 200 <= r.status_code < 300:
             sample = f"{kind} {path}: HTTP {r.status_code} {r.text[:200]!r}"
             if sample in self.error_samples or len(self.error_samples) < 20:
                 self.error_samples[sample] = self.error_samples.get(sample, 0) + 1
@@ -605,6 +619,8 @@ class LoadTester:
         return out
 
     async def run(self) -> dict[str, Any]:
+        from bench.locustrun import locust_version, overhead, plan_env, stage_entry, summary
+
         o = self.opts
         mix = parse_mix(o.mix)
         parse_mix(o.soak_mix, "--soak-mix")  # a mistake fails now, not after the ramp
@@ -621,15 +637,22 @@ class LoadTester:
                          "ui": "the Vectors tab's event (POST /gradio_api/call/embed + its stream), one text",
                          "metrics": "GET /metrics",
                          "badlogin": "a wrong password from an address in 198.18.0.0/15 (X-Forwarded-For)"},
+            "load_generator": {"baseline, ramp, mixed": f"locust {locust_version()} (bench/locustfile.py, headless)",
+                               "soak": "httpx asyncio closed loops (pauses for settled samples)"},
             "stages": {},
         }
         stages = report["stages"]
         async with self.client(max(steps_users + [o.users, o.soak_users, 1])) as client:
             await self.wait_ready(client)
+            first = [name for name in ("baseline", "ramp") if name in o.stages]
+            if first:  # one locust run for both: one start-up
+                run = await asyncio.to_thread(self.locust, plan_env(
+                    stages=first, users=o.users, ramp_steps=steps_users, baseline_s=o.baseline_s,
+                    baseline_requests=o.baseline_requests, step_s=o.step_s, step_requests=o.step_requests))
             if "baseline" in o.stages:
-                outs, el = await self.run_stage(client, 1, o.baseline_s, o.baseline_requests, {"vectors_short": 1}, 0)
-                stages["baseline"] = {"kind": "vectors_short", **summarize(outs, 1, el)}
-                report["overhead"] = server_overhead(outs)
+                stages["baseline"] = {"kind": "vectors_short",
+                                      **summary(run, stage_entry(run, "baseline"), ["vectors_short"])}
+                report["overhead"] = overhead(run)
             else:
                 stages["baseline"] = {"skipped": "not in --stages"}
                 report["overhead"] = {"overhead_ms": None, "note": "baseline stage not run", "target_ms":
@@ -637,9 +660,8 @@ class LoadTester:
             safe = None
             if "ramp" in o.stages:
                 steps = []
-                for i, n in enumerate(steps_users):
-                    outs, el = await self.run_stage(client, n, o.step_s, o.step_requests, {"vectors": 1}, 100 + i)
-                    step = summarize(outs, n, el)
+                for n in steps_users:
+                    step = summary(run, stage_entry(run, f"ramp-{n}"), ["vectors"])
                     step["passes"] = step_passes(step, o.p95_target_ms)
                     steps.append(step)
                 safe = safe_concurrency(steps, o.p95_target_ms)
@@ -651,18 +673,30 @@ class LoadTester:
                 stages["soak"] = await self.soak(client, fixed)
             else:
                 stages["soak"] = {"skipped": "not in --stages"}
-            if "mixed" in o.stages:
-                outs, el = await self.run_stage(client, fixed, o.mixed_s, o.mixed_requests, mix, 4)
-                by_kind = {}
-                for kind in mix:
-                    mine = [x for x in outs if x.kind == kind]
-                    by_kind[kind] = summarize(mine, fixed, el)
+            if "mixed" in o.stages:  # after the soak: its users are the safe concurrency the ramp found
+                run = await asyncio.to_thread(self.locust, plan_env(
+                    stages="mixed", users=fixed, soak_users=fixed, mixed_users=fixed, mixed_s=o.mixed_s,
+                    mixed_requests=o.mixed_requests, mix=o.mix))
+                entry = stage_entry(run, "mixed")
                 stages["mixed"] = {"kind": "mixed", "mix": {k: round(v, 4) for k, v in mix.items()},
-                                   **summarize(outs, fixed, el), "by_kind": by_kind}
+                                   **summary(run, entry, list(mix)),
+                                   "by_kind": {kind: summary(run, entry, [kind]) for kind in mix}}
             else:
                 stages["mixed"] = {"skipped": "not in --stages"}
-        report["error_samples"] = [f"{n}× {s}" for s, n in self.error_samples.items()]
+        report["error_samples"] = [f"{n}× {s}" for s, n in self.error_samples.items()] + self.locust_samples
         return report
+
+    def locust(self, plan: dict[str, str]) -> LocustRun:
+        """One headless locust run of `plan` (WENMO_LOCUST_* variables) against this URL, read back."""
+        from bench.locustrun import error_samples, plan_env, plan_from_env, run_locust, stage_seconds
+
+        o = self.opts
+        plan = {**plan, **plan_env(seed=o.seed, model=o.model, request_timeout_s=o.request_timeout_s)}
+        timeout = stage_seconds(plan_from_env(plan)) + o.request_timeout_s + 60  # + start-up and shut-down
+        with tempfile.TemporaryDirectory(prefix="wenmo-locust-") as out:
+            run = run_locust(self.url, plan, self.auth, Path(out), timeout, o.allow_remote)
+        self.locust_samples += error_samples(run)
+        return run
 
 
 def run(opts: LoadOptions, auth: tuple[str, str] | None) -> dict[str, Any]:

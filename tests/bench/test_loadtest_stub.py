@@ -1,5 +1,6 @@
 """The load generator against a stub server whose behaviour is known: stage logic, safe concurrency,
-busy-versus-error counting, the memory trend and the overhead figure, checked with values."""
+busy-versus-error counting, the memory trend and the overhead figure, checked with values. Baseline, ramp and
+mixed run through locust (bench/locustfile.py, a subprocess); the soak through the httpx client."""
 
 from __future__ import annotations
 
@@ -189,7 +190,8 @@ def test_every_loop_stops_by_itself():
 def test_waits_for_readiness_and_refuses_bad_credentials():
     with StubServer(ready_after_polls=2) as stub:
         r = run(opts(stub.url, baseline_requests=2), AUTH)
-        assert stub.ready_polls == 3 and r["stages"]["baseline"]["ok"] == 2
+        # Three polls by loadtest's own wait, one by the locustfile's check before its run.
+        assert stub.ready_polls == 4 and r["stages"]["baseline"]["ok"] == 2
         with pytest.raises(InputError, match="WENMO_AUTH"):
             run(opts(stub.url), ("u", "wrong"))
 
@@ -244,3 +246,13 @@ def test_outer_bound_cancels_a_stuck_user():
     assert answered == 0 and elapsed < stub.service_s
     assert outcomes and all(o.category == "error" and o.detail == "timeout" for o in outcomes)
     assert MIB == 1 << 20
+
+
+def test_locust_runs_in_its_own_process_never_in_this_one():
+    # Locust patches the whole process for gevent on import; loadtest must leave that to its child.
+    with StubServer() as stub:
+        r = run(opts(stub.url, stages=("baseline", "mixed"), baseline_requests=3, soak_users=1, mixed_requests=4,
+                     mix="vectors=1"), AUTH)
+    assert r["stages"]["baseline"]["ok"] == 3 and r["stages"]["mixed"]["requests"] == 4
+    assert r["load_generator"]["baseline, ramp, mixed"].startswith("locust ")
+    assert "locust" not in sys.modules and "gevent" not in sys.modules
