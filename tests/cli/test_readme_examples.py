@@ -1,11 +1,12 @@
 """README.md's shell examples, run as written, so the README cannot drift from the code (issue 13).
 
-Every fenced block in the sections below is `bash` (or `python`, not run here: an untyped block cannot hide a shell
-example). Each command in a bash block runs through the installed `wenmo` (the virtualenv's bin/ first on PATH) in
-a folder holding the files the examples name (texts.txt, candidates.txt, requests.jsonl). The model ids they name
-are served from a model cache that holds the tiny checkpoints under those ids, as a finished download leaves it
-(no hub here); `--demo` commands use the same tiny models. The curl examples run against a real `--demo` server
-with the user the README shows (alice:secret), http://HOST:7860 pointing at it, and curl failing on an HTTP error.
+Every fenced block in the sections below is `bash` (or `python`, `ini`, `http`: shown, not run; an untyped block
+cannot hide a shell example). The Quick start's two commands are run by tests/deploy/test_deploy.py. Each command in
+a bash block runs through the installed `wenmo` (the virtualenv's bin/ first on PATH) in a folder holding the files
+the examples name (texts.txt, candidates.txt, requests.jsonl). The model ids they name are served from a model cache
+that holds the tiny checkpoints under those ids, as a finished download leaves it (no hub here); `--demo` commands
+use the same tiny models. The curl examples run against a real `--demo` server with the user the README shows
+(alice:secret), http://HOST:7860 pointing at it, and curl failing on an HTTP error.
 
 A command that cannot run here says why, visibly, in the README: `# not run by tests: <why>` at the end of its line,
 or as the first line of its block for the whole block. Every other command must exit 0, and where the README
@@ -32,7 +33,8 @@ from server_harness import WenmoServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-SECTIONS = ("The shell CLI", "Universal NLU", "The web app", "The launcher", "Measuring")
+SECTIONS = ("The shell CLI", "Universal NLU", "The web app", "Deploying", "The launcher", "Measuring")
+NOT_SHELL = ("python", "ini", "http")  # blocks of these languages are shown, not run
 NOT_RUN = "not run by tests:"
 CURL_USER = "alice:secret"
 # What the examples read: a few texts, candidates for similarity, NLU requests (one with a blank line between).
@@ -86,8 +88,8 @@ def examples(readme: str) -> list[Example]:
         if not title.startswith(SECTIONS):
             continue
         for language, body in fenced_blocks(lines):
-            assert language in ("bash", "python"), f"README {title!r}, line {body[0][0]}: a ``` block without bash " \
-                "or python: mark shell examples ```bash so that this test runs them"
+            assert language == "bash" or language in NOT_SHELL, f"README {title!r}, line {body[0][0]}: a ``` block " \
+                f"without bash or one of {NOT_SHELL}: mark shell examples ```bash so that this test runs them"
             if language != "bash":
                 continue
             whole_block = ""
