@@ -170,6 +170,9 @@ def test_a_command_stops_its_engine_workers_before_it_returns(tiny_dirs, tmp_pat
     else:
         argv = ["similarity", "--embed-model", str(tiny_dirs["embed"]), "--cross-model", str(tiny_dirs["cross"]),
                 "--source", "北京", "--input", str(texts)]
+    def workers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("wenmo-") and t.name.endswith("-worker")}
+
+    before = workers()  # other tests' services in this process may still hold theirs
     assert main(argv) == 0
-    workers = [t.name for t in threading.enumerate() if t.name.startswith("wenmo-") and t.name.endswith("-worker")]
-    assert workers == []
+    assert [t.name for t in workers() - before] == []
