@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -93,20 +94,25 @@ def errors_table(ctx: ServerContext) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=ERROR_COLUMNS)
 
 
+def json_objects(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The JSON objects of JSON-lines text; a torn or foreign line is skipped (the launcher's files are appended
+    while read)."""
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            yield obj
+
+
 def read_events(path: Path, limit: int = HISTORY_ROWS) -> list[dict[str, Any]]:
     """The newest launcher events that tell the restart story; a torn last line is skipped."""
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return []
-    events = []
-    for line in lines:
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict) and obj.get("event") in HISTORY_EVENTS:
-            events.append(obj)
+    events = [obj for obj in json_objects(lines) if obj.get("event") in HISTORY_EVENTS]
     return events[-limit:]
 
 
@@ -159,12 +165,8 @@ def read_memory_samples(path: Path, since: float) -> list[dict[str, Any]]:
     if size > MEMORY_TAIL_BYTES:
         lines = lines[1:]  # began mid-line
     samples = []
-    for line in lines:
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        t = epoch(obj.get("ts")) if isinstance(obj, dict) else None
+    for obj in json_objects(lines):
+        t = epoch(obj.get("ts"))
         if t is None or t < since or not isinstance(obj.get("used_mib"), int | float):
             continue
         obj["t"] = t
