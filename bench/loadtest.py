@@ -542,7 +542,7 @@ class LoadTester:
         samples: list[tuple[float, dict[str, float], int]] = []
         settled: list[tuple[float, dict[str, float], int]] = []
         outcomes: list[Outcome] = []
-        failed, paused = 0, 0.0
+        failed = 0
         pauses: list[tuple[float, float]] = []
         t0 = time.perf_counter()
         stop = asyncio.Event()
@@ -582,7 +582,6 @@ class LoadTester:
                 settled.append((time.perf_counter() - t0, g, len(outcomes)))
 
         async def settle(gate: Gate) -> None:
-            nonlocal paused
             while await every(self.opts.settle_every_s):
                 began = time.perf_counter()
                 try:
@@ -592,7 +591,6 @@ class LoadTester:
                     pass  # a request outlived its own timeout: no quiet moment this time
                 finally:
                     gate.release()
-                    paused += time.perf_counter() - began
                     pauses.append((began - t0, time.perf_counter() - t0))
 
         helpers = [asyncio.ensure_future(poll())]
@@ -608,6 +606,7 @@ class LoadTester:
         if gate is not None:
             await settled_sample()
             pauses.append((elapsed, time.perf_counter() - t0))
+        paused = sum(end - start for start, end in pauses if start < elapsed)  # within the load, not the last wait
         return {"outcomes": outcomes, "elapsed_s": elapsed, "paused_s": paused, "pauses": pauses, "samples": samples,
                 "settled": settled, "scrapes_failed": failed}
 
