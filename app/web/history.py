@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 INTERVAL_S = 10.0
 WINDOW_S = 3600.0
 POINTS = int(WINDOW_S / INTERVAL_S) + 1
-# A partial interval shorter than this is left out of the "live" point: its rate would be mostly noise.
+# A partial interval shorter than this is not a point of its own (its rate would be mostly noise): it is folded
+# into the last sampled point, so what it counted is never left out.
 MIN_LIVE_S = 1.0
 BOUNDS = (*BUCKETS_S, math.inf)  # the histograms' upper bounds, +Inf last
 
@@ -201,14 +202,19 @@ class History:
             self.memory.append(MemoryPoint(self._wall(), used_mib, source))
 
     def traffic_window(self, window_s: float = WINDOW_S) -> list[TrafficPoint]:
-        """The points of the last `window_s`, oldest first, and a live one since the last sample (when at
-        least MIN_LIVE_S has passed), so what just happened shows before the next sample."""
+        """The points of the last `window_s`, oldest first, and a live one since the last sample, so what just
+        happened shows before the next sample. A live interval shorter than MIN_LIVE_S is folded into the last
+        sampled point instead: dropping it would lose the requests it counted (a status refresh just after a
+        sample showed 0 req/s for requests already answered)."""
         now = self._totals()
         with self._lock:
             points = [p for p in self.traffic if p.end >= now.wall - window_s]
             last = self._last
-        if now.mono - last.mono >= MIN_LIVE_S:
-            points.append(traffic_point(last, now))
+        live = traffic_point(last, now)
+        if points and live.seconds < MIN_LIVE_S:
+            points[-1] = combine((points[-1], live))
+        else:
+            points.append(live)
         return points
 
     def memory_window(self, window_s: float = WINDOW_S) -> list[MemoryPoint]:

@@ -38,13 +38,13 @@ def test_requests_show_as_a_rate_and_in_the_hour(gradio, client):
         assert client.post("/v1/embeddings", json={"input": ["今天天气很好"]}).status_code == 200
     client.get("/healthz")  # not work: must not count
     memory_plot, memory_text, traffic_plot, traffic_text = charts(gradio)
-    # The last minute's rate is shown (its value is not asserted: once, in a fresh-clone run of the whole suite, it
-    # read 0.00 right after these requests while the hour counted them — a timing edge of the live point between
-    # two samples, filed for its own issue).
-    assert figure(r"last minute: API \*\*([\d.]+) req/s", traffic_text) >= 0
+    # Not 0.00: it once read that when a refresh came within a second of a sample and the interval since was
+    # dropped with the requests it counted (tests/unit/test_history.py holds the fix).
+    assert figure(r"last minute: API \*\*([\d.]+) req/s", traffic_text) > 0
     # Other tests may add API requests of their own in between, never fewer.
     assert figure(hour, traffic_text) >= before + REQUESTS
-    assert re.search(r"last minute: .* p95 \*\*\d+ ms\*\*", traffic_text), traffic_text
+    # Milliseconds below a second, seconds above (the shared server may be slow when the whole suite runs).
+    assert re.search(r"last minute: .* p95 \*\*(\d+ ms|\d+\.\d\d s)\*\*", traffic_text), traffic_text
     # No launcher runs the shared server: the chart is the process's own memory, without a threshold.
     assert "no launcher is running this app" in memory_text and "no restart threshold" in memory_text
     assert figure(r"newest \*\*(\d+) MiB", memory_text) > 10

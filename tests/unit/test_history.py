@@ -146,7 +146,9 @@ def test_live_point_shows_what_happened_since_the_last_sample():
     for _ in range(4):
         metrics.observe_request("/v1/embeddings", "POST", 200, 0.01)
     clock.t += 0.5
-    assert [p.api for p in h.traffic_window()] == [0]  # half a second: too short to be a rate
+    # Half a second: too short to be a rate of its own, folded into the last sampled point, never dropped.
+    points = h.traffic_window()
+    assert [p.api for p in points] == [4] and points[-1].seconds == 10.5 and points[-1].end == clock.t
     clock.t += 1.5
     points = h.traffic_window()
     assert [p.api for p in points] == [0, 4] and points[-1].seconds == 2.0 and points[-1].api_per_s == 2.0
