@@ -25,6 +25,14 @@ also hears how many of its items each forward finished (`WorkScope.advance`: the
 With `across=False` (setting batch_across_requests=off) a request runs its own forwards in its own thread, as
 before the queue existed; kept for comparison (bench: `python -m app bench-batching`).
 
+Swapping the model (app/engine/swap.py): each request runs on the model it was submitted to — the adapter that
+encoded its inputs is the one whose network runs them and whose post-processing reads the results — and a
+forward only ever holds requests of one model. `install(model)` points the queue at a new model for the requests
+submitted from then on; the forward in flight finishes on the old one, requests already queued for the old one
+finish on it (taking turns with the new ones as usual), and `serves(old)` tells when none is left, so the old
+weights can be released. No request fails and none waits on a half-loaded model: the new one is loaded and warmed
+up before it is installed.
+
 The model side is `forward(payloads) -> results`, one result per payload in order (BatchModel below);
 `finish(index, result)` (optional, per request) reduces a result in the worker as soon as its forward ends — the
 NLU walk keeps its spans and drops each window's (L, L) logits there. No torch here.
@@ -66,6 +74,7 @@ class _Request:
     lengths: Sequence[int]
     finish: Finish | None
     scope: WorkScope | None
+    model: BatchModel  # the model this request was submitted to: every one of its forwards runs on it
     pending: list[int]  # item indices not yet taken by a forward, longest first
     results: list[Any]
     left: int
@@ -116,38 +125,55 @@ class WorkQueue:
         self._turns: deque[_Request] = deque()
         self._worker: threading.Thread | None = None
         self._closed = False
+        self._alone: dict[int, int] = {}  # id(model) → requests running alone on it (across=False)
 
     # ---- request side --------------------------------------------------------------------------------------
-    def run(self, payloads: Sequence[Any], lengths: Sequence[int], finish: Finish | None = None) -> list[Any]:
+    def run(self, payloads: Sequence[Any], lengths: Sequence[int], finish: Finish | None = None, *,
+            model: BatchModel | None = None) -> list[Any]:
         """Results for `payloads` in their order (each through `finish` when given). Raises what a forward
-        raised for these items, CancelledError / DeadlineExceededError when the request's scope ends first."""
+        raised for these items, CancelledError / DeadlineExceededError when the request's scope ends first.
+        `model`: the model that made the payloads (an adapter passes itself); None: the one installed now."""
         if len(payloads) != len(lengths):
             raise ValueError("one length per payload")
         if not payloads:
             return []
         if not self.across:
-            return self._run_alone(payloads, lengths, finish)
+            return self._run_alone(payloads, lengths, finish, model or self.model)
         scope = current_scope()
         if scope is not None:
             scope.check()
         order = sorted(range(len(payloads)), key=lambda i: -lengths[i])
-        req = _Request(payloads, lengths, finish, scope, order, [None] * len(payloads), len(payloads))
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"the {self.name} queue is closed")
+            req = _Request(payloads, lengths, finish, scope, model or self.model, order, [None] * len(payloads),
+                           len(payloads))
             self._turns.append(req)
             self._ensure_worker()
-            self._lock.notify()
+            self._lock.notify_all()  # the worker (wait_released waits on this condition too)
         req.done.wait()
         if req.error is not None:
             raise req.error
         return req.results
 
-    def _run_alone(self, payloads: Sequence[Any], lengths: Sequence[int], finish: Finish | None) -> list[Any]:
+    def _run_alone(self, payloads: Sequence[Any], lengths: Sequence[int], finish: Finish | None,
+                   model: BatchModel) -> list[Any]:
         scope = current_scope()
+        with self._lock:
+            self._alone[id(model)] = self._alone.get(id(model), 0) + 1
+        try:
+            return self._run_alone_on(model, payloads, lengths, finish, scope)
+        finally:
+            with self._lock:
+                self._alone[id(model)] -= 1
+                if not self._alone[id(model)]:
+                    del self._alone[id(model)]
+                self._lock.notify_all()
 
+    def _run_alone_on(self, model: BatchModel, payloads: Sequence[Any], lengths: Sequence[int], finish: Finish | None,
+                      scope: WorkScope | None) -> list[Any]:
         def run(batch: list[int]) -> list[Any]:
-            out = self.model.forward_batch([payloads[i] for i in batch])
+            out = model.forward_batch([payloads[i] for i in batch])
             done = [finish(i, r) if finish else r for i, r in zip(batch, out, strict=True)]
             if scope is not None:
                 scope.advance(len(batch))
@@ -161,6 +187,26 @@ class WorkQueue:
         """Requests with items queued or in the forward now running."""
         with self._lock:
             return len(self._turns)
+
+    def install(self, model: BatchModel) -> BatchModel:
+        """Point the queue at `model` for every request submitted from now on; returns the model it replaces.
+        The forward in flight and the requests already queued finish on the model they were submitted to."""
+        with self._lock:
+            old, self.model = self.model, model
+            return old
+
+    def serves(self, model: BatchModel) -> bool:
+        """Whether any request (queued, in a forward, or running alone) is still on `model`."""
+        with self._lock:
+            return self._serves(model)
+
+    def _serves(self, model: BatchModel) -> bool:
+        return id(model) in self._alone or any(r.model is model for r in self._turns)
+
+    def wait_released(self, model: BatchModel, timeout_s: float | None = None) -> bool:
+        """Block until no request is on `model` (True), or `timeout_s` passes (False)."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._serves(model), timeout_s)
 
     def close(self) -> None:
         """Stop the worker once the queue is empty (tests; the server's process exit needs nothing)."""
@@ -205,6 +251,7 @@ class WorkQueue:
         # A failed request leaves the line at once; its items still in a running forward are skipped when that
         # forward delivers. A request whose last items are in the running forward stays until they come back.
         self._turns = deque(r for r in self._turns if r.error is None and r.left > 0)
+        self._lock.notify_all()  # wait_released
 
     def _form_forward(self) -> list[tuple[_Request, int]]:
         """Pick the next forward's items (the turn rule in the module docstring) and take them off the line."""
@@ -213,6 +260,9 @@ class WorkQueue:
         turns = [r for r in self._turns if r.pending]
         if not turns:
             return []
+        # One forward, one model: only the requests on the model of the request whose turn it is (after a swap,
+        # the old model's last requests and the new one's take turns until the old ones are done).
+        turns = [r for r in turns if r.model is turns[0].model]
         cursors = [0] * len(turns)
         progressed = True
         while len(candidates) < lim.max_batch_size and progressed:
@@ -238,8 +288,9 @@ class WorkQueue:
         return taken
 
     def _run_forward(self, taken: list[tuple[_Request, int]]) -> None:
+        model = taken[0][0].model
         try:
-            outputs = run_with_retry(lambda batch: self.model.forward_batch([taken[p][0].payloads[taken[p][1]]
+            outputs = run_with_retry(lambda batch: model.forward_batch([taken[p][0].payloads[taken[p][1]]
                                                                              for p in batch]),
                                      list(range(len(taken))))
         except Exception as e:

@@ -88,4 +88,4 @@ class CrossEncoderAdapter:
         """P(similar) per pair through the role's queue; `max_batch_*` given: this call's own forwards."""
         enc = self.encode(first, second)
         queue = queue_for_call(self, self.plan, max_batch_tokens, max_batch_size)
-        return PairScores(queue.run(enc.rows, enc.lengths), enc.truncated)
+        return PairScores(queue.run(enc.rows, enc.lengths, model=self), enc.truncated)

@@ -107,5 +107,5 @@ class EmbeddingAdapter:
         those limits instead."""
         enc = self.encode(texts)
         queue = queue_for_call(self, self.plan, max_batch_tokens, max_batch_size)
-        rows = queue.run(enc.rows, enc.lengths)
+        rows = queue.run(enc.rows, enc.lengths, model=self)
         return EmbedResult(self.postprocess(rows, normalize), enc.truncated, enc.lengths)

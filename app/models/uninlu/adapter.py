@@ -171,7 +171,7 @@ class NluAdapter:
                 hook(w)
         with self._count_lock:
             self.forward_count += len(windows)
-        return queue.run(windows, [len(w) for w in windows], lambda i, logits: reduce(windows[i], logits))
+        return queue.run(windows, [len(w) for w in windows], lambda i, logits: reduce(windows[i], logits), model=self)
 
     def _collate(self, windows: Sequence[Window]):  # noqa: ANN202 - torch tensors
         import torch
