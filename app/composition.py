@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+from app.checkpoints import CheckpointPolicy, tuned_roots
 from app.config import Settings
 from app.engine.dsconfig import load_ds_config
 from app.engine.limiter import ConcurrencyLimiter
@@ -98,8 +99,25 @@ def build_service(settings: Settings, roles: Iterable[str], *, limiter: Concurre
         loaded[role] = load_adapter(role, path, plan, settings.max_length, name)
         loaded[role].queue = make_queue(role, loaded[role], settings, plan)
         log.info("event=model_loaded role=%s name=%s path=%s", role, name, path)
+    demo_root = next(iter(demo_dirs.values())).parent if demo_dirs else None
+    policy = CheckpointPolicy(tuned_roots(settings.model_dir, demo_root),
+                              {role: Path(model.info.path) for role, model in loaded.items()})
     return Service(settings, embedder=loaded.get("embed"), cross_encoder=loaded.get("cross"),
-                   nlu=loaded.get("nlu"), limiter=limiter, request_timeout_s=request_timeout_s)
+                   nlu=loaded.get("nlu"), limiter=limiter, request_timeout_s=request_timeout_s,
+                   loader=checkpoint_loader(settings, plan), checkpoints=policy)
+
+
+def checkpoint_loader(settings: Settings, plan: RuntimePlan):  # noqa: ANN201 - a service.ModelLoader
+    """Loads a role's adapter from another checkpoint directory for a swap (Service.serve_checkpoint), with the
+    process's plan and settings, on the role's existing queue."""
+
+    def load(role: str, path: Path, name: str, queue: WorkQueue) -> ModelFamily:
+        model = load_adapter(role, path, plan, settings.max_length, name)
+        model.queue = queue
+        log.info("event=model_loaded role=%s name=%s path=%s (for a swap)", role, name, path)
+        return model
+
+    return load
 
 
 def make_queue(role: str, model: ModelFamily, settings: Settings, plan: RuntimePlan) -> WorkQueue:

@@ -5,8 +5,10 @@
     │   ├── ConfigError             400  exit 2  invalid settings / ds_config.json, detected at start
     │   ├── BodyTooLargeError       413  exit 2  a request body or upload past --max-upload-mib
     │   ├── BudgetExceededError     422  exit 2  a valid request whose work passes a per-request budget
+    │   ├── CheckpointRefusedError  403  exit 2  a checkpoint outside the tuned directory (and not the original)
     │   └── FileRejectedError       400  exit 2  a UI file argument that is not an upload of this server
     ├── OverloadedError             429  exit 1  the concurrency cap is full: "busy, retry shortly"
+    ├── ConflictError               409  exit 1  one at a time: a model swap or a tune job is already running
     ├── ModelUnavailableError       503  exit 2  a model cannot be found, downloaded or loaded: a restart cannot
     │                                            fix it, the message says what will (README: "The shell CLI")
     ├── InferenceError              500  exit 1  the forward pass failed (e.g. out of memory after a retry)
@@ -61,6 +63,14 @@ class BudgetExceededError(InputError):
     http_status = 422
 
 
+class CheckpointRefusedError(InputError):
+    """A model directory the server may not load: only the tuned directory and the original are served. One
+    message whether or not the path exists, so the answer tells nothing about files outside those."""
+
+    kind = "permission_error"
+    http_status = 403
+
+
 FILE_RULE = ("文件不可用 (file not accepted): a file argument must be a file uploaded to this server through "
              "POST /gradio_api/upload (the path that call returned, as it returned it); no other path is read. "
              "Uploads are kept for an hour at most, and removed sooner, oldest first, when the file store is "
@@ -89,6 +99,13 @@ class OverloadedError(RetryLaterError):
 
     def __init__(self, message: str = "服务繁忙，请稍后重试 (busy, retry shortly)", retry_after_s: int = 1):
         super().__init__(message, retry_after_s)
+
+
+class ConflictError(WenmoError):
+    """Something that runs one at a time (a model swap, a tune job) is already running: retry when it is done."""
+
+    kind = "conflict_error"
+    http_status = 409
 
 
 class ModelUnavailableError(WenmoError):

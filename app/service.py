@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,12 +22,14 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from app.checkpoints import TUNED, CheckpointPolicy
 from app.config import Settings
 from app.engine.cancellation import CancelToken, Progress, work_scope
 from app.engine.heap import HeapTrimmer
 from app.engine.limiter import ConcurrencyLimiter
+from app.engine.scheduler import free_cache
 from app.engine.workqueue import WorkQueue
-from app.errors import InputError, ModelUnavailableError
+from app.errors import ConflictError, InputError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +174,30 @@ class NluResult:
 
 
 ROLES = ("embed", "cross", "nlu")  # the composition root's names for the three models
+_ATTRIBUTES = {"embed": "embedder", "cross": "cross_encoder", "nlu": "nlu_model"}  # the Service's attribute per role
+# Loads `role`'s adapter from a checkpoint directory under `name`, on the role's existing queue (the composition
+# root's `load_adapter` with the process's plan and settings).
+ModelLoader = Callable[[str, Any, str, WorkQueue], Any]
+# What a swap runs on the new model before it serves (first-call costs: allocator, kernels, caches).
+WARM_UP_TEXTS = ("预热：加载后的第一次计算", "warm-up")
+WARM_UP_SCHEMA = {"人物": None}
+SWAP_RELEASE_WAIT_S = 600.0  # longest a swap waits for the old model's last requests before it stops waiting
+
+
+@dataclass(frozen=True)
+class ServingCheckpoint:
+    """What serves a role now (GET /v1/models, the status tab, the footer, /metrics)."""
+
+    role: str
+    name: str  # the model's name in answers: the configured id, or `tuned/<directory>`
+    path: str  # the checkpoint directory
+    loaded_at: float  # epoch seconds
+    previous: str | None  # the directory served before it: what a rollback goes back to
+    original: str  # the directory the role was started with
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"role": self.role, "name": self.name, "path": self.path, "loaded_at": self.loaded_at,
+                "previous": self.previous, "original": self.original, "tuned": self.path != self.original}
 
 
 def similarity_work(candidates: int, rerank: bool) -> int:
@@ -256,7 +284,8 @@ class Stats:
 class Service:
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
                  cross_encoder: CrossEncoder | None = None, nlu: Nlu | None = None,
-                 limiter: ConcurrencyLimiter | None = None, request_timeout_s: float | None = None) -> None:
+                 limiter: ConcurrencyLimiter | None = None, request_timeout_s: float | None = None,
+                 loader: ModelLoader | None = None, checkpoints: CheckpointPolicy | None = None) -> None:
         self.settings = settings
         # The adapters are the service's own: surfaces read what they need from the typed results, `models()`
         # and `describe()` (tests/unit/test_surface_boundary.py keeps it so).
@@ -269,6 +298,14 @@ class Service:
         self.request_timeout_s = request_timeout_s
         self.heap = HeapTrimmer()
         self.stats = Stats()
+        # Swapping a role's checkpoint while serving (`serve_checkpoint`): servers pass both; one swap at a time.
+        self.loader = loader
+        self.checkpoints = checkpoints
+        self._swap_lock = threading.Lock()
+        self._original_names = {role: m.info.name for role, m in self._loaded()}
+        # Paths resolved (links followed), as CheckpointPolicy.resolve returns them, so "is it the original" is `==`.
+        self._serving = {role: ServingCheckpoint(role, m.info.name, os.path.realpath(m.info.path), time.time(), None,
+                                                 os.path.realpath(m.info.path)) for role, m in self._loaded()}
 
     # ---- validation -------------------------------------------------------------------------------
     def check_texts(self, texts: Any, what: str = "texts") -> list[str]:
@@ -423,6 +460,83 @@ class Service:
         """Role → what its engine queue has done (the /metrics counters and the status page)."""
         return {role: EngineQueueStats(m.queue.across, m.queue.waiting, m.queue.stats.forwards, m.queue.stats.items,
                                        m.queue.stats.shared_forwards) for role, m in self._loaded()}
+
+    # ---- which checkpoint serves each role -------------------------------------------------------------
+    def serving(self) -> tuple[ServingCheckpoint, ...]:
+        """What serves each loaded role now, in role order."""
+        return tuple(self._serving[role] for role, _ in self._loaded())
+
+    def tuned_checkpoints(self, role: str) -> list[str]:
+        """The tuned checkpoint directories `role` may be pointed at, newest first."""
+        return [str(p) for p in self.checkpoints.tuned(role)] if self.checkpoints else []
+
+    def serve_checkpoint(self, role: str, checkpoint: str) -> ServingCheckpoint:
+        """Point `role` at another checkpoint without a restart: load it and warm it up beside the one serving (both
+        are in memory for that while), then install it in the role's queue between two forwards and release the
+        old one once its last requests are done. Requests keep being served throughout, each wholly by one model.
+        `checkpoint`: "original", a tuned checkpoint's name or its path (app/checkpoints.py says which are allowed).
+        ConflictError while another swap runs."""
+        if self.checkpoints is None or self.loader is None:
+            raise InputError("this process cannot change its models while it runs (only the server can)")
+        path = self.checkpoints.resolve(role, checkpoint)
+        return self._swap(role, path)
+
+    def rollback_checkpoint(self, role: str) -> ServingCheckpoint:
+        """Serve the checkpoint `role` served before the last swap again (a second rollback undoes the first)."""
+        if role not in self._serving:
+            raise InputError(f"no model role {role!r} is served here; roles: {', '.join(self._serving)}")
+        previous = self._serving[role].previous
+        if previous is None:
+            raise InputError(f"the {role} model has not been swapped since the start: there is nothing to roll "
+                             "back to")
+        return self.serve_checkpoint(role, previous)
+
+    def _swap(self, role: str, path: Any) -> ServingCheckpoint:
+        if not self._swap_lock.acquire(blocking=False):
+            raise ConflictError("a model swap is already running: one at a time; retry when it is done "
+                                "(GET /v1/models shows what serves)")
+        try:
+            old = self._need(getattr(self, _ATTRIBUTES[role]), role)
+            before = self._serving[role]
+            name = self._checkpoint_name(role, path)
+            started = time.perf_counter()
+            log.info("event=model_swap_start role=%s from=%s to=%s", role, before.path, path)
+            try:
+                new = self.loader(role, path, name, old.queue)  # type: ignore[misc]
+                self._warm_up(role, new)
+            except ModelUnavailableError as e:
+                raise InputError(f"checkpoint {str(path)!r} cannot be loaded as the {role} model: {e.message}; "
+                                 f"{before.name} keeps serving") from None
+            # Between two forwards: the one in flight and the requests already queued finish on the old model.
+            old.queue.install(new)
+            setattr(self, _ATTRIBUTES[role], new)
+            state = ServingCheckpoint(role, name, str(path), time.time(), before.path, before.original)
+            self._serving[role] = state
+            released = old.queue.wait_released(old, SWAP_RELEASE_WAIT_S)
+            log.info("event=model_swapped role=%s name=%s path=%s previous=%s seconds=%.2f old_released=%s", role,
+                     name, path, before.path, time.perf_counter() - started, released)
+            del old
+            free_cache()  # the old weights' device memory back to the driver, not kept by torch's allocator
+            return state
+        finally:
+            self._swap_lock.release()
+
+    def _checkpoint_name(self, role: str, path: Any) -> str:
+        if str(path) == self._serving[role].original:
+            return self._original_names[role]
+        return f"{TUNED}/{path.name}"
+
+    @staticmethod
+    def _warm_up(role: str, model: Any) -> None:
+        """One small call through the new model before it serves (it runs in the role's queue like a request,
+        taking its turn between the old model's forwards): the first request on it pays no first-call costs, and
+        a checkpoint that loads but cannot run is refused before it serves anyone."""
+        if role == "embed":
+            model.embed(list(WARM_UP_TEXTS), normalize=True)
+        elif role == "cross":
+            model.score([WARM_UP_TEXTS[0]], [WARM_UP_TEXTS[1]])
+        else:
+            model.infer(WARM_UP_TEXTS[0], WARM_UP_SCHEMA, None, max_forwards=64, max_paths=64)
 
     def weigh_models(self, measure: Callable[[object], int]) -> dict[str, int]:
         """Role → what `measure` says of that loaded model (the server passes app.hostinfo.module_bytes, which

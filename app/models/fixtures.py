@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from app.models.checkpoint import load_state_dict
 from app.models.fixture_parts import ASCII, HANZI, PUNCT, widen, write_json
 from app.models.uninlu.fixture import build_rex_uninlu
 
@@ -140,3 +141,21 @@ def build_all(root: Path, *, full: bool = False) -> dict[str, Path]:
         "cross": build_structbert(root / "structbert", full=full),
         "nlu": build_rex_uninlu(root / "rex-uninlu", full=full),
     }
+
+
+def build_perturbed(source: Path, target: Path, *, seed: int = 7, scale: float = 0.5) -> Path:
+    """A copy of the checkpoint at `source` with gaussian noise (std `scale`) added to every floating-point weight:
+    the same layout, tokenizer and role, measurably different outputs. Stands in for a tuned checkpoint where the
+    test is about serving one (a swap), not about tuning."""
+    import shutil
+
+    import torch
+
+    shutil.copytree(source, target)
+    gen = torch.Generator().manual_seed(seed)
+    state = {k: v + scale * torch.randn(v.shape, generator=gen, dtype=v.dtype) if v.is_floating_point() else v
+             for k, v in load_state_dict(source).items()}
+    fmt = "safetensors" if (target / "model.safetensors").exists() else "bin"
+    (target / ("model.safetensors" if fmt == "safetensors" else "pytorch_model.bin")).unlink()
+    _save(state, target, fmt)
+    return target
