@@ -6,6 +6,9 @@
     POST /v1/embeddings    OpenAI-compatible embeddings (float or base64 of little-endian float32)
     POST /v1/similarity    {source, candidates, rerank}
     POST /v1/nlu           {text, schema, task}
+    GET  /v1/models                     what serves each role: checkpoint name, path, loaded_at, previous, tuned ones
+    POST /v1/models/{role}              {checkpoint} → serve that checkpoint without a restart; the new state
+    POST /v1/models/{role}/rollback     serve the previous checkpoint again; the new state
 
 Another method on these paths gets 405 with `Allow`; an unknown /v1 path gets 404. Every error answer, of these
 routes and of Gradio's, leaves through the boundary in app/web/boundary.py as {"error": {"message", "type"}}:
@@ -104,6 +107,11 @@ class NluRequest(_Body):
     text: str
     schema_: dict[str, Any] | str = Field(alias="schema", description="RexUniNLU schema (object or JSON text)")
     task: Literal["extract", "classify", "multi_classify"] | None = None
+
+
+class CheckpointRequest(_Body):
+    checkpoint: str = Field(description='"original", the name of a tuned checkpoint (GET /v1/models lists them), '
+                                        "or its path under the tuned directory")
 
 
 def json_answer(obj: Any, timing: EngineTime) -> Response:
@@ -341,6 +349,25 @@ def create_router(ctx: ServerContext) -> APIRouter:
         timing = EngineTime()
         result = ctx.service.nlu(body.text, body.schema_, body.task, timing=timing, cancel=cancel)
         return json_answer({**result.as_dict(), "model": result.model}, timing)
+
+    # Swapping a model: authenticated like every /v1 route; a swap runs one at a time (409), loads in this worker
+    # thread while the old model keeps serving, and answers once the new one serves.
+    @router.get("/v1/models")
+    def models() -> Response:
+        service = ctx.service
+        return Response(dump_json({"object": "list", "data": [
+            {**s.as_dict(), "tuned_checkpoints": service.tuned_checkpoints(s.role)} for s in service.serving()]}),
+            media_type="application/json")
+
+    @router.post("/v1/models/{role}")
+    def serve_checkpoint(role: str, body: CheckpointRequest) -> Response:
+        state = ctx.serve_checkpoint(role, body.checkpoint)
+        return Response(dump_json(state.as_dict()), media_type="application/json")
+
+    @router.post("/v1/models/{role}/rollback")
+    def rollback_checkpoint(role: str) -> Response:
+        state = ctx.serve_checkpoint(role, None)
+        return Response(dump_json(state.as_dict()), media_type="application/json")
 
     add_method_guards(router)
     return router

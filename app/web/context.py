@@ -8,10 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app import hostinfo
 from app.config import Settings
 from app.engine.limiter import ConcurrencyLimiter
 from app.engine.runtime import RuntimePlan
-from app.service import Service
+from app.service import Service, ServingCheckpoint
 from app.web.history import History
 from app.web.lifecycle import Lifecycle
 from app.web.metrics import Metrics
@@ -41,3 +42,11 @@ class ServerContext:
     @property
     def max_upload_bytes(self) -> int:
         return self.settings.max_upload_mib * 2**20
+
+    def serve_checkpoint(self, role: str, checkpoint: str | None) -> ServingCheckpoint:
+        """Point `role` at `checkpoint` (None: roll back to the previous one) — the HTTP API's and the status tab's
+        one path to the service's swap — and weigh the models again for /metrics."""
+        service = self.service
+        state = service.rollback_checkpoint(role) if checkpoint is None else service.serve_checkpoint(role, checkpoint)
+        self.model_bytes = service.weigh_models(hostinfo.module_bytes)
+        return state

@@ -29,7 +29,7 @@ BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
 
 # Longest prefix wins; anything else is "other".
 KNOWN_ROUTES = (
-    "/v1/embeddings", "/v1/similarity", "/v1/nlu", "/metrics", "/healthz", "/readyz",
+    "/v1/embeddings", "/v1/similarity", "/v1/nlu", "/v1/models", "/metrics", "/healthz", "/readyz",
     "/gradio_api/queue/join", "/gradio_api/queue/data", "/gradio_api/upload", "/gradio_api/file",
     "/gradio_api/info", "/gradio_api/heartbeat", "/gradio_api/run", "/gradio_api/call", "/gradio_api",
     "/config", "/assets", "/static", "/theme.css",

@@ -193,6 +193,12 @@ class ServerStateCollector:
         yield per_role(GaugeMetricFamily, "wenmo_engine_waiting_requests",
                        "requests with work in the engine's queue, per model role",
                        {r: q.waiting for r, q in queues.items()})
+        info = GaugeMetricFamily("wenmo_model_info", "the checkpoint that serves each model role (value 1)",
+                                 labels=("role", "checkpoint", "path"))
+        if ctx.lifecycle.loaded:
+            for s in ctx.service.serving():
+                info.add_metric((s.role, s.name, s.path), 1)
+        yield info
         yield per_role(GaugeMetricFamily, "wenmo_model_memory_bytes", "bytes of weights and buffers per loaded model",
                        ctx.model_bytes)
         # The same reading as prometheus_client's process_resident_memory_bytes, under the name the soak's

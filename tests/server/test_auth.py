@@ -21,6 +21,7 @@ PROTECTED = [
     ("GET", "/"), ("GET", "/config"), ("GET", "/gradio_api/info"), ("GET", "/gradio_api/file=/etc/hostname"),
     ("POST", "/gradio_api/queue/join"), ("POST", "/gradio_api/upload"), ("GET", "/openapi.json"),
     ("GET", "/metrics"), ("POST", "/v1/embeddings"), ("POST", "/v1/similarity"), ("POST", "/v1/nlu"),
+    ("GET", "/v1/models"), ("POST", "/v1/models/embed"), ("POST", "/v1/models/embed/rollback"),
     ("GET", "/no/such/page"),
 ]
 
