@@ -7,6 +7,11 @@
   per-process figure is unavailable (MIG: ``usedGpuMemory`` is None, or NotSupported).
 - ``RssProbe``: resident memory of the tree via psutil (source ``"rss"``), for machines without a GPU.
 
+Both count the app's own processes (``app_tree``): a tune job the app started (``python -m app tune …`` or
+``wenmo tune …``, README "The Tune tab") and its descendants are left out, so training beside the server never
+makes the watchdog restart the server. Device-level NVML (the fallback) cannot tell processes apart: there the
+threshold must leave room for a tune job (README, launcher section).
+
 This module must not import ``app``.
 """
 
@@ -85,6 +90,35 @@ def process_tree(root_pid: int) -> list[psutil.Process]:
         return []
 
 
+def runs_tune(argv: Sequence[str]) -> bool:
+    """Whether a command line is Wenmo's tune command: ``python [options] -m app tune …`` or ``[python] …/wenmo
+    tune …`` — the program it runs, not a word anywhere in its arguments."""
+    for i, arg in enumerate(argv):
+        if arg == "-m":  # the interpreter's options end here; the module and its arguments follow
+            return list(argv[i + 1:i + 3]) == ["app", "tune"]
+        if arg.rsplit("/", 1)[-1] == "wenmo":
+            return list(argv[i + 1:i + 2]) == ["tune"]
+        if i > 0 and not arg.startswith("-"):  # the interpreter runs some other script
+            return False
+    return False
+
+
+def app_tree(root_pid: int) -> list[psutil.Process]:
+    """``process_tree`` without tune jobs and their descendants: the processes whose memory is the app's."""
+    tree = process_tree(root_pid)
+    left_out: set[int] = set()
+    for proc in tree:
+        if proc.pid in left_out:
+            continue
+        try:
+            if runs_tune(proc.cmdline()):
+                left_out.add(proc.pid)
+                left_out.update(p.pid for p in proc.children(recursive=True))
+        except psutil.Error:
+            continue  # exited meanwhile (its memory is gone too), or not ours to read
+    return [p for p in tree if p.pid not in left_out]
+
+
 def is_gone(proc: psutil.Process) -> bool:
     """Exited (a zombie holds no memory; ``is_running`` also guards against PID reuse)."""
     try:
@@ -101,7 +135,7 @@ class RssProbe:
 
     name = "rss"
 
-    def __init__(self, tree: Callable[[int], list[psutil.Process]] = process_tree) -> None:
+    def __init__(self, tree: Callable[[int], list[psutil.Process]] = app_tree) -> None:
         self._tree = tree
 
     def describe(self) -> dict[str, object]:
@@ -134,7 +168,7 @@ class NvmlProbe:
     name = "nvml"
 
     def __init__(
-        self, nvml: Any, gpu_index: int, tree: Callable[[int], list[psutil.Process]] = process_tree
+        self, nvml: Any, gpu_index: int, tree: Callable[[int], list[psutil.Process]] = app_tree
     ) -> None:
         self._nvml = nvml
         self._tree = tree
@@ -282,7 +316,7 @@ def select_probe(
     kind: str,
     gpu_index: int,
     load_nvml: Callable[[], Any] = load_pynvml,
-    tree: Callable[[int], list[psutil.Process]] = process_tree,
+    tree: Callable[[int], list[psutil.Process]] = app_tree,
 ) -> tuple[MemoryProbe, str]:
     """Resolve ``--probe auto|nvml|rss`` into a probe and the reason for the choice.
 
