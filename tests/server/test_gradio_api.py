@@ -111,7 +111,8 @@ def test_schema_validation_messages(gradio, schema, starts):
 
 
 def test_status_and_footer_name_the_models(gradio):
-    models, devices, queue, *_charts, errors, launcher_text, history = gradio.predict(api_name="/status")
+    models, devices, queue, *_charts, errors, launcher_text, history, serving = gradio.predict(api_name="/status")
+    assert "向量 embed: `demo:gte` · 自 since" in serving and "rollback" not in serving
     by_family = {row[0]: row for row in models["data"]}
     assert set(by_family) == {"embedding", "cross_encoder", "nlu"}
     assert by_family["embedding"][1] == "demo:gte" and by_family["embedding"][3] == 32

@@ -144,3 +144,27 @@ def test_a_rollback_with_nothing_to_go_back_to_and_a_body_without_checkpoint(swa
         r = c.post("/v1/models/embed", json={"path": "x"})
         assert r.status_code == 422 and "checkpoint: required" in r.json()["error"]["message"]
         assert c.get("/v1/models/embed").status_code == 405
+
+
+def test_the_status_tabs_control_swaps_and_rolls_back_and_the_footer_names_the_checkpoint(swap_server):
+    from gradio_client import Client
+    from server_harness import PASSWORD, USER, basic_header
+
+    gradio = Client(swap_server.url + "/", headers=basic_header(USER, PASSWORD), verbose=False,
+                    analytics_enabled=False)
+    listed = gradio.predict("embed", api_name="/checkpoints")
+    names = [label for label, _ in listed["choices"]]
+    assert names == ["原始 original", "embed-t"]
+    tuned_path = listed["choices"][1][1]
+    serving = gradio.predict("embed", tuned_path, api_name="/serve_checkpoint")
+    assert "向量 embed: `tuned/embed-t` (调优 tuned)" in serving and "rollback to `gte`" in serving
+    assert "`tuned/embed-t`" in gradio.predict(api_name="/footer")
+    with swap_server.client() as c:
+        assert c.post("/v1/embeddings", json={"input": "北京"}).json()["model"] == "tuned/embed-t"
+    serving = gradio.predict("embed", api_name="/rollback_checkpoint")
+    assert "向量 embed: `demo:gte` · " in serving
+    assert "`demo:gte`" in gradio.predict(api_name="/footer")
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="only checkpoints under the tuned directory"):
+        gradio.predict("embed", "/etc", api_name="/serve_checkpoint")

@@ -1,6 +1,6 @@
 """状态 Status tab: loaded models, the GPU (NVML) or CPU and memory (psutil), the queue, charts of the last hour,
 recent errors and — when the launcher runs beside the app — its state and restart history from the state
-directory.
+directory; and the control that points a model role at another checkpoint (app/web/ui/checkpoints.py).
 
 The charts: memory over time from the launcher's samples (`launcher-memory.jsonl`, which outlive the app, with
 the threshold it judges against and its restarts from `launcher-events.jsonl`), or, without a launcher, this
@@ -27,7 +27,7 @@ from gradio.components.plot import PlotData
 from app import hostinfo
 from app.web.context import ServerContext
 from app.web.history import WINDOW_S, TrafficPoint, combine
-from app.web.ui import charts
+from app.web.ui import charts, checkpoints
 from app.web.ui.charts import Mark, Run
 from app.web.ui.common import guarded
 
@@ -281,7 +281,8 @@ def snapshot(ctx: ServerContext) -> tuple[Any, ...]:
     memory_fig, memory_text = memory_view(ctx, now)
     traffic_fig, traffic_text = traffic_view(ctx, now)
     return (models_table(ctx), devices_markdown(), queue_markdown(ctx), plot(memory_fig), memory_text,
-            plot(traffic_fig), traffic_text, errors_table(ctx), launcher_text, history)
+            plot(traffic_fig), traffic_text, errors_table(ctx), launcher_text, history,
+            checkpoints.serving_markdown(ctx))
 
 
 def build(ctx: ServerContext) -> tuple[gr.Tab, gr.Timer]:
@@ -290,6 +291,7 @@ def build(ctx: ServerContext) -> tuple[gr.Tab, gr.Timer]:
         refresh = gr.Button("刷新 Refresh", size="sm", elem_id="status-refresh")
         gr.Markdown("### 模型 Models")
         models = gr.Dataframe(headers=MODEL_COLUMNS, interactive=False, wrap=True, elem_id="status-models")
+        serving = checkpoints.build(ctx)
         gr.Markdown("### 设备 Device")
         devices = gr.Markdown(elem_id="status-devices")
         gr.Markdown("### 队列 Queue")
@@ -307,7 +309,7 @@ def build(ctx: ServerContext) -> tuple[gr.Tab, gr.Timer]:
         history = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, wrap=True, elem_id="status-history")
         timer = gr.Timer(REFRESH_S, active=False)
     outputs = [models, devices, queue, memory_plot, memory_text, traffic_plot, traffic_text, errors, launcher_text,
-               history]
+               history, serving]
     fn = guarded(ctx, "status")(lambda: snapshot(ctx))
     # Never queued behind inference: the status must answer while the cap is full.
     refresh.click(fn, None, outputs, api_name="status", queue=False, show_progress="hidden",
