@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from app import hostinfo
 from app.config import Settings
@@ -33,6 +34,9 @@ class ServerContext:
     gradio_queue: Callable[[], tuple[int, int]] = lambda: (0, 0)
     # The last hour for the status tab's charts; sampled by a thread `serve` starts and stops.
     history: History | None = None
+    # The tune job runner (app/tune/jobs.py TuneJobs: one job at a time, in its own process); None: this server
+    # runs no tune jobs and shows no tune tab.
+    tune_jobs: Any = None
 
     @property
     def service(self) -> Service:

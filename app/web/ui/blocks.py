@@ -1,4 +1,5 @@
-"""The page: demo banner, four tabs, footer. Every event has an api_name (README: "gradio_client").
+"""The page: demo banner, the tabs (similarity, vectors, NLU, status; tune when the server runs tune jobs),
+footer. Every event has an api_name (README: "gradio_client").
 
 Nothing is cached: no example caching, no flagging, no run history; Gradio's file cache (uploads and
 downloads, app/web/ui/filestore.py) is pruned hourly and bounded on disk. Every file argument of every event is
@@ -14,7 +15,7 @@ import gradio as gr
 
 from app.errors import FileRejectedError
 from app.web.context import ServerContext
-from app.web.ui import nlu, similarity, status, vectors
+from app.web.ui import nlu, similarity, status, tune, vectors
 from app.web.ui.common import DEMO_BANNER, footer_text
 from app.web.ui.filestore import FileStore
 
@@ -72,12 +73,21 @@ def build_blocks(ctx: ServerContext, store: FileStore) -> gr.Blocks:
         gr.Markdown("## 文墨 Wenmo · 中文语义 Chinese text semantics")
         with gr.Tabs():
             tabs = [similarity.build(ctx, store), vectors.build(ctx, store), nlu.build(ctx)]
-            _status_tab, timer = status.build(ctx)
+            status_tab, timer = status.build(ctx)
+            # The tune tab needs the server's tune job runner (ServerContext.tune_jobs).
+            tune_tab, tune_timer = tune.build(ctx, store) if ctx.tune_jobs is not None else (None, None)
         footer = gr.Markdown(elem_classes=["wm-footer"], elem_id="wm-footer")
         demo.load(lambda: footer_text(ctx), None, footer, api_name="footer", queue=False, show_progress="hidden",
                   api_description="The models and the vector dimension, as shown in the footer.")
+        timers = [timer] if tune_timer is None else [timer, tune_timer]
         for tab, name in zip(tabs, ("similarity", "vectors", "nlu"), strict=True):
-            # The status timer runs only while its tab is open.
-            tab.select(lambda: gr.Timer(active=False), None, timer, api_name=f"leave_status_for_{name}",
-                       queue=False, show_progress="hidden", api_visibility="private")
+            # The status and tune timers run only while their tab is open.
+            tab.select(lambda: [gr.Timer(active=False)] * len(timers), None, timers,
+                       api_name=f"leave_status_for_{name}", queue=False, show_progress="hidden",
+                       api_visibility="private")
+        if tune_tab is not None:
+            tune_tab.select(lambda: gr.Timer(active=False), None, timer, api_name="leave_status_for_tune",
+                            queue=False, show_progress="hidden", api_visibility="private")
+            status_tab.select(lambda: gr.Timer(active=False), None, tune_timer, api_name="leave_tune_for_status",
+                              queue=False, show_progress="hidden", api_visibility="private")
     return demo
