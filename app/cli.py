@@ -28,6 +28,7 @@ from typing import Any
 from app.composition import build_service, demo_models, make_plan
 from app.config import Settings, env_name, flag_name
 from app.dependencies import EXIT_MISSING_DEPENDENCY, missing_dependency
+from app.engine.loading import download_models
 from app.errors import InputError, WenmoError
 from app.export import write_vectors
 from app.hostprofile import add_arguments as add_profile_arguments
@@ -283,8 +284,6 @@ def cmd_nlu(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_download(args: argparse.Namespace, settings: Settings) -> int:
-    from app.engine.loading import download_models
-
     models = {"embed": settings.embed_model, "cross": settings.cross_model, "nlu": settings.nlu_model}
     download_models(models, settings.model_dir, report=lambda line: print(line, flush=True))
     return 0
