@@ -1,6 +1,6 @@
-"""Shell subcommands: `wenmo embed | similarity | nlu | serve | fixtures | plan | profile | hash-password` (the
-installed command; `python -m app …` is the same). The entry point is app/__main__.py, which checks the dependencies
-first.
+"""Shell subcommands: `wenmo embed | similarity | nlu | serve | download | fixtures | plan | profile |
+hash-password` (the installed command; `python -m app …` is the same). The entry point is app/__main__.py, which
+checks the dependencies first.
 
 Every command shares the engine and the service with the web app. Every `Settings` field is a flag here,
 built from its `scope` in app/config.py (no list of our own). An error leaves through `report_error`, the shell's
@@ -28,6 +28,7 @@ from typing import Any
 from app.composition import build_service, demo_models, make_plan
 from app.config import Settings, env_name, flag_name
 from app.dependencies import EXIT_MISSING_DEPENDENCY, missing_dependency
+from app.engine.loading import download_models
 from app.errors import InputError, WenmoError
 from app.export import write_vectors
 from app.hostprofile import add_arguments as add_profile_arguments
@@ -102,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("serve", parents=[common], help="run the web app (UI + HTTP API)")
     add_setting_flags(v, "serve")
     v.add_argument("--no-auth", action="store_true", help="no authentication (only on a loopback address)")
+
+    d = sub.add_parser("download", help="download the models the settings name into the model cache, once (a "
+                       "model already complete there is left as it is); for a shared model volume")
+    for f in dataclasses.fields(Settings):  # the settings that name the models and where they go, nothing else
+        if f.name in ("model_dir", "embed_model", "cross_model", "nlu_model", "log_level"):
+            d.add_argument(flag_name(f.name), dest=f.name, choices=f.metadata["choices"],
+                           help=f"{f.metadata['help']} [env {env_name(f.name)}, default {f.default}]")
 
     f = sub.add_parser("fixtures", help="write tiny (or --full size) random-weight checkpoints")
     f.add_argument("--out", required=True, help="directory to write into")
@@ -275,6 +283,12 @@ def cmd_nlu(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_download(args: argparse.Namespace, settings: Settings) -> int:
+    models = {"embed": settings.embed_model, "cross": settings.cross_model, "nlu": settings.nlu_model}
+    download_models(models, settings.model_dir, report=lambda line: print(line, flush=True))
+    return 0
+
+
 def cmd_fixtures(args: argparse.Namespace, settings: Settings) -> int:
     dirs = build_all(Path(args.out), full=args.full)
     print(json.dumps({role: str(p) for role, p in dirs.items()}))
@@ -349,7 +363,7 @@ def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS = {"embed": cmd_embed, "similarity": cmd_similarity, "nlu": cmd_nlu, "serve": cmd_serve,
-            "fixtures": cmd_fixtures, "plan": cmd_plan,
+            "download": cmd_download, "fixtures": cmd_fixtures, "plan": cmd_plan,
             "profile": cmd_profile, "bench": cmd_bench, "loadtest": cmd_loadtest,
             "bench-batching": cmd_bench_batching, "soak": cmd_soak,
             "hash-password": cmd_hash_password}

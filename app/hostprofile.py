@@ -36,7 +36,7 @@ TIERS = (  # (at least MiB, class, max_batch_tokens, max_batch_size, max_length)
     (70000, "80 GB class (A100 80GB, H100, H200)", 65536, 256, 512),
 )
 THRESHOLD_GPU_PERCENT = 85  # of the GPU's memory: a leak is caught before an out-of-memory error
-THRESHOLD_CPU_RATIO = "0.80"  # of the machine's RAM
+THRESHOLD_CPU_RATIO = "0.80"  # of the machine's RAM, or of a container's memory limit when lower
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,8 @@ def cpu_profile() -> Profile:
         S("WENMO_MAX_BATCH_SIZE", "32", "texts per forward pass at most"),
         S("WENMO_MAX_LENGTH", "512", "tokens per text: the models' own limit (512 positions)"),
         S("WENMO_LAUNCHER_THRESHOLD_RATIO", THRESHOLD_CPU_RATIO,
-          "the launcher restarts the app when its memory (RSS) stays above 80% of this machine's RAM"),
+          "the launcher restarts the app when its memory (RSS) stays above 80% of this machine's RAM (in a "
+          "container: of its memory limit, when lower)"),
     ), ("dtype: fp32 (the plan's choice on a CPU)",))
 
 

@@ -21,6 +21,7 @@ import contextlib
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import psutil
@@ -127,22 +128,48 @@ def is_gone(proc: psutil.Process) -> bool:
         return True
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_memory_limit(root: Path = CGROUP_ROOT) -> int | None:
+    """This process's cgroup memory limit in bytes (cgroup v2 `memory.max`, else v1 `memory.limit_in_bytes`), or
+    None where there is none. In a container (a pod's `resources.limits.memory`) the kernel kills at this figure,
+    whatever the machine's RAM, so that is what a ratio must be of."""
+    for path in (root / "memory.max", root / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:  # v1 writes "no limit" as a page-rounded 2**63 - 1
+            return int(text)
+        return None  # "max" (v2): no limit
+    return None
+
+
 class RssProbe:
-    """Resident memory of the process tree; the ratio is relative to total system RAM.
+    """Resident memory of the process tree; the ratio is relative to total system RAM, or to the cgroup's
+    memory limit when that is lower (a container's).
 
     Shared pages (fork, shared libraries) are counted once per process, so the figure errs high.
     """
 
     name = "rss"
 
-    def __init__(self, tree: Callable[[int], list[psutil.Process]] = app_tree) -> None:
+    def __init__(self, tree: Callable[[int], list[psutil.Process]] = app_tree,
+                 cgroup_root: Path = CGROUP_ROOT) -> None:
         self._tree = tree
+        self._cgroup_root = cgroup_root
 
     def describe(self) -> dict[str, object]:
-        return {"probe": self.name, "source": "rss", "total_mib": round(self.total_bytes() / 2**20, 1)}
+        limit = cgroup_memory_limit(self._cgroup_root)
+        of = "cgroup" if limit is not None and limit < psutil.virtual_memory().total else "ram"
+        return {"probe": self.name, "source": "rss", "total_mib": round(self.total_bytes() / 2**20, 1),
+                "total_of": of}
 
     def total_bytes(self) -> int:
-        return int(psutil.virtual_memory().total)
+        ram = int(psutil.virtual_memory().total)
+        limit = cgroup_memory_limit(self._cgroup_root)
+        return ram if limit is None else min(ram, limit)
 
     def sample(self, root_pid: int) -> MemorySample:
         used = 0

@@ -24,6 +24,7 @@ from launcher.probes import (
     ProbeError,
     ProbeUnavailableError,
     RssProbe,
+    cgroup_memory_limit,
     process_tree,
     select_probe,
 )
@@ -356,9 +357,38 @@ def test_rss_probe_sums_a_real_tree(real_tree: TreeStarter) -> None:
     assert sample.source == "rss"
     assert sorted(sample.pids) == sorted(pids)
     assert sample.used_bytes >= 160 * MIB  # 80 MiB written in each of the two processes
-    assert sample.total_bytes == psutil.virtual_memory().total
+    ram = psutil.virtual_memory().total
+    assert sample.total_bytes == min(ram, cgroup_memory_limit() or ram)
     procs = process_tree(root)
     assert probe.holds_memory(procs) is True
     os.killpg(root, signal.SIGKILL)
     assert wait_until(lambda: not probe.holds_memory(procs), 5)  # the root is a zombie until reaped: gone
     assert probe.sample(123_456_789).used_bytes == 0  # no such process: nothing to count
+
+
+def cgroup_files(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text + "\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(("files", "limit"), [
+    ({"memory.max": "8589934592"}, 8 * 2**30),  # cgroup v2: a pod's limits.memory of 8Gi
+    ({"memory.max": "max"}, None),  # v2 without a limit
+    ({"memory/memory.limit_in_bytes": "4294967296"}, 4 * 2**30),  # cgroup v1
+    ({"memory/memory.limit_in_bytes": "9223372036854771712"}, None),  # v1's "no limit"
+    ({}, None),  # no cgroup file system (not Linux, or not mounted)
+])
+def test_cgroup_memory_limit_reads_v2_then_v1(tmp_path: Path, files: dict[str, str], limit: int | None) -> None:
+    assert cgroup_memory_limit(cgroup_files(tmp_path, files)) == limit
+
+
+def test_rss_ratio_is_of_a_container_limit_below_the_machine_ram(tmp_path: Path) -> None:
+    """In a pod the kernel kills at limits.memory, not at the node's RAM: 80 % must be of the limit."""
+    ram = psutil.virtual_memory().total
+    probe = RssProbe(cgroup_root=cgroup_files(tmp_path, {"memory.max": str(ram // 4)}))
+    assert probe.total_bytes() == ram // 4 and probe.sample(123_456_789).total_bytes == ram // 4
+    assert probe.describe()["total_of"] == "cgroup"
+    roomy = RssProbe(cgroup_root=cgroup_files(tmp_path / "roomy", {"memory.max": str(ram * 2)}))
+    assert roomy.total_bytes() == ram and roomy.describe()["total_of"] == "ram"
