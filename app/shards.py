@@ -28,6 +28,7 @@ MAX_SHARDS = 99_999  # five digits in the file names
 RECORD_SUFFIX = ".json"
 FORMAT_SUFFIXES = {"npy": ".npy", "jsonl": ".jsonl", "csv": ".csv"}
 _SPEC = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+_RECORD_NAME = re.compile(r"\.shard-\d{5}-of-\d{5}(\.[^.]+)?\.json$")  # a shard's record, beside its data file
 
 
 @dataclass(frozen=True)
@@ -139,10 +140,8 @@ def data_paths(arguments: Sequence[str]) -> list[Path]:
     out: list[Path] = []
     for arg in arguments:
         p = Path(arg)
-        if p.name.endswith(RECORD_SUFFIX) and ".shard-" in p.name and not p.name.endswith(f".shard{RECORD_SUFFIX}"):
-            stem = Path(str(p)[: -len(RECORD_SUFFIX)])
-            if ".shard-" in stem.name and stem.suffix in FORMAT_SUFFIXES.values():
-                p = stem
+        if _RECORD_NAME.search(p.name):
+            p = Path(str(p)[: -len(RECORD_SUFFIX)])
         if not p.exists():
             raise InputError(f"{arg}: no such file; give the shard files `wenmo embed --shard` wrote")
         if p not in out:

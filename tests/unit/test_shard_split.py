@@ -61,3 +61,16 @@ def test_select_keeps_row_indices_and_names_skipped_lines():
     assert select(numbered, Shard(0, 2), 6) == (1, ["a", "b"], 0, [3])
     assert select(numbered, Shard(1, 2), 6) == (4, ["c", "d"], 2, [4])
     assert select(numbered, Shard(0, 9), 6) == (1, [], 0, [])  # no line at all
+
+
+def test_a_record_on_the_command_line_stands_for_its_data_file_once(tmp_path):
+    from app.shards import data_paths
+
+    names = ["v.shard-00000-of-00002.npy", "v.shard-00000-of-00002.npy.json", "bare.shard-00001-of-00002",
+             "bare.shard-00001-of-00002.json", "other.json"]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    got = data_paths([str(tmp_path / n) for n in names])
+    assert [p.name for p in got] == ["v.shard-00000-of-00002.npy", "bare.shard-00001-of-00002", "other.json"]
+    with pytest.raises(InputError, match="missing.npy: no such file"):
+        data_paths([str(tmp_path / "missing.npy")])
