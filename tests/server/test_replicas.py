@@ -15,6 +15,7 @@ Skipped with a reason without haproxy (tests/run.sh installs it when run as root
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import signal
 import subprocess
@@ -249,8 +250,8 @@ def test_sigterm_to_one_replica_under_load_fails_no_request(stand_in):
     log = stand_in.log_path.read_text()
     assert failures == [], log[-3000:]  # haproxy's log: which server answered, after how many retries
     # The case the retries are for did happen: requests a refused while draining, before the health check took it
-    # out (3 probes at 0.5 s), were answered by b on a retry (haproxy's log marks them `+1` in the retries field).
-    assert any(" replicas/b " in line and "/+1 " in line for line in log.splitlines()), log[-3000:]
+    # out (3 probes at 0.5 s), were answered by b on a retry (haproxy's log marks them `+N` in the retries field).
+    assert any(re.search(r" replicas/b .*/\+\d+ ", line) for line in log.splitlines()), log[-3000:]
     logs = a.logs()
     assert "event=drain_started" in logs and "event=drained" in logs
     with stand_in.client() as c:  # the survivor, alone now
