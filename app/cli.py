@@ -1,4 +1,4 @@
-"""Shell subcommands: `wenmo embed | similarity | nlu | serve | download | fixtures | plan | profile |
+"""Shell subcommands: `wenmo embed | join-shards | similarity | nlu | serve | download | fixtures | plan | profile |
 hash-password` (the installed command; `python -m app …` is the same). The entry point is app/__main__.py, which
 checks the dependencies first.
 
@@ -35,7 +35,8 @@ from app.hostprofile import add_arguments as add_profile_arguments
 from app.hostprofile import run as run_profile
 from app.models.fixtures import build_all
 from app.models.uninlu.schema import parse_schema, resolve_task
-from app.service import similarity_work
+from app.service import Embeddings, similarity_work
+from app.shards import Shard, ShardRecord, count_lines, input_sha256, join, parse_shard, select
 from app.textinput import numbered_lines, parse_lines
 from app.web.auth import GENERATED_USER, HASH_ITERATIONS, hash_password
 from app.web.server import serve
@@ -82,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=("jsonl", "csv", "npy"), default="jsonl")
     e.add_argument("--no-normalize", action="store_true", help="raw vectors instead of unit length")
     e.add_argument("--skip-blank", action="store_true", help="skip blank lines instead of failing")
+    e.add_argument("--shard", metavar="I/N", help="embed only shard I (from 0) of N: input lines [I*L//N, "
+                   "(I+1)*L//N) of L; writes OUTPUT with .shard-IIIII-of-NNNNN before its extension, and a .json "
+                   "record beside it for join-shards")
+
+    j = sub.add_parser("join-shards", help="join the files of `embed --shard` in input order, checking that they "
+                       "are all the shards of one input")
+    j.add_argument("--output", required=True, help="file to write (same format as the shards)")
+    j.add_argument("files", nargs="+", metavar="FILE", help="the shard files, in any order (e.g. vectors.shard-*.npy)")
 
     s = sub.add_parser("similarity", parents=[common], help="score candidates against a source text")
     s.add_argument("--embed-model", help="GTE model dir or ModelScope id [env WENMO_EMBED_MODEL]")
@@ -201,6 +210,8 @@ def print_over_bar(line: str) -> None:
 
 # ---- commands -------------------------------------------------------------------------------------------
 def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
+    if args.shard is not None:
+        return embed_shard(args, settings, parse_shard(args.shard))
     if args.format == "npy" and not args.output:
         raise InputError("--format npy writes binary data: give --output FILE.npy")
     data, source = read_input_bytes(args.input)
@@ -208,6 +219,43 @@ def cmd_embed(args: argparse.Namespace, settings: Settings) -> int:
     with service_for(settings, ["embed"], args.demo) as service, progress_bar("embed", len(texts)) as progress:
         result = service.embed(texts, normalize=not args.no_normalize, progress=progress)
     write_vectors(texts, result, args.format, args.output)
+    return 0
+
+
+def embed_shard(args: argparse.Namespace, settings: Settings, shard: Shard) -> int:
+    """One shard of the input (app/shards.py): the whole input is read and checked, so every shard fails on a bad
+    line the way the unsharded run would, then only this shard's lines are embedded."""
+    if not args.output:
+        raise InputError(f"--shard {args.shard}: each shard writes its own file; give --output FILE (shard "
+                         f"{shard.index} then writes {shard.path('FILE.' + args.format).name})")
+    output = args.output
+    if args.format == "npy" and not output.endswith(".npy"):
+        output += ".npy"  # as np.save names the unsharded file, and the record must name the file written
+    data, source = read_input_bytes(args.input)
+    numbered = numbered_lines(data, skip_blank=args.skip_blank, source=source)
+    total = count_lines(data)
+    first_line, texts, first_index, skipped = select(numbered, shard, total)
+    with service_for(settings, ["embed"], args.demo) as service, progress_bar("embed", len(texts)) as progress:
+        embed = service.describe().model("embed")
+        if texts:
+            result = service.embed(texts, normalize=not args.no_normalize, progress=progress)
+        else:  # more shards than lines: an empty shard still writes its (0, dimension) file and its record
+            import numpy as np
+
+            result = Embeddings(np.zeros((0, embed.dimension), dtype=np.float32), (), (), 0.0, model=embed.name,
+                                dimension=embed.dimension)
+    path = shard.path(output)
+    write_vectors(texts, result, args.format, str(path), first_index=first_index)
+    ShardRecord(shard=shard.index, of=shard.count, format=args.format, input=source, input_sha256=input_sha256(data),
+                input_lines=total, first_line=first_line, lines=shard.line_range(total)[1] - first_line + 1,
+                first_index=first_index, rows=len(texts), skipped_lines=skipped, model=embed.name,
+                dimension=result.dimension, normalized=not args.no_normalize).write(path)
+    return 0
+
+
+def cmd_join_shards(args: argparse.Namespace, settings: Settings) -> int:
+    summary = join(args.files, args.output)
+    print(json.dumps(summary, ensure_ascii=False))
     return 0
 
 
@@ -362,8 +410,8 @@ def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
     return run_soak(args, settings)
 
 
-COMMANDS = {"embed": cmd_embed, "similarity": cmd_similarity, "nlu": cmd_nlu, "serve": cmd_serve,
-            "download": cmd_download, "fixtures": cmd_fixtures, "plan": cmd_plan,
+COMMANDS = {"embed": cmd_embed, "join-shards": cmd_join_shards, "similarity": cmd_similarity, "nlu": cmd_nlu,
+            "serve": cmd_serve, "download": cmd_download, "fixtures": cmd_fixtures, "plan": cmd_plan,
             "profile": cmd_profile, "bench": cmd_bench, "loadtest": cmd_loadtest,
             "bench-batching": cmd_bench_batching, "soak": cmd_soak,
             "hash-password": cmd_hash_password}

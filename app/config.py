@@ -6,8 +6,9 @@ it, no list of its own): `common` every command that runs a model, `serve` only 
 (secrets, which a command line would show to `ps`). The README's settings table has one row per field
 (tests/unit/test_settings_names.py holds the three together). Invalid values fail at start with the valid
 choices in the message.
-One variable outside that scheme is read here too: systemd's CREDENTIALS_DIRECTORY, where a `wenmo-auth`
-credential (LoadCredential=) is the auth file when neither WENMO_AUTH nor WENMO_AUTH_FILE is given.
+Two variables outside that scheme are read here too: systemd's CREDENTIALS_DIRECTORY, where a `wenmo-auth`
+credential (LoadCredential=) is the auth file when neither WENMO_AUTH nor WENMO_AUTH_FILE is given; and
+Kubernetes' KUBERNETES_SERVICE_HOST (set in every pod), where a password generated per replica would be wrong.
 Imports nothing from the rest of the app except the error tree.
 """
 
@@ -144,6 +145,12 @@ def systemd_credential(env: Mapping[str, str]) -> Path | None:
         return None
     path = Path(directory) / SYSTEMD_CREDENTIAL
     return path if path.is_file() else None
+
+
+def in_kubernetes(env: Mapping[str, str] | None = None) -> bool:
+    """In a Kubernetes pod (the kubelet sets KUBERNETES_SERVICE_HOST in every container): there each replica would
+    generate a password of its own in its own state folder, so the server refuses to generate one."""
+    return bool((os.environ if env is None else env).get("KUBERNETES_SERVICE_HOST"))
 
 
 def describe_auth_file(path: str, env: Mapping[str, str] | None = None) -> str:

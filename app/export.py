@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 
-def write_vectors(texts: Sequence[str], result: Any, fmt: str, output: str | None) -> None:
+def write_vectors(texts: Sequence[str], result: Any, fmt: str, output: str | None, first_index: int = 0) -> None:
+    """`first_index`: the row index of the first text (a shard's rows keep their index in the whole input)."""
     import numpy as np
 
     if fmt == "npy":
@@ -24,14 +25,15 @@ def write_vectors(texts: Sequence[str], result: Any, fmt: str, output: str | Non
     buf = io.StringIO()
     if fmt == "jsonl":
         for i, text in enumerate(texts):
-            buf.write(json.dumps({"index": i, "text": text, "vector": result.vectors[i].tolist(),
+            buf.write(json.dumps({"index": first_index + i, "text": text, "vector": result.vectors[i].tolist(),
                                   "dimension": result.dimension, "truncated": result.truncated[i]},
                                  ensure_ascii=False) + "\n")
     else:
         w = csv.writer(buf)
         w.writerow(["index", "text", "truncated", *[f"d{j}" for j in range(result.dimension)]])
         for i, text in enumerate(texts):
-            w.writerow([i, text, str(result.truncated[i]).lower(), *(repr(float(x)) for x in result.vectors[i])])
+            w.writerow([first_index + i, text, str(result.truncated[i]).lower(),
+                        *(repr(float(x)) for x in result.vectors[i])])
     if output:
         Path(output).write_text(buf.getvalue(), encoding="utf-8")
     else:

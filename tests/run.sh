@@ -43,14 +43,16 @@ if [ "$(cat "$project_stamp" 2>/dev/null)" != "$project_want" ] || [ ! -x "$VENV
 fi
 
 # Browser tests drive Debian's Chromium (Playwright cannot download its own browser here), with a CJK font
-# so screenshots show Chinese; deploy tests use shellcheck and systemd-analyze. Installed when root.
+# so screenshots show Chinese; deploy tests use shellcheck and systemd-analyze; the several-replicas test puts
+# haproxy in front of two servers (tests/server/test_replicas.py). Installed when root.
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "== installing ${need[*]} for the browser and deploy tests"
+  echo "== installing ${need[*]} for the browser, deploy and replica tests"
   (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}") >/dev/null 2>&1 \
     || echo "   (could not install ${need[*]}: the tests that need them are skipped with a reason)"
 fi

@@ -13,7 +13,8 @@ Credentials, in this order of precedence (all that are given are accepted):
 - neither, under systemd: the ``wenmo-auth`` credential (``LoadCredential=``), i.e. the file
   ``$CREDENTIALS_DIRECTORY/wenmo-auth``, in the auth file's format (resolved in app/config.py);
 - none of these: a random password is generated at first start and kept in ``<state_dir>/auth.txt`` (mode
-  0600, same format as an auth file); the log says where it is, never what it is.
+  0600, same format as an auth file); the log says where it is, never what it is. Not in a Kubernetes pod:
+  there every replica would generate its own, so the server refuses to start and asks for the Secret.
 
 Passwords are compared in constant time, off the event loop, at most `auth_max_checks` at once (more logins at
 the same moment get 429 at once, unhashed: a guesser cannot stall `/healthz` or the UI). Repeated failures from
@@ -175,8 +176,10 @@ def ensure_generated_password(state_dir: Path) -> Path:
     return path
 
 
-def load_credentials(auth: str, auth_file: str, state_dir: Path) -> tuple[list[Secret], str]:
-    """The accepted credentials and a one-line description of where they came from (no secrets)."""
+def load_credentials(auth: str, auth_file: str, state_dir: Path,
+                     may_generate: bool = True) -> tuple[list[Secret], str]:
+    """The accepted credentials and a one-line description of where they came from (no secrets). Without
+    `may_generate` (several replicas), no credentials given is a ConfigError instead of a generated password."""
     found: list[Secret] = []
     origin = []
     if auth:
@@ -185,6 +188,10 @@ def load_credentials(auth: str, auth_file: str, state_dir: Path) -> tuple[list[S
     if auth_file:
         found.extend(read_auth_file(Path(auth_file).expanduser()))
         origin.append(describe_auth_file(auth_file))
+    if not found and not may_generate:
+        raise ConfigError("no credentials given, and in Kubernetes (KUBERNETES_SERVICE_HOST is set) each replica "
+                          "would generate a password of its own: mount the Secret as a file and set "
+                          "WENMO_AUTH_FILE to it (README \"Several replicas: what changes\")")
     if not found:
         path = ensure_generated_password(state_dir)
         found = read_auth_file(path)

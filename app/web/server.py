@@ -36,7 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from app import hostinfo
 from app.composition import build_service, demo_models, make_plan
-from app.config import Settings
+from app.config import Settings, in_kubernetes
 from app.engine.limiter import ConcurrencyLimiter
 from app.errors import ConfigError, ModelUnavailableError, WenmoError
 from app.heapsnapshots import HeapSnapshots
@@ -312,7 +312,8 @@ def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> i
         authenticator = None
         log.warning("event=auth_disabled host=%s (--no-auth; loopback only)", settings.host)
     else:
-        credentials, origin = load_credentials(settings.auth, settings.auth_file, state_dir)
+        credentials, origin = load_credentials(settings.auth, settings.auth_file, state_dir,
+                                               may_generate=not in_kubernetes())
         authenticator = Authenticator(credentials, FailureLimiter.from_settings(settings),
                                       max_checks=settings.auth_max_checks)
         log.info("event=auth users=%d from=%r lockout_after=%d lockout_s=%g max_checks=%d", len(credentials), origin,

@@ -47,7 +47,9 @@ def free_port() -> int:
 
 
 def clean_env(extra: dict[str, str] | None = None, path_prefix: Path | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WENMO_", "PYTHONPATH"))}
+    # KUBERNETES_SERVICE_HOST: a CI runner in a pod; the app there refuses to generate a password
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("WENMO_", "PYTHONPATH")) and k != "KUBERNETES_SERVICE_HOST"}
     if os.environ.get("WENMO_DEPLOY_PIP_ARGS"):
         env["WENMO_DEPLOY_PIP_ARGS"] = os.environ["WENMO_DEPLOY_PIP_ARGS"]
     if path_prefix is not None:

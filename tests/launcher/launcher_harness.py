@@ -37,8 +37,9 @@ def event_time(event: Event) -> float:
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The test's environment without WENMO_* settings that could leak in from the developer's shell."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WENMO_")}
+    """The test's environment without WENMO_* settings that could leak in from the developer's shell, nor
+    KUBERNETES_SERVICE_HOST (a CI runner in a pod: the app would refuse to generate a password)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WENMO_") and k != "KUBERNETES_SERVICE_HOST"}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env

@@ -39,8 +39,9 @@ def free_port() -> int:
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The test's environment without WENMO_* settings from the developer's shell."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WENMO_")}
+    """The test's environment without WENMO_* settings from the developer's shell, nor the variable that tells the
+    server it runs in a Kubernetes pod (a CI runner may be one; there the server refuses to generate a password)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WENMO_") and k != "KUBERNETES_SERVICE_HOST"}
     env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
     env.update(extra or {})
     return env

@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from server_harness import PASSWORD, REPO_ROOT, USER, WenmoServer, basic_header, clean_env
+from server_harness import PASSWORD, REPO_ROOT, USER, WenmoServer, basic_header, clean_env, free_port
 
 # A character the demo vocabulary lacks (it reads as [UNK] there); appended to vocab.txt it gets an id one past
 # the embedding table.
@@ -205,6 +205,19 @@ def test_no_auth_is_refused_off_loopback_with_exit_2(tmp_path, host):
                          text=True, timeout=120)
     assert out.returncode == 2, out.stderr[-2000:]
     assert f"--no-auth is allowed only on a loopback address (127.0.0.1, ::1, localhost), not --host {host}" \
+        in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "auth.txt").exists()
+
+
+def test_a_pod_without_credentials_refuses_to_generate_a_password(tmp_path):
+    """In Kubernetes every replica would generate a password of its own: the server asks for the Secret instead."""
+    out = subprocess.run([sys.executable, "-m", "app", "serve", "--demo", "--host", "127.0.0.1", "--port",
+                          str(free_port()), "--state-dir", str(tmp_path)], cwd=REPO_ROOT,
+                         env=clean_env({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "each replica would generate a password of its own: mount the Secret as a file and set WENMO_AUTH_FILE" \
         in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "auth.txt").exists()

@@ -12,7 +12,7 @@ import logging
 
 import pytest
 
-from app.config import Settings
+from app.config import Settings, in_kubernetes
 from app.errors import ConfigError
 from app.web.auth import Authenticator, BasicAuthMiddleware, FailureLimiter, Secret, load_credentials
 
@@ -166,3 +166,23 @@ def test_an_ordinary_auth_file_is_described_as_wenmo_auth_file(tmp_path, monkeyp
     users = tmp_path / "users"
     users.write_text("erin:pw\n")
     assert load_credentials("", str(users), tmp_path / "state")[1] == f"WENMO_AUTH_FILE={users}"
+
+
+def test_no_password_is_generated_where_it_may_not_be(tmp_path):
+    """Several replicas (a Kubernetes pod): a password generated per replica would differ from pod to pod."""
+    state = tmp_path / "state"
+    with pytest.raises(ConfigError, match=r"in Kubernetes \(KUBERNETES_SERVICE_HOST is set\) each replica would "
+                                          r"generate a password of its own: mount the Secret as a file and set "
+                                          r"WENMO_AUTH_FILE to it"):
+        load_credentials("", "", state, may_generate=False)
+    assert not (state / "auth.txt").exists()
+    users = tmp_path / "users"
+    users.write_text("erin:pw\n")
+    found, _ = load_credentials("", str(users), state, may_generate=False)  # given credentials: no change
+    assert [c.user for c in found] == ["erin"]
+
+
+@pytest.mark.parametrize(("env", "inside"), [({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, True),
+                                             ({"KUBERNETES_SERVICE_HOST": ""}, False), ({}, False)])
+def test_in_kubernetes_is_the_kubelets_variable(env, inside):
+    assert in_kubernetes(env) is inside
