@@ -1,4 +1,5 @@
-"""Shell subcommands: `wenmo embed | similarity | nlu | serve | fixtures | plan | profile | hash-password` (the
+"""Shell subcommands: `wenmo embed | similarity | nlu | serve | tune | evaluate | fixtures | plan | profile |
+hash-password` (the
 installed command; `python -m app …` is the same). The entry point is app/__main__.py, which checks the dependencies
 first.
 
@@ -36,6 +37,7 @@ from app.models.fixtures import build_all
 from app.models.uninlu.schema import parse_schema, resolve_task
 from app.service import similarity_work
 from app.textinput import numbered_lines, parse_lines
+from app.tune.commands import add_evaluate_parser, add_tune_parser, run_evaluate, run_tune_command
 from app.web.auth import GENERATED_USER, HASH_ITERATIONS, hash_password
 from app.web.server import serve
 
@@ -46,7 +48,9 @@ EXIT_INTERRUPTED = 130  # the shell's own convention for Ctrl-C (128 + SIGINT), 
 # it refuses these rather than ignore them (README "The shell CLI").
 MODEL_FLAGS = {"embed": {"embed_model": "--model"}, "nlu": {"nlu_model": "--model"},
                "similarity": {"embed_model": "--embed-model", "cross_model": "--cross-model"},
-               "serve": {"embed_model": "--embed-model", "cross_model": "--cross-model", "nlu_model": "--nlu-model"}}
+               "serve": {"embed_model": "--embed-model", "cross_model": "--cross-model", "nlu_model": "--nlu-model"},
+               "tune": {"embed_model": "--embed-model", "cross_model": "--cross-model"},
+               "evaluate": {"eval_model": "--model"}}
 
 
 def program_name() -> str:
@@ -102,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("serve", parents=[common], help="run the web app (UI + HTTP API)")
     add_setting_flags(v, "serve")
     v.add_argument("--no-auth", action="store_true", help="no authentication (only on a loopback address)")
+
+    add_tune_parser(sub, common)
+    add_evaluate_parser(sub, common)
 
     f = sub.add_parser("fixtures", help="write tiny (or --full size) random-weight checkpoints")
     f.add_argument("--out", required=True, help="directory to write into")
@@ -324,6 +331,14 @@ def cmd_hash_password(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
+    return run_tune_command(args, settings)
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    return run_evaluate(args, settings)
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from bench.cli import run_bench
 
@@ -349,7 +364,7 @@ def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS = {"embed": cmd_embed, "similarity": cmd_similarity, "nlu": cmd_nlu, "serve": cmd_serve,
-            "fixtures": cmd_fixtures, "plan": cmd_plan,
+            "tune": cmd_tune, "evaluate": cmd_evaluate, "fixtures": cmd_fixtures, "plan": cmd_plan,
             "profile": cmd_profile, "bench": cmd_bench, "loadtest": cmd_loadtest,
             "bench-batching": cmd_bench_batching, "soak": cmd_soak,
             "hash-password": cmd_hash_password}
