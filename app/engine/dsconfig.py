@@ -62,8 +62,8 @@ class DsConfig:
         }
         if self.zero_stage in (1, 2):
             out["zero_optimization"] = (
-                f"stage {self.zero_stage}: not applied for inference — it partitions optimizer state and "
-                "gradients, which inference does not have; used by `wenmo tune`"
+                f"stage {self.zero_stage}: not applied for inference — used by `wenmo tune` (it partitions "
+                "optimizer state and gradients, which inference does not have)"
             )
         elif self.zero_stage == 3:
             out["zero_optimization"] = (

@@ -76,9 +76,9 @@ def add_tune_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Argum
                    help="pairs per micro-batch and GPU (default ds_config.json's train_micro_batch_size_per_gpu)")
     t.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default ds_config.json's optimizer.params.lr)")
-    t.add_argument("--loss", choices=EMBED_LOSSES, default="cosent",
-                   help="embedder loss: cosent (default; labels 0/1 or scores) or in-batch (negatives from the "
-                        "batch; 0/1 labels)")
+    t.add_argument("--loss", choices=EMBED_LOSSES, default="auto",
+                   help="embedder loss: auto (default: in-batch for 0/1 labels, cosent for scores), cosent (CoSENT "
+                        "on cosine) or in-batch (in-batch negatives; 0/1 labels)")
     t.add_argument("--seed", type=int, default=0, help="shuffling and initialisation seed (default 0)")
     # DeepSpeed's launcher appends --local_rank=N to each process's arguments; the rank is read from LOCAL_RANK.
     t.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
@@ -104,8 +104,6 @@ def run_tune_command(args: argparse.Namespace, settings: Settings) -> int:
     options = TuneOptions(role=args.tune_role, train=args.train_path, eval=args.eval_path, out=args.out_dir,
                           report=args.report_path, events=args.events_path, epochs=args.epochs, steps=args.steps,
                           batch_size=args.batch_size, lr=args.lr, loss=args.loss, seed=args.seed, demo=args.demo)
-    if args.loss != "cosent" and args.tune_role != "embed":
-        raise InputError("--loss is the embedder's; the cross-encoder trains with cross-entropy: leave out --loss")
     outcome = run_tune(options, settings)
     if outcome.summary is not None:
         print(json.dumps(outcome.summary, ensure_ascii=False))

@@ -37,7 +37,7 @@ from app.tune.events import EventLog
 from app.tune.output import check_target, default_out, publish, remove_stale_staging, staging_dir, write_checkpoint
 from app.tune.pairs import PairFile, data_warnings, overlap, read_pairs
 from app.tune.report import png_path, write_report
-from app.tune.trainable import ROLES, batch_loss, check_loss, load_trainable, trained_state
+from app.tune.trainable import ROLES, batch_loss, load_trainable, resolve_loss, trained_state
 from app.tune.trainplan import distributed_env, read_raw, training_config
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class TuneOptions:
     steps: int | None = None
     batch_size: int | None = None
     lr: float | None = None
-    loss: str = "cosent"
+    loss: str = "auto"
     seed: int = 0
     demo: bool = False
 
@@ -169,7 +169,7 @@ def _run(options: TuneOptions, settings: Settings, events: EventLog, stop: StopR
         raise InputError(f"--model {options.role}: choose embed (the GTE embedder) or cross (the cross-encoder)")
     started = time.time()
     train, held_out = read_pairs(options.train), read_pairs(options.eval)
-    check_loss(options.role, options.loss, train.binary)
+    loss_name = resolve_loss(options.role, options.loss, train.binary)
     warnings = data_warnings(train, held_out)
     for w in warnings:
         log.warning("event=tune_data %s", w)
@@ -217,8 +217,8 @@ def _run(options: TuneOptions, settings: Settings, events: EventLog, stop: StopR
                              min_batch_fill=settings.min_batch_fill)
     duplicates = {"train": len(train.duplicates), "eval": len(held_out.duplicates)}
     found_overlap = len(overlap(train, held_out))
-    events.emit("start", model=model_name, role=options.role, source=str(source), out=str(target), steps=steps,
-                zero_stage=zero_stage, offload_optimizer=plan.offload_optimizer, precision=plan.dtype,
+    events.emit("start", model=model_name, role=options.role, loss=loss_name, source=str(source), out=str(target),
+                steps=steps, zero_stage=zero_stage, offload_optimizer=plan.offload_optimizer, precision=plan.dtype,
                 optimizer=optimizer_name, device=device, world_size=world, micro_batch=plan.micro_batch,
                 train_pairs=len(train.pairs), eval_pairs=len(held_out.pairs), duplicates=duplicates,
                 overlap=found_overlap, warnings=warnings)
@@ -231,7 +231,7 @@ def _run(options: TuneOptions, settings: Settings, events: EventLog, stop: StopR
         events.emit("eval", phase="before", metrics=before)
     _barrier(world)
 
-    losses = _train(engine, trainable, train, plan, steps, rank, world, options, device, events, stop)
+    losses = _train(engine, trainable, train, plan, steps, rank, world, options, device, events, stop, loss_name)
 
     if rank != 0:
         _barrier(world)
@@ -250,7 +250,7 @@ def _run(options: TuneOptions, settings: Settings, events: EventLog, stop: StopR
         "zero_stage": zero_stage, "offload_optimizer": plan.offload_optimizer, "precision": plan.dtype,
         "optimizer": optimizer_name, "device": device, "world_size": world, "steps": steps,
         "micro_batch": plan.micro_batch, "gradient_accumulation_steps": plan.accumulation,
-        "lr": plan.config["optimizer"]["params"].get("lr"), "loss": _loss_name(options),
+        "lr": plan.config["optimizer"]["params"].get("lr"), "loss": loss_name,
         "before": before, "after": after, "losses": losses,
         "train": {"path": train.path, "pairs": len(train.pairs), "duplicates": len(train.duplicates),
                   "binary": train.binary},
@@ -274,7 +274,7 @@ def _run(options: TuneOptions, settings: Settings, events: EventLog, stop: StopR
 
 
 def _train(engine: Any, t: Any, train: PairFile, plan: Any, steps: int, rank: int, world: int,  # noqa: ANN401
-           options: TuneOptions, device: str, events: EventLog, stop: StopRequest) -> list[float]:
+           options: TuneOptions, device: str, events: EventLog, stop: StopRequest, loss_name: str) -> list[float]:
     micro = plan.micro_batch
     order = batches(len(train.pairs), micro * world, options.seed)
     losses = []
@@ -286,7 +286,7 @@ def _train(engine: Any, t: Any, train: PairFile, plan: Any, steps: int, rank: in
         for _ in range(plan.accumulation):
             chosen = [train.pairs[i] for i in next(order)[rank * micro:(rank + 1) * micro]]
             loss = batch_loss(t, engine, [p.text_a for p in chosen], [p.text_b for p in chosen],
-                              [p.label for p in chosen], device, _loss_name(options))
+                              [p.label for p in chosen], device, loss_name)
             engine.backward(loss)
             engine.step()
             total += float(loss.detach())
@@ -294,10 +294,6 @@ def _train(engine: Any, t: Any, train: PairFile, plan: Any, steps: int, rank: in
         events.emit("step", step=step, steps=steps, loss=losses[-1])
     engine.eval()
     return losses
-
-
-def _loss_name(options: TuneOptions) -> str:
-    return options.loss if options.role == "embed" else "cross-entropy"
 
 
 def _barrier(world: int) -> None:

@@ -26,23 +26,23 @@ def _alphabet() -> list[str]:
     return list(seen)[: GROUPS * 2 * PER_HALF]
 
 
-def halves() -> list[tuple[list[str], list[str]]]:
+def halves(groups: int = GROUPS) -> list[tuple[list[str], list[str]]]:
     chars = _alphabet()
     out = []
-    for g in range(GROUPS):
+    for g in range(groups):
         block = chars[g * 2 * PER_HALF:(g + 1) * 2 * PER_HALF]
         out.append((block[:PER_HALF], block[PER_HALF:]))
     return out
 
 
-def pairs(n: int, seed: int) -> list[dict]:
+def pairs(n: int, seed: int, n_groups: int = GROUPS) -> list[dict]:
     rng = random.Random(seed)
-    groups = halves()
+    groups = halves(n_groups)
     rows = []
     for i in range(n):
-        g = rng.randrange(GROUPS)
+        g = rng.randrange(n_groups)
         same = i % 2 == 0
-        h = g if same else rng.choice([x for x in range(GROUPS) if x != g])
+        h = g if same else rng.choice([x for x in range(n_groups) if x != g])
         a = "".join(rng.choice(groups[g][0]) for _ in range(rng.randint(*TEXT_CHARS)))
         b = "".join(rng.choice(groups[h][1]) for _ in range(rng.randint(*TEXT_CHARS)))
         rows.append({"text_a": a, "text_b": b, "label": 1 if same else 0})
@@ -54,7 +54,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def task_files(folder: Path, train: int = 512, held_out: int = 256) -> tuple[Path, Path]:
+def task_files(folder: Path, train: int = 512, held_out: int = 256, groups: int = GROUPS) -> tuple[Path, Path]:
     """Training and held-out files (different seeds: new pairs of the same rule)."""
     folder.mkdir(parents=True, exist_ok=True)
-    return write_jsonl(folder / "train.jsonl", pairs(train, 1)), write_jsonl(folder / "eval.jsonl", pairs(held_out, 2))
+    return (write_jsonl(folder / "train.jsonl", pairs(train, 1, groups)),
+            write_jsonl(folder / "eval.jsonl", pairs(held_out, 2, groups)))
