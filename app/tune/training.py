@@ -20,6 +20,7 @@ import os
 import random
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -206,10 +207,12 @@ def _run(options: TuneOptions, settings: Settings, events: EventLog, stop: StopR
     deepspeed = import_deepspeed()
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
-    deepspeed.init_distributed(dist_backend="nccl" if device.startswith("cuda") else "gloo")
-    engine, optimizer, _, _ = deepspeed.initialize(
-        model=trainable.module, model_parameters=[p for p in trainable.module.parameters() if p.requires_grad],
-        config=plan.config)
+    # DeepSpeed prints (not logs) some lines on stdout, which carries the command's result: sent to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        deepspeed.init_distributed(dist_backend="nccl" if device.startswith("cuda") else "gloo")
+        engine, optimizer, _, _ = deepspeed.initialize(
+            model=trainable.module, model_parameters=[p for p in trainable.module.parameters() if p.requires_grad],
+            config=plan.config)
     zero_stage = int(engine.zero_optimization_stage())
     inner = getattr(optimizer, "optimizer", optimizer)
     optimizer_name = type(inner).__module__.split(".")[0] + "." + type(inner).__name__

@@ -62,7 +62,7 @@ def test_unknown_extension_empty_file_and_bad_utf8(tmp_path):
     with pytest.raises(InputError, match="no pairs"):
         read_pairs(write(tmp_path, "e.jsonl", "\n"))
     p = tmp_path / "b.csv"
-    p.write_bytes("a,b,1\n".encode() + b"\xff\xfe,x,0\n")
+    p.write_bytes(b"a,b,1\n" + b"\xff\xfe,x,0\n")
     with pytest.raises(InputError, match=r"line 2\).*UTF-8"):
         read_pairs(p)
     with pytest.raises(InputError, match="cannot read"):
