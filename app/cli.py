@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     # copy of the app without them (a slim image) still serves, and simply has no bench commands.
     try:
         from bench.cli import add_batching_parser, add_bench_parser, add_loadtest_parser, add_soak_parser
+        from bench.tuning import add_tune_bench_parser
     except ModuleNotFoundError as e:
         if e.name != "bench":
             raise
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_loadtest_parser(sub, common)
     add_batching_parser(sub, common)
     add_soak_parser(sub, common)
+    add_tune_bench_parser(sub, common)
     return p
 
 
@@ -357,6 +359,12 @@ def cmd_bench_batching(args: argparse.Namespace, settings: Settings) -> int:
     return run_batching(args, settings)
 
 
+def cmd_bench_tune(args: argparse.Namespace, settings: Settings) -> int:
+    from bench.tuning import run_tune_bench
+
+    return run_tune_bench(args, settings)
+
+
 def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
     from bench.cli import run_soak
 
@@ -366,7 +374,7 @@ def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS = {"embed": cmd_embed, "similarity": cmd_similarity, "nlu": cmd_nlu, "serve": cmd_serve,
             "tune": cmd_tune, "evaluate": cmd_evaluate, "fixtures": cmd_fixtures, "plan": cmd_plan,
             "profile": cmd_profile, "bench": cmd_bench, "loadtest": cmd_loadtest,
-            "bench-batching": cmd_bench_batching, "soak": cmd_soak,
+            "bench-batching": cmd_bench_batching, "bench-tune": cmd_bench_tune, "soak": cmd_soak,
             "hash-password": cmd_hash_password}
 
 
