@@ -5,7 +5,8 @@
     │   ├── ConfigError             400  exit 2  invalid settings / ds_config.json, detected at start
     │   ├── BodyTooLargeError       413  exit 2  a request body or upload past --max-upload-mib
     │   ├── BudgetExceededError     422  exit 2  a valid request whose work passes a per-request budget
-    │   └── FileRejectedError       400  exit 2  a UI file argument that is not an upload of this server
+    │   ├── FileRejectedError       400  exit 2  a UI file argument that is not an upload of this server
+    │   └── JobRunningError         409  exit 2  a tune job was asked for while one runs (app/tune/jobs.py)
     ├── OverloadedError             429  exit 1  the concurrency cap is full: "busy, retry shortly"
     ├── ModelUnavailableError       503  exit 2  a model cannot be found, downloaded or loaded: a restart cannot
     │                                            fix it, the message says what will (README: "The shell CLI")
@@ -73,6 +74,13 @@ class FileRejectedError(InputError):
 
     def __init__(self) -> None:
         super().__init__(FILE_RULE)
+
+
+class JobRunningError(InputError):
+    """One tune job at a time: starting another while one runs."""
+
+    kind = "conflict_error"
+    http_status = 409
 
 
 class RetryLaterError(WenmoError):

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import REPO_ROOT, Settings
-from app.errors import InputError
+from app.errors import InputError, JobRunningError
 from app.tune.events import EventReader
 from app.tune.trainable import EMBED_LOSSES, ROLES
 
@@ -38,10 +38,6 @@ OPTION_FLAGS = {"out": "--out", "report": "--report", "epochs": "--epochs", "ste
                 "batch_size": "--batch-size", "lr": "--lr", "loss": "--loss", "seed": "--seed",
                 "source": None}
 SETTINGS_FLAGS = ("state_dir", "model_dir", "ds_config", "device", "dtype", "log_level", "max_length")
-
-
-class JobRunningError(InputError):
-    """Starting a job while one runs."""
 
 
 class TuneJobs:
