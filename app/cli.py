@@ -1,6 +1,6 @@
-"""Shell subcommands: `wenmo embed | join-shards | similarity | nlu | serve | download | fixtures | plan | profile |
-hash-password` (the installed command; `python -m app …` is the same). The entry point is app/__main__.py, which
-checks the dependencies first.
+"""Shell subcommands: `wenmo embed | join-shards | similarity | nlu | serve | download | tune | evaluate | fixtures |
+plan | profile | hash-password` (the installed command; `python -m app …` is the same). The entry point is
+app/__main__.py, which checks the dependencies first.
 
 Every command shares the engine and the service with the web app. Every `Settings` field is a flag here,
 built from its `scope` in app/config.py (no list of our own). An error leaves through `report_error`, the shell's
@@ -38,6 +38,7 @@ from app.models.uninlu.schema import parse_schema, resolve_task
 from app.service import Embeddings, similarity_work
 from app.shards import Shard, ShardRecord, count_lines, input_sha256, join, parse_shard, select
 from app.textinput import numbered_lines, parse_lines
+from app.tune.commands import add_evaluate_parser, add_tune_parser, run_evaluate, run_tune_command
 from app.web.auth import GENERATED_USER, HASH_ITERATIONS, hash_password
 from app.web.server import serve
 
@@ -48,7 +49,9 @@ EXIT_INTERRUPTED = 130  # the shell's own convention for Ctrl-C (128 + SIGINT), 
 # it refuses these rather than ignore them (README "The shell CLI").
 MODEL_FLAGS = {"embed": {"embed_model": "--model"}, "nlu": {"nlu_model": "--model"},
                "similarity": {"embed_model": "--embed-model", "cross_model": "--cross-model"},
-               "serve": {"embed_model": "--embed-model", "cross_model": "--cross-model", "nlu_model": "--nlu-model"}}
+               "serve": {"embed_model": "--embed-model", "cross_model": "--cross-model", "nlu_model": "--nlu-model"},
+               "tune": {"embed_model": "--embed-model", "cross_model": "--cross-model"},
+               "evaluate": {"eval_model": "--model"}}
 
 
 def program_name() -> str:
@@ -120,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
             d.add_argument(flag_name(f.name), dest=f.name, choices=f.metadata["choices"],
                            help=f"{f.metadata['help']} [env {env_name(f.name)}, default {f.default}]")
 
+    add_tune_parser(sub, common)
+    add_evaluate_parser(sub, common)
+
     f = sub.add_parser("fixtures", help="write tiny (or --full size) random-weight checkpoints")
     f.add_argument("--out", required=True, help="directory to write into")
     f.add_argument("--full", action="store_true", help="full-size replicas of the real architectures")
@@ -139,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     # copy of the app without them (a slim image) still serves, and simply has no bench commands.
     try:
         from bench.cli import add_batching_parser, add_bench_parser, add_loadtest_parser, add_soak_parser
+        from bench.tuning import add_tune_bench_parser
     except ModuleNotFoundError as e:
         if e.name != "bench":
             raise
@@ -147,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_loadtest_parser(sub, common)
     add_batching_parser(sub, common)
     add_soak_parser(sub, common)
+    add_tune_bench_parser(sub, common)
     return p
 
 
@@ -386,6 +394,14 @@ def cmd_hash_password(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
+    return run_tune_command(args, settings)
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    return run_evaluate(args, settings)
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from bench.cli import run_bench
 
@@ -404,6 +420,12 @@ def cmd_bench_batching(args: argparse.Namespace, settings: Settings) -> int:
     return run_batching(args, settings)
 
 
+def cmd_bench_tune(args: argparse.Namespace, settings: Settings) -> int:
+    from bench.tuning import run_tune_bench
+
+    return run_tune_bench(args, settings)
+
+
 def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
     from bench.cli import run_soak
 
@@ -411,9 +433,10 @@ def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS = {"embed": cmd_embed, "join-shards": cmd_join_shards, "similarity": cmd_similarity, "nlu": cmd_nlu,
-            "serve": cmd_serve, "download": cmd_download, "fixtures": cmd_fixtures, "plan": cmd_plan,
+            "serve": cmd_serve, "download": cmd_download, "tune": cmd_tune, "evaluate": cmd_evaluate,
+            "fixtures": cmd_fixtures, "plan": cmd_plan,
             "profile": cmd_profile, "bench": cmd_bench, "loadtest": cmd_loadtest,
-            "bench-batching": cmd_bench_batching, "soak": cmd_soak,
+            "bench-batching": cmd_bench_batching, "bench-tune": cmd_bench_tune, "soak": cmd_soak,
             "hash-password": cmd_hash_password}
 
 

@@ -3,9 +3,10 @@
 The file is DeepSpeed's usual config. At serving time only two things in it act: the precision blocks
 (`bf16`, `fp16`) choose the serving dtype, and the `inference` block gives `deepspeed.init_inference`
 its options. ZeRO partitions training state (optimizer state, gradients; stage 3 also parameters), so
-stage 2 has nothing to act on when serving; stage 3 with parameter offload ("ZeRO-Inference") is the one
-mode that lowers GPU memory for inference and is reported as not applied (see README). Training keys are
-accepted so one file can serve both purposes, and reported as ignored. Imports no torch.
+stage 2 has nothing to act on when serving: it acts in `wenmo tune` (app/tune/trainplan.py turns this file
+into the training config). Stage 3 with parameter offload ("ZeRO-Inference") is the one mode that lowers GPU
+memory for inference and is reported as not applied (see README). Training keys (`optimizer`, `scheduler`,
+batch sizes) are accepted so one file serves both, and reported as used by `wenmo tune` only. Imports no torch.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ class DsConfig:
         }
         if self.zero_stage in (1, 2):
             out["zero_optimization"] = (
-                f"stage {self.zero_stage}: not applied — it partitions optimizer state and gradients, "
-                "which inference does not have"
+                f"stage {self.zero_stage}: not applied for inference — used by `wenmo tune` (it partitions "
+                "optimizer state and gradients, which inference does not have)"
             )
         elif self.zero_stage == 3:
             out["zero_optimization"] = (
@@ -72,7 +73,7 @@ class DsConfig:
         else:
             out["zero_optimization"] = "stage 0: nothing to apply"
         if self.training_keys:
-            out["training"] = f"{', '.join(self.training_keys)}: ignored (training only)"
+            out["training"] = f"{', '.join(self.training_keys)}: ignored (training only; used by `wenmo tune`)"
         return out
 
 

@@ -3,7 +3,8 @@
 Every fenced block in the sections below is `bash` (or `python`, `ini`, `http`: shown, not run; an untyped block
 cannot hide a shell example). The Quick start's two commands are run by tests/deploy/test_deploy.py. Each command in
 a bash block runs through the installed `wenmo` (the virtualenv's bin/ first on PATH) in a folder holding the files
-the examples name (texts.txt, candidates.txt, requests.jsonl). The model ids they name are served from a model cache
+the examples name (texts.txt, candidates.txt, requests.jsonl; train.jsonl and eval.jsonl for tuning). The model
+ids they name are served from a model cache
 that holds the tiny checkpoints under those ids, as a finished download leaves it (no hub here); `--demo` commands
 use the same tiny models. The curl examples run against a real `--demo` server with the user the README shows
 (alice:secret), http://HOST:7860 pointing at it, and curl failing on an HTTP error.
@@ -33,7 +34,8 @@ from server_harness import WenmoServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-SECTIONS = ("The shell CLI", "Universal NLU", "The web app", "Deploying", "The launcher", "Measuring")
+SECTIONS = ("The shell CLI", "Universal NLU", "The web app", "Deploying", "The launcher", "Measuring",
+            "Tuning to your data")
 NOT_SHELL = ("python", "ini", "http")  # blocks of these languages are shown, not run
 NOT_RUN = "not run by tests:"
 CURL_USER = "alice:secret"
@@ -43,6 +45,12 @@ FILES = {
     "candidates.txt": "今天天气不错\n我喜欢看电影\n",
     "requests.jsonl": '{"text": "谷口清太郎在日本积极筹资", "schema": {"人物": null}}\n\n{"text": "这部电影很好看", '
                       '"schema": {"正向情感": null, "负向情感": null}, "task": "classify"}\n',
+    "train.jsonl": "".join(f'{{"text_a": "{a}", "text_b": "{b}", "label": {y}}}\n' for a, b, y in (
+        ("怎么退货", "如何申请退货", 1), ("怎么退货", "今天天气很好", 0), ("密码忘了", "如何重置密码", 1),
+        ("密码忘了", "北京天安门", 0), ("运费多少", "邮费怎么算", 1), ("运费多少", "我喜欢看电影", 0))),
+    "eval.jsonl": "".join(f'{{"text_a": "{a}", "text_b": "{b}", "label": {y}}}\n' for a, b, y in (
+        ("怎样退款", "退款流程", 1), ("怎样退款", "明天会下雨", 0), ("发票怎么开", "如何开发票", 1),
+        ("发票怎么开", "上海", 0))),
 }
 
 

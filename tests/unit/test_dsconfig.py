@@ -12,9 +12,10 @@ def test_repo_file_effects_say_zero2_is_not_applied(tmp_path):
     ds = load_ds_config(Path(__file__).resolve().parents[2] / "ds_config.json")
     assert ds.zero_stage == 2 and ds.bf16 == "auto" and ds.replace_with_kernel_inject is False
     effects = ds.effects()
-    assert "not applied" in effects["zero_optimization"]
+    assert "stage 2: not applied for inference — used by `wenmo tune`" in effects["zero_optimization"]
     assert "optimizer state and gradients" in effects["zero_optimization"]
-    assert "ignored (training only)" in effects["training"]
+    assert "optimizer" in effects["training"]  # the training block the file now holds for `wenmo tune`
+    assert "ignored (training only; used by `wenmo tune`)" in effects["training"]
 
 
 def test_invalid_json_names_file_and_position(tmp_path):
