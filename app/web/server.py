@@ -41,6 +41,7 @@ from app.engine.limiter import ConcurrencyLimiter
 from app.errors import ConfigError, ModelUnavailableError, WenmoError
 from app.heapsnapshots import HeapSnapshots
 from app.service import ROLES
+from app.tune.jobs import TuneJobs
 from app.web.auth import (
     Authenticator,
     BasicAuthMiddleware,
@@ -345,6 +346,7 @@ def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> i
     ctx.metrics.add_collector(ServerStateCollector(ctx))
     ctx.history = History(ctx.metrics)
     sampler = HistorySampler(ctx.history)
+    ctx.tune_jobs = TuneJobs(settings)  # the Tune tab's jobs: a child process each, one at a time
     asgi, _blocks, store = build_asgi(ctx, authenticator)
     lifecycle.work_probes += [lambda: sum(ctx.gradio_queue()), lambda: limiter.running + limiter.waiting]
 
@@ -368,6 +370,7 @@ def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> i
         server.run(sock)
     finally:
         sampler.stop()
+        ctx.tune_jobs.close()  # a job left running would outlive the server (its own process group)
         store.remove()
     if failure:
         raise failure[0]  # rendered by the CLI's one error boundary: message and exit status

@@ -3,7 +3,9 @@ curve's points, the before/after table, and when "serve this result" can be pres
 
 from __future__ import annotations
 
-from app.web.ui.tune import loss_frame, metrics_frame, progress_markdown, view
+import pytest
+
+from app.web.ui.tune import CHART_POINTS, loss_frame, metrics_frame, progress_markdown, view
 
 RUNNING = {"job_id": "j1", "role": "embed", "status": "running", "step": 3, "steps": 12, "losses": [0.9, 0.7, 0.61234],
            "before": {"spearman": 0.01}, "after": None, "out": None, "report": None, "message": ""}
@@ -30,3 +32,13 @@ def test_serve_this_result_is_pressable_only_for_a_finished_job_with_a_checkpoin
     assert view(RUNNING)[3].interactive is False
     assert view({**RUNNING, "status": "done", "out": "/m/tuned/x"})[3].interactive is True
     assert view({**RUNNING, "status": "cancelled"})[3].interactive is False
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, CHART_POINTS, CHART_POINTS + 1, 1000, 100_001])
+def test_the_loss_chart_takes_at_most_chart_points_evenly_spaced_steps_and_the_last(n):
+    frame = loss_frame({"losses": [float(i) * 0.5 for i in range(n)]})
+    steps = list(frame["step"])
+    assert len(steps) == n if n <= CHART_POINTS else CHART_POINTS // 2 <= len(steps) <= CHART_POINTS
+    if n:
+        assert steps[-1] == n and len({b - a for a, b in zip(steps[:-1], steps[1:], strict=True)}) <= 1  # even
+        assert list(frame["loss"]) == [(s - 1) * 0.5 for s in steps]  # each step's own loss
