@@ -16,28 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.argtypes import positive_float, positive_int
 from app.config import FIELD_NAMES, Settings, env_name
 from app.errors import InputError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def _names(choices: tuple[str, ...]):  # noqa: ANN202
@@ -80,28 +61,28 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Argu
                    help="a real RexUniNLU checkpoint instead of the replica")
     b.add_argument("--families", metavar="LIST", type=_names(FAMILIES), default=FAMILIES,
                    help="which model families to measure (default: embed,cross,nlu)")
-    b.add_argument("--texts", dest="bench_texts", metavar="N", type=_positive_int, default=512,
+    b.add_argument("--texts", dest="bench_texts", metavar="N", type=positive_int, default=512,
                    help="texts in the workload (default 512)")
     b.add_argument("--pairs", dest="bench_pairs", metavar="N", type=int, default=0,
                    help="cross-encoder pairs (default: as many as --texts)")
-    b.add_argument("--naive-texts", dest="bench_naive_texts", metavar="N", type=_positive_int, default=64,
+    b.add_argument("--naive-texts", dest="bench_naive_texts", metavar="N", type=positive_int, default=64,
                    help="inputs the naive baseline runs (a length-stratified subset; default 64)")
-    b.add_argument("--nlu-texts", dest="bench_nlu_texts", metavar="N", type=_positive_int, default=8,
+    b.add_argument("--nlu-texts", dest="bench_nlu_texts", metavar="N", type=positive_int, default=8,
                    help="RexUniNLU requests per task family (default 8)")
     b.add_argument("--seed", dest="bench_seed", metavar="N", type=int, default=0, help="workload seed (default 0)")
-    b.add_argument("--fixed-tokens", dest="bench_fixed_tokens", metavar="N", type=_positive_int, default=0,
+    b.add_argument("--fixed-tokens", dest="bench_fixed_tokens", metavar="N", type=positive_int, default=0,
                    help="every text (and pair) exactly N tokens instead of the mixed-length workload, e.g. 128 "
                         "for a figure 'at 128-token inputs'")
-    b.add_argument("--library-batch-size", type=_positive_int, default=32,
+    b.add_argument("--library-batch-size", type=positive_int, default=32,
                    help="fixed batch size of the library baseline (default 32)")
     b.add_argument("--models-dir", dest="bench_models_dir", metavar="DIR", default="",
                    help="where replicas are built and kept (default: <state dir>/bench-models)")
-    b.add_argument("--rounds", type=_positive_int, default=1,
+    b.add_argument("--rounds", type=positive_int, default=1,
                    help="run every configuration this many times, round-robin, each in a fresh process; the "
                         "fastest round counts (default 1; 2–3 on a machine shared with others)")
-    b.add_argument("--passes", type=_positive_int, default=1,
+    b.add_argument("--passes", type=positive_int, default=1,
                    help="timed passes over the inputs inside each process; the fastest counts (default 1)")
-    b.add_argument("--job-timeout-s", type=_positive_float, default=1800.0,
+    b.add_argument("--job-timeout-s", type=positive_float, default=1800.0,
                    help="time limit per configuration's process (default 1800)")
     b.add_argument("--json", dest="json_path", metavar="PATH", help="write the full results as JSON to this file")
     b.add_argument("--plot", dest="plot_path", metavar="PATH", help="write a PNG chart to this file")
@@ -122,31 +103,31 @@ def add_loadtest_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.A
     t.add_argument("--allow-remote", action="store_true", help="allow a non-loopback URL")
     t.add_argument("--stages", metavar="LIST", type=_names(("baseline", "ramp", "soak", "mixed")), default=d.stages,
                    help="stages to run, in order (default: baseline,ramp,soak,mixed)")
-    t.add_argument("--users", type=_positive_int, default=d.users, help=f"most concurrent users (default {d.users})")
+    t.add_argument("--users", type=positive_int, default=d.users, help=f"most concurrent users (default {d.users})")
     t.add_argument("--ramp-steps", metavar="LIST", type=_ints, default=(),
                    help="user counts of the ramp (default 1,2,4,… up to --users)")
-    t.add_argument("--step-s", type=_positive_float, default=d.step_s, help=f"seconds per ramp step ({d.step_s:g})")
-    t.add_argument("--step-requests", type=_positive_int, default=d.step_requests,
+    t.add_argument("--step-s", type=positive_float, default=d.step_s, help=f"seconds per ramp step ({d.step_s:g})")
+    t.add_argument("--step-requests", type=positive_int, default=d.step_requests,
                    help=f"request cap per ramp step ({d.step_requests})")
-    t.add_argument("--baseline-requests", type=_positive_int, default=d.baseline_requests,
+    t.add_argument("--baseline-requests", type=positive_int, default=d.baseline_requests,
                    help=f"requests of the 1-user baseline ({d.baseline_requests})")
-    t.add_argument("--baseline-s", type=_positive_float, default=d.baseline_s,
+    t.add_argument("--baseline-s", type=positive_float, default=d.baseline_s,
                    help=f"time cap of the baseline ({d.baseline_s:g} s)")
     t.add_argument("--soak-users", type=int, default=0, help="users of soak and mixed (default: the safe concurrency)")
-    t.add_argument("--soak-s", type=_positive_float, default=d.soak_s, help=f"soak duration ({d.soak_s:g} s)")
-    t.add_argument("--soak-requests", type=_positive_int, default=d.soak_requests, help="request cap of the soak")
+    t.add_argument("--soak-s", type=positive_float, default=d.soak_s, help=f"soak duration ({d.soak_s:g} s)")
+    t.add_argument("--soak-requests", type=positive_int, default=d.soak_requests, help="request cap of the soak")
     add_soak_arguments(t, d)
-    t.add_argument("--mixed-s", type=_positive_float, default=d.mixed_s, help=f"mixed stage duration ({d.mixed_s:g} s)")
-    t.add_argument("--mixed-requests", type=_positive_int, default=d.mixed_requests, help="request cap of mixed")
+    t.add_argument("--mixed-s", type=positive_float, default=d.mixed_s, help=f"mixed stage duration ({d.mixed_s:g} s)")
+    t.add_argument("--mixed-requests", type=positive_int, default=d.mixed_requests, help="request cap of mixed")
     t.add_argument("--mix", default=DEFAULT_MIX, help=f"request mix of the mixed stage (default {DEFAULT_MIX}; "
                    "kinds: vectors, similarity, rerank, nlu, ui, metrics, badlogin)")
-    t.add_argument("--metrics-interval-s", type=_positive_float, default=d.metrics_interval_s,
+    t.add_argument("--metrics-interval-s", type=positive_float, default=d.metrics_interval_s,
                    help=f"GET /metrics every this many seconds during the soak ({d.metrics_interval_s:g})")
-    t.add_argument("--p95-target-ms", type=_positive_float, default=d.p95_target_ms,
+    t.add_argument("--p95-target-ms", type=positive_float, default=d.p95_target_ms,
                    help=f"p95 latency a step must stay within to count as safe ({d.p95_target_ms:g} ms)")
-    t.add_argument("--request-timeout-s", dest="load_request_timeout_s", type=_positive_float,
+    t.add_argument("--request-timeout-s", dest="load_request_timeout_s", type=positive_float,
                    default=d.request_timeout_s, help=f"per-request timeout ({d.request_timeout_s:g} s)")
-    t.add_argument("--ready-timeout-s", type=_positive_float, default=d.ready_timeout_s,
+    t.add_argument("--ready-timeout-s", type=positive_float, default=d.ready_timeout_s,
                    help=f"how long to wait for GET /readyz ({d.ready_timeout_s:g} s)")
     t.add_argument("--embedding-model-name", dest="request_model", metavar="NAME", default="",
                    help="`model` field of embeddings requests (default: the configured embed model)")
@@ -166,13 +147,13 @@ def add_soak_arguments(t: argparse.ArgumentParser, d: Any) -> None:  # noqa: ANN
     t.add_argument("--soak-warmup-s", type=float, default=d.soak_warmup_s,
                    help=f"seconds of the soak left out of the memory fit (default {d.soak_warmup_s:g}, at most half "
                         "the soak)")
-    t.add_argument("--memory-budget-mib-per-day", type=_positive_float, default=d.memory_budget_mib_per_day,
+    t.add_argument("--memory-budget-mib-per-day", type=positive_float, default=d.memory_budget_mib_per_day,
                    help="the soak passes when every memory gauge, extrapolated to 24 h at the soak's rate, grows "
                         f"less than this (default {d.memory_budget_mib_per_day:g} MiB)")
     t.add_argument("--settle-every-s", type=float, default=d.settle_every_s,
                    help="pause the users this often for a settled memory sample (nothing in flight), the samples "
                         f"the verdict fits (default {d.settle_every_s:g} s; 0: never, fit the samples under load)")
-    t.add_argument("--settle-s", type=_positive_float, default=d.settle_s,
+    t.add_argument("--settle-s", type=positive_float, default=d.settle_s,
                    help=f"quiet seconds before each settled sample (default {d.settle_s:g})")
 
 
@@ -201,22 +182,22 @@ def add_batching_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.A
                    help="a real GTE checkpoint (directory or ModelScope id) instead of the replica")
     t.add_argument("--models-dir", dest="bench_models_dir", metavar="DIR", default="",
                    help="where replicas are built and kept (default: <state dir>/bench-models)")
-    t.add_argument("--users", type=_positive_int, default=d.users, help=f"concurrent users (default {d.users})")
-    t.add_argument("--requests", dest="batching_requests", metavar="N", type=_positive_int, default=d.requests,
+    t.add_argument("--users", type=positive_int, default=d.users, help=f"concurrent users (default {d.users})")
+    t.add_argument("--requests", dest="batching_requests", metavar="N", type=positive_int, default=d.requests,
                    help=f"timed requests per user, one text each (default {d.requests})")
     t.add_argument("--warmup", dest="batching_warmup", metavar="N", type=int, default=d.warmup,
                    help=f"untimed requests per user before the timed ones (default {d.warmup})")
-    t.add_argument("--compare-texts", metavar="N", type=_positive_int, default=d.compare_texts,
+    t.add_argument("--compare-texts", metavar="N", type=positive_int, default=d.compare_texts,
                    help=f"texts whose vectors under load are compared with single requests to the idle server "
                         f"(1–{POOL_TEXTS}, default {d.compare_texts})")
-    t.add_argument("--rounds", type=_positive_int, default=d.rounds,
+    t.add_argument("--rounds", type=positive_int, default=d.rounds,
                    help="run both servers this many times, alternating which goes first; per mode the round with "
                         "the most texts/s counts (default 1)")
     t.add_argument("--seed", dest="bench_seed", metavar="N", type=int, default=d.seed, help="text seed (default 0)")
     # Not --request-timeout-s: that is the server setting (Settings.request_timeout_s), which reaches the servers.
-    t.add_argument("--client-timeout-s", type=_positive_float, default=d.client_timeout_s,
+    t.add_argument("--client-timeout-s", type=positive_float, default=d.client_timeout_s,
                    help=f"how long a user waits for one answer before counting an error ({d.client_timeout_s:g} s)")
-    t.add_argument("--ready-timeout-s", type=_positive_float, default=d.ready_timeout_s,
+    t.add_argument("--ready-timeout-s", type=positive_float, default=d.ready_timeout_s,
                    help=f"how long each server may take to load and answer GET /readyz ({d.ready_timeout_s:g} s)")
     t.add_argument("--check", action="store_true",
                    help="exit status 1 when a target is missed (default: report it, exit 0)")
@@ -239,19 +220,19 @@ def add_soak_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Argum
                     "/metrics, and judge their slope per 1,000 requests after the warm-up, extrapolated to 24 "
                     "hours at the soak's rate, against --memory-budget-mib-per-day. Settings flags given here "
                     "and WENMO_* variables reach the server.")
-    t.add_argument("--soak-users", type=_positive_int, default=d.users, help=f"concurrent users (default {d.users})")
-    t.add_argument("--soak-s", type=_positive_float, default=d.soak_s, help=f"soak duration ({d.soak_s:g} s)")
-    t.add_argument("--soak-requests", type=_positive_int, default=d.soak_requests,
+    t.add_argument("--soak-users", type=positive_int, default=d.users, help=f"concurrent users (default {d.users})")
+    t.add_argument("--soak-s", type=positive_float, default=d.soak_s, help=f"soak duration ({d.soak_s:g} s)")
+    t.add_argument("--soak-requests", type=positive_int, default=d.soak_requests,
                    help="request cap (default: none; the duration ends it)")
     add_soak_arguments(t, d)
-    t.add_argument("--metrics-interval-s", type=_positive_float, default=d.metrics_interval_s,
+    t.add_argument("--metrics-interval-s", type=positive_float, default=d.metrics_interval_s,
                    help=f"GET /metrics every this many seconds ({d.metrics_interval_s:g})")
     t.add_argument("--trace-heap", action="store_true",
                    help="trace the server's Python allocations (several times slower) and report the allocation "
                         "sites that grew between the end of the warm-up and the end")
-    t.add_argument("--top-sites", type=_positive_int, default=d.top_sites,
+    t.add_argument("--top-sites", type=positive_int, default=d.top_sites,
                    help=f"allocation sites to report with --trace-heap (default {d.top_sites})")
-    t.add_argument("--ready-timeout-s", type=_positive_float, default=d.ready_timeout_s,
+    t.add_argument("--ready-timeout-s", type=positive_float, default=d.ready_timeout_s,
                    help=f"how long the server may take to load and answer GET /readyz ({d.ready_timeout_s:g} s)")
     t.add_argument("--check", action="store_true",
                    help="exit status 1 when the verdict fails or a request failed (default: report it, exit 0)")

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.argtypes import positive_float, positive_int
 from app.composition import demo_models
 from app.config import Settings
 from app.engine.dsconfig import load_ds_config
@@ -28,24 +29,6 @@ from app.tune.training import TuneOptions, run_tune, summary_line
 log = logging.getLogger(__name__)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
-    return value
 
 
 def add_tune_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:  # noqa: ANN401
@@ -70,11 +53,11 @@ def add_tune_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Argum
                    help="report file (default <out>/tune-report.json); a .png chart is written beside it")
     t.add_argument("--events", dest="events_path", metavar="FILE.jsonl",
                    help="append progress as JSON lines (start, eval, step, done / error / cancelled)")
-    t.add_argument("--epochs", type=_positive_int, default=1, help="passes over the training pairs (default 1)")
-    t.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps (instead of --epochs)")
-    t.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=None,
+    t.add_argument("--epochs", type=positive_int, default=1, help="passes over the training pairs (default 1)")
+    t.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (instead of --epochs)")
+    t.add_argument("--batch-size", dest="batch_size", type=positive_int, default=None,
                    help="pairs per micro-batch and GPU (default ds_config.json's train_micro_batch_size_per_gpu)")
-    t.add_argument("--lr", type=_positive_float, default=None,
+    t.add_argument("--lr", type=positive_float, default=None,
                    help="learning rate (default ds_config.json's optimizer.params.lr)")
     t.add_argument("--loss", choices=EMBED_LOSSES, default="auto",
                    help="embedder loss: auto (default: in-batch for 0/1 labels, cosent for scores), cosent (CoSENT "

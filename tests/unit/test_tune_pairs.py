@@ -78,3 +78,4 @@ def test_duplicates_in_either_order_and_overlap_are_reported(tmp_path):
     assert len(warnings) == 3
     assert "1 duplicate pairs (line 3 repeats line 1)" in warnings[0]
     assert f"1 held-out pairs also occur in {train.path} (line 2 = {train.path} line 2)" in warnings[2]
+
