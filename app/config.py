@@ -97,6 +97,8 @@ class Settings:
     max_file_store_mib: int = _opt(1024, "disk that uploaded and exported files may take together, MiB (oldest "
                                          "removed first; an upload or export that cannot fit even then gets 507)",
                                   scope="serve")
+    max_file_store_age_s: float = _opt(3600.0, "seconds an uploaded or exported file is kept at most (refused, then "
+                                               "removed, after that)", scope="serve")
     auth: str = _opt("", "user:password for HTTP basic auth (environment only)", scope="env", secret=True)
     auth_file: str = _opt("", "file of user:password or user:salted-hash lines (environment only; default: "
                               f"$CREDENTIALS_DIRECTORY/{SYSTEMD_CREDENTIAL} when systemd passes it)", scope="env")
@@ -191,7 +193,7 @@ def validate(s: Settings) -> Settings:
             raise ConfigError(
                 f"{flag_name(f.name)} / {env_name(f.name)}: {value!r} is not valid; choose one of {', '.join(choices)}"
             )
-        if f.name in ("auth_lockout_s", "request_timeout_s"):  # any positive time, fractions included (tests)
+        if f.name in ("auth_lockout_s", "request_timeout_s", "max_file_store_age_s"):  # any positive time (tests)
             if not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{flag_name(f.name)} / {env_name(f.name)} must be a number of seconds > 0, "
                                   f"got {value}")

@@ -98,7 +98,8 @@ def build_asgi(ctx: ServerContext, authenticator: Any) -> tuple[Any, Any, Any]:
     """(the ASGI app with every layer, the Blocks, the file store)."""
     # Uploads and exports live in a folder of this process's own (0700), bounded on disk; Gradio reads
     # GRADIO_TEMP_DIR when it loads and when the Blocks are built, so it is set first.
-    store = FileStore(ctx.settings.max_file_store_mib * 2**20, max_files_per_upload=ctx.settings.max_upload_files)
+    store = FileStore(ctx.settings.max_file_store_mib * 2**20, max_files_per_upload=ctx.settings.max_upload_files,
+                      max_age_s=ctx.settings.max_file_store_age_s)
     os.environ["GRADIO_TEMP_DIR"] = str(store.root)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a private server
     # Gradio's queue records every event for its /monitoring dashboard (not served here) and after each event

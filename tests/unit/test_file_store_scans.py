@@ -98,3 +98,14 @@ def test_gradio_forgets_the_files_the_store_removed():
     blocks.temp_file_sets.append(extra)
     forget_files(blocks, ["/s/a", "/s/b", "/s/x"])
     assert recorded == {"/s/c"} and extra == {"/s/d"}
+
+
+def test_the_age_limit_is_the_stores_own_setting():
+    store = FileStore(64 * MIB, max_age_s=120)  # --max-file-store-age-s 120
+    try:
+        young, old = an_upload(store, "a", age_s=60), an_upload(store, "b", age_s=150)
+        assert store.upload_path(str(young)) == young
+        with pytest.raises(FileRejectedError):
+            store.upload_path(str(old))
+    finally:
+        store.remove()

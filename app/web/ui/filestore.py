@@ -49,7 +49,9 @@ LOW_WATER_RATIO = 0.9  # prune down to this share of the cap: one rescan per ten
 PART_SLACK_BYTES = 8192  # one file's last partial block plus its folder, which a Content-Length does not count
 STALE_PART_S = 3600.0  # a half-written upload older than this was abandoned (its request is long gone)
 EMPTY_DIR_GRACE_S = 60.0  # Gradio creates an upload's folder just before it moves the file in
-MAX_AGE_S = 3600.0  # uploads and exports are kept an hour at most (README "Security"): refused, then removed
+MAX_AGE_S = 3600.0  # the default of max_file_store_age_s: uploads and exports are kept an hour at most (README
+# "Security"), refused, then removed. Shorter: less disk and memory in their bookkeeping; a soak reaches its
+# steady state sooner (the store is full of files of every age from then on).
 # Expired files are looked for at most this often, or at the next reservation after one was refused for its
 # age. A scan stats every file in the store, and under a steady stream of Vectors-tab calls (an export folder
 # each, kept an hour) a scan per call grew with every call: in time (ms per call) and in resident memory (the
@@ -58,7 +60,8 @@ EXPIRY_SCAN_S = 30.0
 _UPLOAD_DIR = re.compile(r"[0-9a-f]{64}")  # Gradio names an upload's folder by the sha256 of its bytes
 
 class FileStore:
-    def __init__(self, max_bytes: int, *, max_files_per_upload: int = 10, root: Path | None = None) -> None:
+    def __init__(self, max_bytes: int, *, max_files_per_upload: int = 10, root: Path | None = None,
+                 max_age_s: float = MAX_AGE_S) -> None:
         if root is None:
             root = Path(tempfile.mkdtemp(prefix="wenmo-files-"))  # 0700, ours alone
         root.mkdir(parents=True, exist_ok=True)
@@ -66,6 +69,7 @@ class FileStore:
         # Resolved once, so a TMPDIR behind a symlink compares equal to the resolved argument paths.
         self.root = Path(os.path.realpath(root))
         self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
         self.max_files_per_upload = max_files_per_upload
         self._lock = threading.Lock()
         self._on_disk = 0  # an upper bound: exact after each scan, plus what each finished request stored
@@ -97,7 +101,7 @@ class FileStore:
             raise FileRejectedError() from None
         if not stat.S_ISREG(st.st_mode):
             raise FileRejectedError()
-        if time.time() - st.st_mtime > MAX_AGE_S:
+        if time.time() - st.st_mtime > self.max_age_s:
             self._next_expiry_scan = float("-inf")  # expired files exist: the next reservation removes them
             raise FileRejectedError()
         return Path(real)
@@ -135,7 +139,7 @@ class FileStore:
                 "request (fewer or smaller files, fewer texts), or ask the operator to raise the limit")
         with self._lock:
             reserved = sum(self._reserved.values())
-            # A new file is a moment to remove what has expired (an upload or export older than MAX_AGE_S), at
+            # A new file is a moment to remove what has expired (an upload or export older than max_age_s), at
             # most every EXPIRY_SCAN_S; Gradio's own clean-up only runs every ten minutes and ages files by ctime.
             if time.monotonic() >= self._next_expiry_scan:
                 self._on_disk = self._prune(None)
@@ -204,10 +208,10 @@ class FileStore:
         return total
 
     def _prune(self, target: int | None) -> int:
-        """Remove every file older than MAX_AGE_S, then the oldest until the store takes at most `target` bytes
+        """Remove every file older than max_age_s, then the oldest until the store takes at most `target` bytes
         (None: only the expired); the bytes left."""
         now = time.time()
-        expired_before_ns = int((now - MAX_AGE_S) * 1e9)
+        expired_before_ns = int((now - self.max_age_s) * 1e9)
         files, empty = self._scan(now)
         self.scans += 1
         self._next_expiry_scan = time.monotonic() + EXPIRY_SCAN_S
