@@ -126,7 +126,8 @@ def test_other_methods_on_the_api_are_405_with_allow(server, method, path):
 
 def test_unknown_api_path_is_404_listing_the_routes(server):
     r, log = logged_during(server, lambda: raw(server, "POST", "/v1/embedding", b"{}"))
-    assert_error(r, 404, "not_found_error", "/v1/embedding", "/v1/embeddings, /v1/nlu, /v1/similarity")
+    assert_error(r, 404, "not_found_error", "/v1/embedding", "/v1/embeddings, /v1/models, /v1/models/{role}, "
+                 "/v1/models/{role}/rollback, /v1/nlu, /v1/similarity")
     assert_one_clean_line(log, 404)
 
 

@@ -142,7 +142,7 @@ WENMO_SERIES = {
     "wenmo_ready", "wenmo_draining", "wenmo_in_flight", "wenmo_queue_depth", "wenmo_max_concurrent",
     "wenmo_max_queue", "wenmo_limiter_rejected_total", "wenmo_engine_forwards_total", "wenmo_engine_items_total",
     "wenmo_engine_shared_forwards_total", "wenmo_engine_waiting_requests", "wenmo_model_memory_bytes",
-    "wenmo_process_resident_memory_bytes",
+    "wenmo_process_resident_memory_bytes", "wenmo_model_info",
 }
 WENMO_SERIES_LATER = {
     "wenmo_ui_events_total", "wenmo_ui_event_duration_seconds_bucket", "wenmo_ui_event_duration_seconds_count",
