@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.argtypes import positive_int
 from app.config import REPO_ROOT, Settings
 from app.engine.runtime import import_deepspeed
 from app.models.fixtures import build_gte
@@ -39,9 +40,10 @@ def add_tune_bench_parser(sub: Any, common: argparse.ArgumentParser) -> argparse
                             "ZeRO-2 vs ZeRO-2 + optimizer offload (CUDA)",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
     b.add_argument("--size", choices=("tiny", "full"), default="tiny", help="tiny checkpoint or full-size replica")
-    b.add_argument("--tune-steps", type=int, default=20, help="timed optimizer steps per configuration (default 20)")
-    b.add_argument("--tune-batch", type=int, default=16, help="pairs per step (default 16)")
-    b.add_argument("--tune-tokens", type=int, default=64, help="tokens per text (default 64)")
+    b.add_argument("--tune-steps", type=positive_int, default=20,
+                   help="timed optimizer steps per configuration (default 20)")
+    b.add_argument("--tune-batch", type=positive_int, default=16, help="pairs per step (default 16)")
+    b.add_argument("--tune-tokens", type=positive_int, default=64, help="tokens per text (default 64)")
     b.add_argument("--models-dir", dest="bench_models_dir", default="", help="where replicas are built and kept "
                    "(default <state dir>/bench-models)")
     b.add_argument("--json", dest="json_path", metavar="PATH", help="write the results as JSON")
