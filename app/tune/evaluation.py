@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.checkpoints import checkpoint_role
 from app.engine.runtime import RuntimePlan
 from app.errors import InputError
 from app.models.checkpoint import read_json
@@ -21,7 +22,6 @@ from app.tune.metrics import cross_encoder_metrics, embedder_metrics
 from app.tune.pairs import PairFile
 
 CHUNK = 256  # pairs per call into the adapter
-TASK_ROLES = {"sentence-embedding": "embed", "sentence-similarity": "cross"}  # configuration.json's `task`
 
 
 class Stopped(Exception):  # noqa: N818 - not an error: the job was asked to stop
@@ -29,11 +29,11 @@ class Stopped(Exception):  # noqa: N818 - not an error: the job was asked to sto
 
 
 def role_of(model_dir: Path) -> str:
-    """embed or cross, from configuration.json's task (as ModelScope names it)."""
-    configuration = read_json(model_dir, "configuration.json", required=False)
-    task = configuration.get("task")
-    if task in TASK_ROLES:
-        return TASK_ROLES[task]
+    """embed or cross, from configuration.json's task (as ModelScope names it; app/checkpoints.py's one map)."""
+    role = checkpoint_role(model_dir)
+    if role in ("embed", "cross"):
+        return role
+    task = read_json(model_dir, "configuration.json", required=False).get("task")
     raise InputError(f"{model_dir}: cannot tell the model's role from configuration.json (task {task!r}); give "
                      "--role embed (a sentence embedder) or --role cross (a pair classifier)")
 
