@@ -61,6 +61,7 @@ class Example:
     command: str
     shown: list[str] = field(default_factory=list)  # comment lines right below it: output or explanation
     skipped: str = ""  # the reason, when marked `not run by tests`
+    block: int = 0  # line of its fenced block's opening: a block reads as one session, top to bottom
 
 
 def sections(text: str) -> dict[str, list[tuple[int, str]]]:
@@ -81,7 +82,7 @@ def fenced_blocks(lines: list[tuple[int, str]]) -> list[tuple[str, list[tuple[in
     for number, line in lines:
         if line.startswith("```"):
             if language is None:
-                language, body = line[3:].strip(), []
+                language, body = line[3:].strip(), [(number, line)]
             else:
                 blocks.append((language, body))
                 language = None
@@ -98,6 +99,7 @@ def examples(readme: str) -> list[Example]:
         for language, body in fenced_blocks(lines):
             assert language == "bash" or language in NOT_SHELL, f"README {title!r}, line {body[0][0]}: a ``` block " \
                 f"without bash or one of {NOT_SHELL}: mark shell examples ```bash so that this test runs them"
+            (opening, _), body = body[0], body[1:]
             if language != "bash":
                 continue
             whole_block = ""
@@ -119,7 +121,7 @@ def examples(readme: str) -> list[Example]:
                     pending = pending[:-1] + " "
                     continue
                 reason = pending.split(NOT_RUN, 1)[1].strip() if NOT_RUN in pending else whole_block
-                last = Example(title, start, pending, skipped=reason)
+                last = Example(title, start, pending, skipped=reason, block=opening)
                 found.append(last)
                 pending = ""
     return found
@@ -185,10 +187,10 @@ def test_the_parser_sees_continuations_output_and_marks():
         "```", "## Other", "```", "not a shell example", "```",
     ])
     got = examples(text)
-    assert [(e.line, e.command, e.shown, e.skipped) for e in got] == [
-        (3, "wenmo a      --b c   # why", ['# {"x": 1}'], ""),
-        (6, "wenmo d  # not run by tests: needs a GPU here", [], "needs a GPU here"),
-        (11, "wenmo e", [], "takes hours on full models"),
+    assert [(e.line, e.command, e.shown, e.skipped, e.block) for e in got] == [
+        (3, "wenmo a      --b c   # why", ['# {"x": 1}'], "", 2),
+        (6, "wenmo d  # not run by tests: needs a GPU here", [], "needs a GPU here", 2),
+        (11, "wenmo e", [], "takes hours on full models", 9),
     ]
     assert shown_names(got[0]) == {"x"}
     with pytest.raises(AssertionError, match="without bash"):
@@ -233,9 +235,21 @@ def run(command: str, workspace: dict, env: dict[str, str] | None = None) -> sub
                           timeout=180)
 
 
+RAN: dict[int, subprocess.CompletedProcess[str]] = {}  # README line → its run, each command run once
+
+
+def run_in_reading_order(example: Example, workspace: dict) -> subprocess.CompletedProcess[str]:
+    """The example's run, after the commands above it in its block (pytest-randomly shuffles the tests; a reader
+    does not: `wenmo evaluate --model tuned-embed` needs the `wenmo tune` above it to have run)."""
+    for e in CLI:
+        if e.block == example.block and e.line <= example.line and e.line not in RAN:
+            RAN[e.line] = run(e.command, workspace)
+    return RAN[example.line]
+
+
 @pytest.mark.parametrize("example", CLI, ids=[f"README:{e.line}" for e in CLI])
 def test_a_cli_example_runs_as_written(workspace, example):
-    r = run(example.command, workspace)
+    r = run_in_reading_order(example, workspace)
     assert r.returncode == 0, f"README line {example.line}: {example.command}\n{r.stderr[-3000:]}"
     assert "Traceback" not in r.stderr
     missing = shown_names(example) - output_names(r.stdout)
