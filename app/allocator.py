@@ -23,6 +23,7 @@ import ctypes
 import ctypes.util
 import os
 from collections.abc import Callable, Mapping
+from typing import Any
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
 ARENA_MAX = 2
@@ -30,15 +31,41 @@ ENV = {M_ARENA_MAX: "MALLOC_ARENA_MAX"}
 WANTED = {M_ARENA_MAX: ARENA_MAX}
 
 
-def _load_mallopt() -> Callable[[int, int], int] | None:
+def libc_function(name: str, argtypes: list[Any], restype: Any) -> Callable[..., Any] | None:  # noqa: ANN401
+    """glibc's `name`, typed; None where the C library has no such function (musl, macOS)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        fn = getattr(libc, name)
+    except (OSError, AttributeError):
         return None
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return mallopt
+    fn.argtypes = argtypes
+    fn.restype = restype
+    return fn
+
+
+def _load_mallopt() -> Callable[[int, int], int] | None:
+    return libc_function("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
+
+
+class _MallInfo2(ctypes.Structure):  # glibc ≥ 2.33, malloc.h's struct mallinfo2: every field a size_t
+    _fields_ = [(f, ctypes.c_size_t) for f in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+_mallinfo2 = libc_function("mallinfo2", [], _MallInfo2)
+
+
+def malloc_stats() -> dict[str, int] | None:
+    """Where the C heap's bytes are, summed over every arena (glibc's `mallinfo2`; None elsewhere):
+    `in_use` — chunks the program holds (torch's CPU tensors, tokenizers, numpy arrays; mmapped chunks included);
+    `free` — freed chunks the arenas keep for reuse, fragmentation included (resident or not: a trim gives back
+    their pages but not their address space); `system` — what the arenas and mmapped chunks took from the system.
+    Python's own small objects live in pymalloc's arenas, outside these (sys.getallocatedblocks counts them).
+    Read to tell a leak (in_use grows) from fragmentation (free grows) in a soak."""
+    if _mallinfo2 is None:
+        return None
+    m = _mallinfo2()
+    return {"in_use": m.uordblks + m.hblkhd, "free": m.fordblks, "system": m.arena + m.hblkhd}
 
 
 def tune(environ: Mapping[str, str] | None = None,

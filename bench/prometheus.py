@@ -22,6 +22,9 @@ DAY_S = 86400.0
 MIN_FIT_POINTS = 3
 NOT_MEMORY = "process_virtual_memory_bytes"
 STANDARD_RSS, WENMO_RSS = "process_resident_memory_bytes", "wenmo_process_resident_memory_bytes"
+# Where the resident memory is (app/web/server.py): fitted like the memory gauges, to tell a leak (the C heap's
+# in_use, Python's blocks) from fragmentation (the C heap's free), but not judged — resident memory is what costs.
+BREAKDOWN = ("wenmo_heap_bytes", "wenmo_python_allocated_blocks")
 
 
 def _escape(value: str) -> str:
@@ -44,11 +47,16 @@ def parse_samples(text: str) -> dict[str, float]:
     return {sample_key(s.name, s.labels): float(s.value) for s in samples if not math.isnan(s.value)}
 
 
+def is_breakdown(key: str) -> bool:
+    return key.split("{", 1)[0] in BREAKDOWN
+
+
 def memory_gauges(text: str) -> dict[str, float]:
-    """The memory gauges in a /metrics body; values of `*_bytes` gauges stay in bytes."""
+    """The memory gauges in a /metrics body, and the breakdown gauges; values of `*_bytes` gauges stay in bytes."""
     samples = parse_samples(text)
     skip = {NOT_MEMORY} | ({STANDARD_RSS} if WENMO_RSS in samples else set())
-    return {k: v for k, v in samples.items() if "memory" in k.split("{", 1)[0].lower() and k not in skip}
+    return {k: v for k, v in samples.items()
+            if ("memory" in k.split("{", 1)[0].lower() and k not in skip) or is_breakdown(k)}
 
 
 def to_mib(key: str, value: float) -> float:
@@ -97,7 +105,8 @@ def memory_verdict(samples: Sequence[tuple], warmup_s: float, rate_rps: float | 
     with nothing in flight; "under load")."""
     gauges: dict[str, dict[str, Any]] = {}
     for key in _keys(samples):
-        if not key.split("{", 1)[0].endswith("_bytes"):
+        breakdown = is_breakdown(key)
+        if not key.split("{", 1)[0].endswith("_bytes") and not breakdown:
             continue
         pts = [(n, v) for t, v, n in _series(samples, key) if t >= warmup_s and n is not None]
         xs, ys = [n for n, _ in pts], [v for _, v in pts]
@@ -108,8 +117,8 @@ def memory_verdict(samples: Sequence[tuple], warmup_s: float, rate_rps: float | 
             continue
         lo, hi = slope_interval(xs, ys) or (per_request, per_request)
         day = rate_rps * DAY_S
-        verdict = "PASS" if hi * day < budget_mib_per_day else "FAIL" if lo * day >= budget_mib_per_day \
-            else "INCONCLUSIVE"
+        verdict = "breakdown" if breakdown else "PASS" if hi * day < budget_mib_per_day \
+            else "FAIL" if lo * day >= budget_mib_per_day else "INCONCLUSIVE"
         mean_n = sum(xs) / len(xs)
         intercept = sum(ys) / len(ys) - per_request * mean_n
         gauges[key] = {
@@ -117,8 +126,10 @@ def memory_verdict(samples: Sequence[tuple], warmup_s: float, rate_rps: float | 
             "mib_per_1k_requests": per_request * 1000, "mib_per_24h": per_request * day,
             "mib_per_24h_ci95": [lo * day, hi * day],
             "fit": {"slope_mib_per_request": per_request, "intercept_mib": intercept},
-            "verdict": verdict, "pass": verdict == "PASS",
+            "verdict": verdict, "pass": None if breakdown else verdict == "PASS",
         }
+        if not key.split("{", 1)[0].endswith("_bytes"):  # a count: per 1k requests in its own unit
+            gauges[key]["unit"] = "value"
     judged = [g["verdict"] for g in gauges.values() if g["pass"] is not None]
     overall = None if not judged else "PASS" if all(v == "PASS" for v in judged) else \
         "FAIL" if "FAIL" in judged else "INCONCLUSIVE"

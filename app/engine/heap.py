@@ -13,11 +13,12 @@ last second of requests freed (the soak's settled samples and the launcher's mem
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import threading
 import time
 from collections.abc import Callable
+
+from app.allocator import libc_function
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +26,7 @@ MIN_INTERVAL_S = 1.0
 
 
 def _load_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    return libc_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)  # None: not glibc, nothing to trim
 
 
 def _timer(delay_s: float, fn: Callable[[], None]) -> None:

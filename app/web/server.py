@@ -35,6 +35,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from app import hostinfo
+from app.allocator import malloc_stats
 from app.composition import build_service, demo_models, make_plan
 from app.config import Settings, in_kubernetes
 from app.engine.limiter import ConcurrencyLimiter
@@ -207,6 +208,17 @@ class ServerStateCollector:
         # published figures and dashboards use.
         yield gauge("wenmo_process_resident_memory_bytes", "resident memory of the server process",
                     int(hostinfo.host()["process_rss_mib"] * 2**20))
+        # Where the resident memory is, for telling a leak from fragmentation (issue 18's soak reads these).
+        heap = malloc_stats()
+        if heap is not None:
+            parts = GaugeMetricFamily("wenmo_heap_bytes", "the C heap (glibc, every arena): in_use = chunks held, "
+                                      "free = chunks kept for reuse (fragmentation), system = taken from the system",
+                                      labels=("part",))
+            for part, n in heap.items():
+                parts.add_metric((part,), n)
+            yield parts
+        yield gauge("wenmo_python_allocated_blocks", "Python objects' memory blocks in use (sys.getallocatedblocks)",
+                    sys.getallocatedblocks())
         cuda = hostinfo.cuda_allocated_bytes()
         if cuda is not None:
             yield gauge("wenmo_cuda_allocated_bytes", "bytes held by torch's CUDA allocator", cuda)

@@ -142,11 +142,12 @@ WENMO_SERIES = {
     "wenmo_ready", "wenmo_draining", "wenmo_in_flight", "wenmo_queue_depth", "wenmo_max_concurrent",
     "wenmo_max_queue", "wenmo_limiter_rejected_total", "wenmo_engine_forwards_total", "wenmo_engine_items_total",
     "wenmo_engine_shared_forwards_total", "wenmo_engine_waiting_requests", "wenmo_model_memory_bytes",
-    "wenmo_process_resident_memory_bytes", "wenmo_model_info",
+    "wenmo_process_resident_memory_bytes", "wenmo_model_info", "wenmo_python_allocated_blocks",
 }
 WENMO_SERIES_LATER = {
     "wenmo_ui_events_total", "wenmo_ui_event_duration_seconds_bucket", "wenmo_ui_event_duration_seconds_count",
     "wenmo_ui_event_duration_seconds_sum", "wenmo_cuda_allocated_bytes", "wenmo_gpu_memory_used_bytes",
+    "wenmo_heap_bytes",  # glibc only
 }
 
 
@@ -186,7 +187,12 @@ def test_metrics_count_requests_and_show_gauges(client):
     assert "# TYPE wenmo_engine_shared_forwards_total counter" in text
     # tiny GTE: 2 layers of hidden 32 over a ~1500-token vocabulary, in fp32
     assert 50_000 < metric(text, "wenmo_model_memory_bytes", role="embed") < 2_000_000
-    assert metric(text, "wenmo_process_resident_memory_bytes") > 50 * 2**20
+    rss = metric(text, "wenmo_process_resident_memory_bytes")
+    assert rss > 50 * 2**20
+    # Where it is: the C heap (glibc) holds the models' tensors; freed chunks are a part of what it took.
+    heap = {part: metric(text, "wenmo_heap_bytes", part=part) for part in ("in_use", "free", "system")}
+    assert 1 * 2**20 < heap["in_use"] < heap["system"] and heap["free"] < heap["system"]
+    assert metric(text, "wenmo_python_allocated_blocks") > 10_000
     assert "# TYPE wenmo_busy_total counter" in text
     # prometheus_client's standard collectors, on the server's own registry.
     assert metric(text, "process_resident_memory_bytes") > 50 * 2**20

@@ -3,6 +3,8 @@ wins."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import subprocess
 import sys
@@ -73,3 +75,26 @@ def test_tune_sets_only_what_the_environment_leaves_unset():
     assert allocator.tune({"MALLOC_ARENA_MAX": "8"}, lambda p, v: calls.append((p, v)) or 1) == {}
     assert len(calls) == 1  # the environment's value stands: mallopt not called
     assert allocator.tune({}, lambda p, v: 0) == {}  # mallopt refused: nothing claimed
+
+
+@pytest.mark.skipif(allocator.malloc_stats() is None, reason="not glibc ≥ 2.33: no mallinfo2")
+def test_malloc_stats_tell_held_chunks_from_freed_ones():
+    """A leak shows as `in_use`, fragmentation as `free`: every other small chunk freed stays in the arena."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    mib = 1 << 20
+    before = allocator.malloc_stats()
+    big = libc.malloc(48 * mib)  # past the mmap threshold: its own mapping, counted as in use and as system
+    held = allocator.malloc_stats()
+    assert held["in_use"] - before["in_use"] >= 48 * mib and held["system"] - before["system"] >= 48 * mib
+    libc.free(big)
+    assert allocator.malloc_stats()["in_use"] - before["in_use"] < 4 * mib
+    small = [libc.malloc(1000) for _ in range(8000)]  # ~8 MB of heap chunks
+    full = allocator.malloc_stats()
+    for p in small[::2]:
+        libc.free(p)  # holes between held chunks: the arena cannot give them back
+    holed = allocator.malloc_stats()
+    assert full["in_use"] - holed["in_use"] >= 3 * mib and holed["free"] - full["free"] >= 3 * mib
+    for p in small[1::2]:
+        libc.free(p)
