@@ -59,7 +59,8 @@ def malloc_stats() -> dict[str, int] | None:
     """Where the C heap's bytes are, summed over every arena (glibc's `mallinfo2`; None elsewhere):
     `in_use` — chunks the program holds (torch's CPU tensors, tokenizers, numpy arrays; mmapped chunks included);
     `free` — freed chunks the arenas keep for reuse, fragmentation included (resident or not: a trim gives back
-    their pages but not their address space); `system` — what the arenas and mmapped chunks took from the system.
+    their pages but not their address space); `system` — what the arenas and mmapped chunks took from the system
+    (always in_use + free: glibc counts an arena's bytes as one or the other).
     Python's own small objects live in pymalloc's arenas, outside these (sys.getallocatedblocks counts them).
     Read to tell a leak (in_use grows) from fragmentation (free grows) in a soak."""
     if _mallinfo2 is None:
