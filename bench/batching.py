@@ -49,7 +49,7 @@ from app.engine.loading import resolve_model
 from app.errors import InputError, ModelUnavailableError
 from bench import workload as wl
 from bench.loadtest import Outcome, _retry_after, _valid_body, classify, open_client, summarize, wait_ready
-from bench.prometheus import parse_samples
+from bench.prometheus import metric_name, parse_samples
 from bench.serverchild import ServerChild, free_port, serve_env
 from bench.stats import percentile, ratio
 from bench.suite import build_fixture, replica_root
@@ -221,7 +221,7 @@ def limits_from_log(text: str) -> dict[str, int]:
 def kept_metrics(text: str) -> dict[str, float]:
     out = {}
     for key, value in parse_samples(text).items():
-        name = key.split("{", 1)[0]
+        name = metric_name(key)
         if name in METRIC_KEYS or ("batch" in name and not name.endswith("_bucket")):
             out[key] = value
     return out

@@ -27,6 +27,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 MAPPING = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \d+\s*(.*)$")
 ARENA_HEAP = 64 << 20  # glibc's HEAP_MAX_SIZE on 64-bit: non-main arenas' heaps are aligned to it
@@ -62,7 +63,7 @@ def resident_by_kind(smaps: str) -> dict[str, float]:
 
 
 def cpu_ticks(pid: int) -> int:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115 (a /proc read)
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
@@ -72,7 +73,7 @@ def quiet_samples(pid: int, every_s: float, quiet_ticks: int) -> Iterator[dict[s
         try:
             recent.append(cpu_ticks(pid))
             if len(recent) == recent.maxlen and recent[-1] - recent[0] <= quiet_ticks:
-                yield resident_by_kind(open(f"/proc/{pid}/smaps").read())  # noqa: SIM115
+                yield resident_by_kind(Path(f"/proc/{pid}/smaps").read_text())
                 recent.clear()
                 time.sleep(every_s)
             time.sleep(0.5)

@@ -83,10 +83,10 @@ def draw_soak_memory(ax: Any, soak: dict[str, Any]) -> None:  # noqa: ANN401
     dots) and the verdict's fitted line over the samples it fitted, after the warm-up."""
     series = soak.get("memory_samples", [])
     settled = soak.get("settled_samples", [])
-    from bench.prometheus import to_mib
+    from bench.prometheus import is_bytes, to_mib
 
     # MiB on this axis: a count among the breakdown gauges (Python's blocks) is in the report's table only
-    keys = sorted({k for row in list(series) + list(settled) for k in row[1] if k.split("{", 1)[0].endswith("_bytes")})
+    keys = sorted({k for row in list(series) + list(settled) for k in row[1] if is_bytes(k)})
 
     verdict = soak.get("verdict") or {}
     fits = verdict.get("gauges", {})

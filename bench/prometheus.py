@@ -47,8 +47,17 @@ def parse_samples(text: str) -> dict[str, float]:
     return {sample_key(s.name, s.labels): float(s.value) for s in samples if not math.isnan(s.value)}
 
 
+def metric_name(key: str) -> str:
+    """`name` of a `name{labels}` sample key."""
+    return key.split("{", 1)[0]
+
+
+def is_bytes(key: str) -> bool:
+    return metric_name(key).endswith("_bytes")
+
+
 def is_breakdown(key: str) -> bool:
-    return key.split("{", 1)[0] in BREAKDOWN
+    return metric_name(key) in BREAKDOWN
 
 
 def memory_gauges(text: str) -> dict[str, float]:
@@ -56,12 +65,12 @@ def memory_gauges(text: str) -> dict[str, float]:
     samples = parse_samples(text)
     skip = {NOT_MEMORY} | ({STANDARD_RSS} if WENMO_RSS in samples else set())
     return {k: v for k, v in samples.items()
-            if ("memory" in k.split("{", 1)[0].lower() and k not in skip) or is_breakdown(k)}
+            if ("memory" in metric_name(k).lower() and k not in skip) or is_breakdown(k)}
 
 
 def to_mib(key: str, value: float) -> float:
     """Bytes → MiB for `*_bytes` gauges; other units are returned unchanged."""
-    return value / (1 << 20) if key.split("{", 1)[0].endswith("_bytes") else value
+    return value / (1 << 20) if is_bytes(key) else value
 
 
 def _series(samples: Sequence[tuple], key: str) -> list[tuple[float, float, int | None]]:
@@ -88,7 +97,7 @@ def memory_trend(samples: Sequence[tuple]) -> dict[str, dict[str, Any]]:
         vs = [p[1] for p in pts]
         out[key] = {"samples": len(vs), "first": vs[0], "last": vs[-1], "max": max(vs),
                     "slope_per_min": s * 60 if s is not None else None,
-                    "unit": "MiB" if key.split("{", 1)[0].endswith("_bytes") else "value"}
+                    "unit": "MiB" if is_bytes(key) else "value"}
     return out
 
 
@@ -106,7 +115,7 @@ def memory_verdict(samples: Sequence[tuple], warmup_s: float, rate_rps: float | 
     gauges: dict[str, dict[str, Any]] = {}
     for key in _keys(samples):
         breakdown = is_breakdown(key)
-        if not key.split("{", 1)[0].endswith("_bytes") and not breakdown:
+        if not is_bytes(key) and not breakdown:
             continue
         pts = [(n, v) for t, v, n in _series(samples, key) if t >= warmup_s and n is not None]
         xs, ys = [n for n, _ in pts], [v for _, v in pts]
@@ -128,7 +137,7 @@ def memory_verdict(samples: Sequence[tuple], warmup_s: float, rate_rps: float | 
             "fit": {"slope_mib_per_request": per_request, "intercept_mib": intercept},
             "verdict": verdict, "pass": None if breakdown else verdict == "PASS",
         }
-        if not key.split("{", 1)[0].endswith("_bytes"):  # a count: per 1k requests in its own unit
+        if not is_bytes(key):  # a count: per 1k requests in its own unit
             gauges[key]["unit"] = "value"
     judged = [g["verdict"] for g in gauges.values() if g["pass"] is not None]
     overall = None if not judged else "PASS" if all(v == "PASS" for v in judged) else \
