@@ -43,7 +43,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:  # noqa: ANN401
-    from bench.suite import FAMILIES
+    from bench.suite import FAMILIES, KERNEL_INJECT
 
     b = sub.add_parser(
         "bench", parents=[common],
@@ -77,6 +77,10 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Argu
                    help="fixed batch size of the library baseline (default 32)")
     b.add_argument("--models-dir", dest="bench_models_dir", metavar="DIR", default="",
                    help="where replicas are built and kept (default: <state dir>/bench-models)")
+    b.add_argument("--kernel-inject", dest="bench_kernel_inject", choices=KERNEL_INJECT, default="both",
+                   help="CUDA: which DeepSpeed configurations run — both (wenmo-deepspeed with kernel injection "
+                        "off and wenmo-deepspeed-inject with it on), off, or on. The first injected run builds "
+                        "DeepSpeed's inference op with nvcc (minutes), so a short run may leave it out (default both)")
     b.add_argument("--rounds", type=positive_int, default=1,
                    help="run every configuration this many times, round-robin, each in a fresh process; the "
                         "fastest round counts (default 1; 2–3 on a machine shared with others)")
@@ -279,7 +283,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     opts = BenchOptions(
         size=args.size, seed=args.bench_seed, texts=args.bench_texts, naive_texts=args.bench_naive_texts,
         pairs=args.bench_pairs, nlu_texts=args.bench_nlu_texts, families=tuple(args.families),
-        fixed_tokens=args.bench_fixed_tokens,
+        fixed_tokens=args.bench_fixed_tokens, kernel_inject=args.bench_kernel_inject,
         library_batch_size=args.library_batch_size, models_dir=args.bench_models_dir,
         model=args.bench_embed_model, cross_model=args.bench_cross_model, nlu_model=args.bench_nlu_model,
         passes=args.passes, rounds=args.rounds, job_timeout_s=args.job_timeout_s, keep_work_dir=args.keep_work_dir,

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "wenmo-bench/1"
 FAMILIES = ("embed", "cross", "nlu")
+KERNEL_INJECT = ("both", "off", "on")  # --kernel-inject: which DeepSpeed configurations run on CUDA
 UNITS = {"embed": "texts", "cross": "pairs", "nlu": "texts"}
 MODEL_NAMES = {"embed": "gte", "cross": "structbert", "nlu": "rex-uninlu"}
 # Targets the issue sets for the CPU (GTE full-size replica, mixed lengths).
@@ -58,6 +59,7 @@ class BenchOptions:
     nlu_texts: int = 8  # per task family
     fixed_tokens: int = 0  # > 0: every text (and pair) exactly this many tokens instead of the mixture
     families: tuple[str, ...] = FAMILIES
+    kernel_inject: str = "both"  # CUDA's DeepSpeed configurations: both | off | on (one of KERNEL_INJECT)
     library_batch_size: int = 32
     models_dir: str = ""  # "": <state_dir>/bench-models
     model: str = ""  # a real GTE checkpoint (dir or ModelScope id) instead of the replica
@@ -139,7 +141,8 @@ def model_dirs(opts: BenchOptions, settings: Settings, families: tuple[str, ...]
 
 
 # ---- configurations ----------------------------------------------------------------------------------------
-def wenmo_specs(settings: Settings, on_cuda: bool, deepspeed_ok: bool) -> tuple[list[ConfigSpec], list[str]]:
+def wenmo_specs(settings: Settings, on_cuda: bool, deepspeed_ok: bool, kernel_inject: str = "both"
+                ) -> tuple[list[ConfigSpec], list[str]]:
     engines = ["torch", "deepspeed"] if settings.engine == "auto" else [settings.engine]
     specs, notes = [], []
     for engine in engines:
@@ -147,8 +150,13 @@ def wenmo_specs(settings: Settings, on_cuda: bool, deepspeed_ok: bool) -> tuple[
             notes.append("wenmo-deepspeed skipped: the deepspeed package cannot be imported")
             continue
         if engine == "deepspeed" and on_cuda:
-            specs.append(ConfigSpec("wenmo-deepspeed", "wenmo", "deepspeed", False))
-            specs.append(ConfigSpec("wenmo-deepspeed-inject", "wenmo", "deepspeed", True))
+            if kernel_inject in ("both", "off"):
+                specs.append(ConfigSpec("wenmo-deepspeed", "wenmo", "deepspeed", False))
+            if kernel_inject in ("both", "on"):
+                specs.append(ConfigSpec("wenmo-deepspeed-inject", "wenmo", "deepspeed", True))
+            if kernel_inject != "both":
+                notes.append(f"--kernel-inject {kernel_inject}: only the DeepSpeed configuration with kernel "
+                             f"injection {kernel_inject} ran")
         else:
             specs.append(ConfigSpec(f"wenmo-{engine}", "wenmo", engine, None))
     if not on_cuda:
@@ -398,7 +406,7 @@ def run_suite(opts: BenchOptions, settings: Settings, progress: Progress = _stde
     base_plan = resolve_plan(settings.device, settings.dtype, "torch", ds)
     device, wenmo_dtype = base_plan.device, base_plan.dtype
     on_cuda = base_plan.is_cuda
-    specs, notes = wenmo_specs(settings, on_cuda, _deepspeed_importable())
+    specs, notes = wenmo_specs(settings, on_cuda, _deepspeed_importable(), opts.kernel_inject)
 
     skipped: dict[str, str] = {}
     if "nlu" in families:

@@ -26,9 +26,9 @@ from typing import Any
 from app.argtypes import positive_int
 from app.config import REPO_ROOT, Settings
 from app.engine.runtime import import_deepspeed
-from app.models.fixtures import build_gte
 from app.tune.trainable import cosent_loss, load_trainable
 from app.tune.trainplan import distributed_env, read_raw, training_config
+from bench.suite import build_fixture, replica_root
 
 CPU_CONFIGS = ("torch-adamw", "zero2")
 GPU_CONFIGS = ("torch-adamw", "zero2", "zero2-offload")
@@ -44,6 +44,10 @@ def add_tune_bench_parser(sub: Any, common: argparse.ArgumentParser) -> argparse
                    help="timed optimizer steps per configuration (default 20)")
     b.add_argument("--tune-batch", type=positive_int, default=16, help="pairs per step (default 16)")
     b.add_argument("--tune-tokens", type=positive_int, default=64, help="tokens per text (default 64)")
+    b.add_argument("--devices", dest="tune_devices", choices=("cpu,cuda", "cpu", "cuda"), default="cpu,cuda",
+                   help="where to measure: the CPU's steps/s, the GPU's peak memory, or both (default cpu,cuda; "
+                        "cuda is skipped with its reason where there is none). On a GPU machine `cuda` alone "
+                        "leaves out the CPU's minutes of full-size steps")
     b.add_argument("--models-dir", dest="bench_models_dir", default="", help="where replicas are built and kept "
                    "(default <state dir>/bench-models)")
     b.add_argument("--json", dest="json_path", metavar="PATH", help="write the results as JSON")
@@ -53,17 +57,20 @@ def add_tune_bench_parser(sub: Any, common: argparse.ArgumentParser) -> argparse
 def run_tune_bench(args: argparse.Namespace, settings: Settings) -> int:
     import torch
 
-    models = Path(args.bench_models_dir or Path(settings.state_dir).expanduser() / "bench-models")
-    model_dir = models / ("gte-full" if args.size == "full" else "gte-tiny")
-    if not (model_dir / "config.json").exists():
-        build_gte(model_dir, full=args.size == "full")
+    # The same replica `bench` measures (and builds once): <models dir>/<size>/gte.
+    model_dir = build_fixture("embed", replica_root(args.bench_models_dir, settings.state_dir, args.size),
+                              args.size == "full")
     common = {"model_dir": str(model_dir), "steps": args.tune_steps, "batch": args.tune_batch,
               "tokens": args.tune_tokens, "ds_config": settings.ds_config}
     results: dict[str, Any] = {"size": args.size, "steps": args.tune_steps, "batch": args.tune_batch,
                                "tokens": args.tune_tokens, "cpu": {}, "cuda": None}
-    for name in CPU_CONFIGS:
-        results["cpu"][name] = child({**common, "config": name, "device": "cpu"})
-    if torch.cuda.is_available():
+    devices = args.tune_devices.split(",")
+    if "cpu" in devices:
+        for name in CPU_CONFIGS:
+            results["cpu"][name] = child({**common, "config": name, "device": "cpu"})
+    if "cuda" not in devices:
+        results["cuda_skipped"] = "not asked for (--devices cpu)"
+    elif torch.cuda.is_available():
         results["cuda"] = {name: child({**common, "config": name, "device": "cuda:0"}) for name in GPU_CONFIGS}
     else:
         results["cuda_skipped"] = "no CUDA device here: the peak-memory comparison needs a GPU"

@@ -338,3 +338,20 @@ def test_mix_and_ramp_parsing():
             parse_mix(bad)
     assert ramp_users(8) == [1, 2, 4, 8] and ramp_users(6) == [1, 2, 4, 6] and ramp_users(1) == [1]
     assert ramp_users(8, (4, 1, 4)) == [1, 4]
+
+
+@pytest.mark.parametrize(("choice", "names"), [
+    ("both", ["wenmo-torch", "wenmo-deepspeed", "wenmo-deepspeed-inject"]),
+    ("off", ["wenmo-torch", "wenmo-deepspeed"]),
+    ("on", ["wenmo-torch", "wenmo-deepspeed-inject"]),
+])
+def test_kernel_inject_choice_picks_the_cuda_deepspeed_configurations(choice, names):
+    from app.config import Settings
+    from bench.suite import wenmo_specs
+
+    specs, notes = wenmo_specs(Settings(engine="auto"), on_cuda=True, deepspeed_ok=True, kernel_inject=choice)
+    assert [s.name for s in specs] == names
+    assert [s.kernel_inject for s in specs if s.engine == "deepspeed"] == [n.endswith("inject") for n in names[1:]]
+    assert any("--kernel-inject" in n for n in notes) == (choice != "both")
+    cpu, _ = wenmo_specs(Settings(engine="auto", dtype="fp32"), on_cuda=False, deepspeed_ok=True, kernel_inject=choice)
+    assert [s.name for s in cpu] == ["wenmo-torch", "wenmo-deepspeed"]  # no injection on a CPU, whatever the choice

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The GPU checklist (../shared/GPU.md) in one script, for a CUDA machine lent for a few minutes:
+#
+#   tests/gpu/on_device.sh OUT_DIR            # on the GPU machine
+#   tests/gpu/on_device.sh OUT_DIR --quick    # anywhere: tiny models on the CPU, the same steps (a dry run)
+#
+# What it runs, in order of value (each step under a time limit, all of it under WENMO_GPU_DEADLINE_S, so a short
+# lease still returns what finished): the GPU tests (tests/gpu, the real NVML probe, the RexUniNLU CUDA test, the
+# launcher restarting a real CUDA process over its threshold); `bench --size full --device cuda` on the mixed
+# workload (GTE first, then the cross-encoder and RexUniNLU)
+# and at exactly 128 tokens; tuning's peak GPU memory (plain AdamW, ZeRO-2, ZeRO-2 + CPU optimizer
+# offload); batching across requests on/off (in process: the machine has no web stack); fp16 beside the plan's bf16;
+# and, last, DeepSpeed kernel injection, whose inference op is built with nvcc in the background from the start.
+#
+# Packages the machine lacks (deepspeed and its pure-Python needs, pydantic-core for its Python) travel as wheels in
+# .whl/ (see README "Running the GPU checklist"). Everything it writes lands in a work folder, packed after every
+# step into OUT_DIR/gpu-results.tar.gz (the device tool returns at most 8 files), with OUT_DIR/steps.log beside it.
+set -u
+OUT=$(realpath -m "${1:?usage: tests/gpu/on_device.sh OUT_DIR [--quick]}")
+QUICK=${2:-}
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-python3}
+T0=$(date +%s)
+DEADLINE=${WENMO_GPU_DEADLINE_S:-560}
+W=${WENMO_GPU_WORK:-/tmp/wenmo-gpu}
+rm -rf "$W" && mkdir -p "$W" "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WENMO_LOG_LEVEL=WARNING WENMO_STATE_DIR=$W/state
+MODELS=$W/models
+
+if ! "$PY" -c "import deepspeed" >/dev/null 2>&1 && compgen -G ".whl/*.whl" >/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+
+pack() { tar -czf "$OUT/gpu-results.tar.gz.part" -C "$W" --exclude=models --exclude=state . &&
+         mv "$OUT/gpu-results.tar.gz.part" "$OUT/gpu-results.tar.gz"; cp "$W/steps.log" "$OUT/steps.log"; }
+step() {  # step NAME SECONDS COMMAND…: output in NAME.log, one line in steps.log, results packed
+  local name=$1 limit=$2 left started rc
+  shift 2
+  left=$((DEADLINE - ($(date +%s) - T0)))
+  if ((left < 10)); then echo "$name skipped: the deadline (${DEADLINE}s) is reached" | tee -a "$W/steps.log"; return; fi
+  ((limit > left)) && limit=$left
+  started=$(date +%s)
+  timeout -k 5 "$limit" "$@" >"$W/$name.log" 2>&1
+  rc=$?
+  echo "$name rc=$rc $(($(date +%s) - started))s (limit ${limit}s, at $(($(date +%s) - T0))s)" | tee -a "$W/steps.log"
+  pack
+}
+
+if [[ $QUICK == --quick ]]; then
+  DEVICE=cpu SIZE=tiny TEXTS=24 NAIVE=4 T128=32 USERS=4 REQS=5 NLU=1
+else
+  DEVICE=cuda SIZE=full TEXTS=2000 NAIVE=128 T128=4096 USERS=64 REQS=20 NLU=8
+fi
+
+step env 30 bash -c "date -u; nvidia-smi || true; $PY -c 'import sys,torch,transformers,deepspeed,pydantic; \
+print(sys.version); print(\"torch\",torch.__version__,\"cuda\",torch.version.cuda,torch.cuda.is_available()); \
+print(\"transformers\",transformers.__version__,\"deepspeed\",deepspeed.__version__,\"pydantic\",pydantic.__version__); \
+print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no GPU\")'; nproc; free -g"
+
+# DeepSpeed's JIT ops, built while the GPU steps run: the inference op (kernel injection; nvcc, Hopper only) and
+# CPU Adam (ZeRO-2's optimizer offload). Niced, few jobs: the benchmarks' timing must not feel them much.
+if [[ $DEVICE == cuda ]]; then
+  TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=6 nice -n 19 "$PY" -c \
+    "from deepspeed.ops.op_builder import InferenceBuilder; InferenceBuilder().load(); print('inference op built')" \
+    >"$W/build-inference-op.log" 2>&1 &
+  INFER_PID=$!
+fi
+
+step replicas 120 "$PY" -c "import sys; from bench.suite import build_fixture, replica_root; \
+r = replica_root('$MODELS', '', '$SIZE'); [print(build_fixture(f, r, '$SIZE' == 'full')) for f in ('embed', 'cross', 'nlu')]"
+
+step tests 200 "$PY" -m pytest -q -rs tests/gpu tests/launcher/test_probes.py tests/models/test_uninlu_model.py \
+  -k "gpu or nvml or cuda or launcher_nvml" --deselect tests/gpu/test_gpu.py::test_deepspeed_kernel_injection_matches_torch -s
+
+step bench-embed 150 "$PY" -m app bench --size "$SIZE" --device "$DEVICE" --families embed --texts "$TEXTS" \
+  --naive-texts "$NAIVE" --kernel-inject off --models-dir "$MODELS" --json "$W/bench-embed.json" --plot "$W/bench-embed.png"
+
+step bench-128 120 "$PY" -m app bench --size "$SIZE" --device "$DEVICE" --families embed --fixed-tokens 128 \
+  --texts "$T128" --naive-texts "$NAIVE" --kernel-inject off --models-dir "$MODELS" --json "$W/bench-128.json"
+
+step bench-tune 150 "$PY" -m app bench-tune --size "$SIZE" --devices cuda --models-dir "$MODELS" --json "$W/bench-tune.json"
+
+step batching 90 "$PY" -m bench.batching_inprocess --model "$MODELS/$SIZE/gte" --device "$DEVICE" --users "$USERS" \
+  --requests "$REQS" --json "$W/batching.json"
+
+step bench-cross-nlu 200 "$PY" -m app bench --size "$SIZE" --device "$DEVICE" --families cross,nlu --texts "$TEXTS" \
+  --naive-texts "$NAIVE" --nlu-texts "$NLU" --kernel-inject off --models-dir "$MODELS" --json "$W/bench-cross-nlu.json"
+
+step bench-fp16 120 "$PY" -m app bench --size "$SIZE" --device "$DEVICE" --families embed --dtype fp16 --engine torch \
+  --texts "$TEXTS" --naive-texts 32 --models-dir "$MODELS" --json "$W/bench-fp16.json"
+
+if [[ $DEVICE == cuda ]]; then
+  step wait-inference-op 240 bash -c "while kill -0 $INFER_PID 2>/dev/null; do sleep 2; done; tail -5 $W/build-inference-op.log"
+  step test-inject 120 "$PY" -m pytest -q tests/gpu/test_gpu.py -k kernel_injection
+  step bench-inject 150 "$PY" -m app bench --size "$SIZE" --device "$DEVICE" --families embed,cross --engine deepspeed \
+    --kernel-inject on --texts "$TEXTS" --naive-texts 32 --models-dir "$MODELS" --json "$W/bench-inject.json"
+fi
+pack
+echo "done in $(($(date +%s) - T0))s" | tee -a "$OUT/steps.log"
