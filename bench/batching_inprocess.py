@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from app.argtypes import positive_int
-from app.composition import build_service
+from app.composition import build_service, make_plan
 from app.config import Settings
 from app.engine.limiter import ConcurrencyLimiter
 from bench.batching import checks, cosine, pool_index, text_pool
@@ -78,18 +78,20 @@ def measure(settings: Settings, mode: str, users: int, requests: int, compare_te
 
 def run(model: Path, device: str, users: int, requests: int, compare_texts: int, seed: int) -> dict[str, Any]:
     settings = Settings(device=device, embed_model=str(model))
+    plan = make_plan(settings)
     pool = text_pool(seed)
     on = measure(settings, "on", users, requests, compare_texts, pool)
     off = measure(settings, "off", users, requests, compare_texts, pool)
     min_cos = min(on["min_cosine_vs_idle"], off["min_cosine_vs_idle"])
-    return {"schema": "wenmo-bench-batching-inprocess/1", "model": str(model), "device": device, "users": users,
+    return {"schema": "wenmo-bench-batching-inprocess/1", "model": str(model), "device": plan.device,
+            "dtype": plan.dtype, "users": users,
             "requests_per_user": requests, "on": on, "off": off,
             "ratio_texts_per_s": ratio(on["texts_per_s"], off["texts_per_s"]),
-            "checks": checks(on, off, min_cos, device)}
+            "checks": checks(on, off, min_cos, plan.device, plan.dtype)}
 
 
 def table(report: dict[str, Any]) -> str:
-    lines = [f"batching across requests, in process ({report['device']}, {report['users']} users × "
+    lines = [f"batching across requests, in process ({report['device']} {report['dtype']}, {report['users']} users × "
              f"{report['requests_per_user']} single texts)", "",
              f"{'mode':<5} {'texts/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'min cos':>9}"]
     for mode in ("on", "off"):

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -86,8 +87,21 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
                        text=True, cwd=REPO_ROOT, env=env, timeout=3600)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if r.returncode != 0 or not lines:
-        return {"error": (r.stderr.strip().splitlines() or ["no output"])[-1][-500:]}
+        return {"error": failure_line(r.stderr, r.returncode), "stderr_tail": r.stderr[-4000:]}
     return json.loads(lines[-1])
+
+
+def failure_line(stderr: str, returncode: int) -> str:
+    """The line that says why a child failed: the exception of its last traceback, else the last line that is not
+    a warning (NCCL and DeepSpeed print warnings at exit, after the error), else the exit status."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    if "Traceback (most recent call last):" in lines:
+        after = lines[len(lines) - 1 - lines[::-1].index("Traceback (most recent call last):"):]
+        raised = [ln for ln in after if re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b", ln)]
+        if raised:
+            return raised[-1][-500:]
+    quiet = [ln for ln in lines if "warn" not in ln.lower()]
+    return (quiet[-1] if quiet else f"exit status {returncode}, no error printed")[-500:]
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:

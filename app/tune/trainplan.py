@@ -4,9 +4,13 @@ given a reason (logged in one line, and kept in the report).
 - ZeRO: the file's `zero_optimization` block as it is (stage 2 by default); `offload_optimizer: {"device": "cpu"}`
   keeps the optimizer state in host memory for a GPU short of it. Without a GPU the optimizer is on the CPU
   already, so an offload is dropped (it would only swap torch's AdamW for DeepSpeed's compiled CPU Adam).
-- Optimizer: the file's `optimizer` block (AdamW by default; DeepSpeed builds it: FusedAdam on a GPU,
-  DeepSpeedCPUAdam with offload); `--lr` replaces its `lr`. Without a GPU it is torch's AdamW (`torch_adam`):
-  DeepSpeed's FusedAdam for the CPU is a C++ op compiled at first use (3 min on the development machine).
+- Optimizer: the file's `optimizer` block (AdamW by default); `--lr` replaces its `lr`. DeepSpeed builds it as
+  torch's AdamW (`torch_adam`) unless the file says otherwise, except with an offload (DeepSpeedCPUAdam, a C++ op
+  compiled at first use with the machine's g++). Why not DeepSpeed's own fused optimizers: without a GPU its
+  FusedAdam for the CPU is a C++ op compiled at first use (3 min on the development machine); on a GPU its
+  FusedAdam is compiled with nvcc at first use — a minute, and impossible where there is no nvcc (the CUDA runtime
+  image, deploy/container). On an H200 (2026-11-27, `bench-tune --size full`) the FusedAdam configuration failed
+  while plain AdamW and ZeRO-2 with CPU Adam ran; its error was not kept (bench-tune kept only stderr's last line).
 - Precision: `auto` resolves by the serving rule (app/engine/runtime.py): bf16 where the GPU runs it at full rate,
   else fp16 (with DeepSpeed's loss scaling), fp32 without a GPU. DeepSpeed itself knows no `auto`.
 - Batch: `--batch-size` replaces `train_micro_batch_size_per_gpu` (and drops a `train_batch_size` it would
@@ -96,9 +100,11 @@ def training_config(raw: Mapping[str, Any], *, device: str, bf16_ok: Callable[[s
     params = dict(optimizer.get("params") or {})
     if lr is not None:
         params["lr"] = lr
-    if not on_cuda and "torch_adam" not in params:
+    if "torch_adam" not in params and offload == "none":
         params["torch_adam"] = True
-        reasons.append("torch AdamW: DeepSpeed's fused Adam for the CPU is compiled at first use")
+        reasons.append("torch AdamW: DeepSpeed's fused Adam for the CPU is compiled at first use" if not on_cuda else
+                       "torch AdamW: DeepSpeed's FusedAdam is compiled with nvcc at first use, which the runtime "
+                       "image does not have (set optimizer.params.torch_adam=false to use it)")
     optimizer["params"] = params
     cfg["optimizer"] = optimizer
 

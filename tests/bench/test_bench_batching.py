@@ -114,6 +114,17 @@ def test_checks_apply_the_issue_targets_per_device():
     assert [c["pass"] for c in bb.checks(None, off, 1.0, "cpu")] == [False, False, True, False]
 
 
+def test_half_precision_vectors_may_move_by_what_half_precision_costs_and_no_more():
+    on = {"texts_per_s": 594.0, "latency_p95_ms": 227.0, "errors": 0, "busy": 0}
+    off = {"texts_per_s": 35.1, "latency_p95_ms": 3313.0, "errors": 0, "busy": 0}
+    h200 = bb.checks(on, off, 0.99987, "cuda:0", "bf16")[2]  # measured on an H200, 2026-11-27
+    assert h200["pass"] is True and "0.999, bf16" in h200["target"]
+    assert bb.checks(on, off, 0.99987, "cuda:0", "fp32")[2]["pass"] is False  # fp32 keeps the tight floor
+    assert bb.checks(on, off, 0.9985, "cuda:0", "fp16")[2]["pass"] is False
+    assert bb.dtype_of("plan device=cuda:0 dtype=bf16 engine=deepspeed") == "bf16"
+    assert bb.dtype_of(None) == "unknown" and bb.min_cosine_target("unknown") == bb.TARGET_MIN_COSINE
+
+
 def test_the_best_round_is_the_fastest_and_the_device_comes_from_the_plan_line():
     rounds = [{"round": 1, "texts_per_s": 10.0}, {"round": 2, "texts_per_s": 12.5}, {"round": 3, "texts_per_s": None}]
     assert bb.best_round(rounds)["round"] == 2 and bb.best_round([]) is None

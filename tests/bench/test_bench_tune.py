@@ -42,3 +42,15 @@ def test_cpu_steps_of_plain_adamw_and_zero2_on_the_same_model(tmp_path: Path) ->
     assert adamw["steps_per_s"] > 0 and zero2["steps_per_s"] > 0
     assert results["cuda"] is None and results["cuda_skipped"] == "not asked for (--devices cpu)"
     assert "zero2" in out and "torch-adamw" in out
+
+
+def test_a_failed_child_is_reported_by_its_exception_not_the_warnings_printed_after_it() -> None:
+    from bench.tuning import failure_line
+
+    stderr = ("[2026-11-27 09:42:30] [INFO] building FusedAdam\nTraceback (most recent call last):\n"
+              '  File "x.py", line 1, in <module>\nRuntimeError: Error building extension \'fused_adam\'\n'
+              "[rank0]:[W1127 09:42:36 ProcessGroupNCCL.cpp:1575] Warning: WARNING: destroy_process_group() was not "
+              "called before program exit\n")
+    assert failure_line(stderr, 1) == "RuntimeError: Error building extension 'fused_adam'"
+    assert failure_line("killed by the OOM killer\n[W] Warning: at exit\n", -9) == "killed by the OOM killer"
+    assert failure_line("", -9) == "exit status -9, no error printed"

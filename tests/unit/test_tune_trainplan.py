@@ -33,7 +33,9 @@ def test_auto_precision_on_a_gpu_follows_the_serving_rule(bf16_ok, dtype):
     plan = training_config(repo_file(), device="cuda:0", bf16_ok=lambda d: bf16_ok)
     assert plan.dtype == dtype
     assert plan.config["bf16"]["enabled"] is (dtype == "bf16") and plan.config["fp16"]["enabled"] is (dtype == "fp16")
-    assert "torch_adam" not in plan.config["optimizer"]["params"]  # DeepSpeed's own (FusedAdam / CPU Adam)
+    # torch's AdamW, not DeepSpeed's FusedAdam: that one is compiled with nvcc at first use
+    assert plan.config["optimizer"]["params"]["torch_adam"] is True
+    assert any("FusedAdam is compiled with nvcc" in r for r in plan.reasons)
 
 
 def test_offload_is_kept_on_a_gpu_and_dropped_on_a_cpu():
@@ -41,6 +43,7 @@ def test_offload_is_kept_on_a_gpu_and_dropped_on_a_cpu():
     raw["zero_optimization"]["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     gpu = training_config(raw, device="cuda:0")
     assert gpu.offload_optimizer == "cpu" and gpu.config["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert "torch_adam" not in gpu.config["optimizer"]["params"]  # the offload's own: DeepSpeedCPUAdam
     cpu = training_config(raw, device="cpu")
     assert cpu.offload_optimizer == "none" and "offload_optimizer" not in cpu.config["zero_optimization"]
     assert any("offload_optimizer cpu dropped" in r for r in cpu.reasons)
@@ -69,3 +72,11 @@ def test_distributed_env_fills_only_what_is_missing():
                                                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "12345"}
     launched = {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}
     assert distributed_env(launched, port=lambda: 1) == {}
+
+
+def test_a_file_that_asks_for_deepspeeds_fused_adam_gets_it():
+    raw = repo_file()
+    raw["optimizer"]["params"]["torch_adam"] = False
+    plan = training_config(raw, device="cuda:0")
+    assert plan.config["optimizer"]["params"]["torch_adam"] is False
+    assert not any("torch AdamW" in r for r in plan.reasons)
