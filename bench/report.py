@@ -71,7 +71,7 @@ def bench_text(r: dict[str, Any]) -> str:
                    "peak RSS MiB", "run RSS MiB"]
         if gpu:
             headers += ["GPU alloc MiB", "NVML MiB"]
-        headers += ["×naive", "×library", "GFLOP/s", "of matmul", "max |Δ|"]
+        headers += ["×naive", "×library", "GFLOP/s", "of matmul", "in fwd", "fwd matmul", "max |Δ|"]
         if family == "embed":
             headers.append("min cos")
         rows = []
@@ -87,6 +87,8 @@ def bench_text(r: dict[str, Any]) -> str:
                 row += [fmt(c.get("gpu_max_allocated_mib"), 0), fmt(c.get("gpu_nvml_mib"), 0)]
             row += [fmt(c.get("speedup_vs_naive"), 2, suffix="×"), fmt(c.get("speedup_vs_library"), 2, suffix="×"),
                     fmt(c.get("flops_per_s"), 1, 1e9), fmt(_pct(c.get("matmul_fraction")), 1, suffix="%"),
+                    fmt(_pct(c.get("forward_share")), 0, suffix="%"),
+                    fmt(_pct(c.get("forward_matmul_fraction")), 1, suffix="%"),
                     fmt((c.get("agreement") or {}).get("max_abs_diff"), 6) if c.get("agreement") else "ref"
                     if c["name"] in ("library",) else "n/a"]
             if family == "embed":

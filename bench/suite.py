@@ -247,6 +247,12 @@ def derive(entry: dict[str, Any], raw: dict[str, Any]) -> None:
         entry["executed_flops"] = raw["executed_flops"]
         entry["flops_per_s"] = raw["useful_flops"] / seconds if seconds > 0 else None
         entry["executed_flops_per_s"] = raw["executed_flops"] / seconds if seconds > 0 else None
+        # Where the wall time went: inside the forwards (CUDA-synchronized) or around them (tokenizing, padding,
+        # copying, Python). On an H200 at 128 tokens the run's FLOP/s was 13 % of the matmul rate; this says how
+        # much of that gap is the host's.
+        entry["forward_seconds"] = sum(b) / 1000
+        entry["forward_share"] = ratio(entry["forward_seconds"], seconds)
+        entry["forward_flops_per_s"] = ratio(raw["useful_flops"], entry["forward_seconds"])
     if "item_ms" in raw:
         per: dict[str, list[float]] = {}
         for fam, ms in zip(raw["item_family"], raw["item_ms"], strict=True):
@@ -274,6 +280,7 @@ def apply_matmul_rate(entry: dict[str, Any], matmul: dict[str, Any]) -> None:
     rate = (matmul.get(entry["dtype"]) or {}).get("flops_per_s")
     entry["matmul_fraction"] = ratio(entry["flops_per_s"], rate)
     entry["executed_matmul_fraction"] = ratio(entry["executed_flops_per_s"], rate)
+    entry["forward_matmul_fraction"] = ratio(entry.get("forward_flops_per_s"), rate)
 
 
 def best_matmul(first: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:

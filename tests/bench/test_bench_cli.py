@@ -128,3 +128,15 @@ def test_chart_is_a_valid_png(bench):
     width, height = struct.unpack(">II", data[16:24])
     assert width >= 500 and height >= 400
     assert data.rstrip()[-8:-4] == b"IEND"
+
+
+def test_forward_time_splits_the_wall_time_and_its_rate_is_at_least_the_walls(bench):
+    report, _, text = bench
+    for family in ("embed", "cross"):
+        for c in configs(report, family).values():
+            # The forwards run inside the timed pass: their sum is part of it, and their FLOP/s is at least the wall's.
+            assert 0 < c["forward_seconds"] <= c["seconds"]
+            assert c["forward_share"] == pytest.approx(c["forward_seconds"] / c["seconds"])
+            assert c["forward_flops_per_s"] == pytest.approx(c["useful_flops"] / c["forward_seconds"])
+            assert c["forward_matmul_fraction"] >= c["matmul_fraction"]
+    assert "in fwd" in text and "fwd matmul" in text

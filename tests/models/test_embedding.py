@@ -129,3 +129,20 @@ def test_wrong_checkpoint_is_a_clear_error(tmp_path, tiny_dirs, cpu_plan):
     with pytest.raises(ModelUnavailableError) as e:
         EmbeddingAdapter(d, cpu_plan)
     assert "lacks" in e.value.message and "not a checkpoint of this model family" in e.value.message
+
+
+def test_padded_rows_equal_the_tokenizers_own_padding(tiny_dirs):
+    """pad_rows against an independent reference: the tokenizer's own `padding=True` tensors, for texts and pairs."""
+    from app.models.checkpoint import load_tokenizer
+    from app.models.encoding import encode_pairs, encode_texts, pad_rows
+
+    tok = load_tokenizer(tiny_dirs["embed"])
+    texts = ["北京", "我喜欢这部电影，音乐很好", "上海", "今天天气很好" * 5]
+    want = tok(texts, padding=True, return_tensors="pt")
+    got = pad_rows(encode_texts(tok, texts, 512).rows, tok.pad_token_id, "cpu")
+    for key in ("input_ids", "token_type_ids", "attention_mask"):
+        assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), key
+    want = tok(texts[:2], texts[2:], padding=True, return_tensors="pt")
+    got = pad_rows(encode_pairs(tok, texts[:2], texts[2:], 512).rows, tok.pad_token_id, "cpu")
+    for key in ("input_ids", "token_type_ids", "attention_mask"):
+        assert torch.equal(got[key], want[key]), key
