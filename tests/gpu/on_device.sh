@@ -12,9 +12,11 @@
 # offload); batching across requests on/off (in process: the machine has no web stack); fp16 beside the plan's bf16;
 # and, last, DeepSpeed kernel injection, whose inference op is built with nvcc in the background from the start.
 #
-# Packages the machine lacks (deepspeed and its pure-Python needs, pydantic-core for its Python) travel as wheels in
-# .whl/ (see README "Running the GPU checklist"). Everything it writes lands in a work folder, packed after every
-# step into OUT_DIR/gpu-results.tar.gz (the device tool returns at most 8 files), with OUT_DIR/steps.log beside it.
+# Packages the machine lacks (deepspeed, pydantic, the web stack) travel as wheels in .whl/, made by
+# tests/gpu/wheels.sh. Everything it writes lands in a work folder, packed after every step into
+# OUT_DIR/gpu-results.tar.gz (the device tool returns at most 8 files), with OUT_DIR/steps.log beside it.
+# WENMO_GPU_STEPS=name,name… runs only those steps (env and replicas always run), to split a lease into calls;
+# WENMO_GPU_DEADLINE_S (560) bounds the whole run.
 set -u
 OUT=$(realpath -m "${1:?usage: tests/gpu/on_device.sh OUT_DIR [--quick]}")
 QUICK=${2:-}
@@ -27,7 +29,7 @@ rm -rf "$W" && mkdir -p "$W" "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WENMO_LOG_LEVEL=WARNING WENMO_STATE_DIR=$W/state
 MODELS=$W/models
 
-if ! "$PY" -c "import deepspeed" >/dev/null 2>&1 && compgen -G ".whl/*.whl" >/dev/null; then
+if compgen -G ".whl/*.whl" >/dev/null && ! "$PY" -c "import deepspeed, gradio" >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
@@ -37,6 +39,7 @@ pack() { tar -czf "$OUT/gpu-results.tar.gz.part" -C "$W" --exclude=models --excl
 step() {  # step NAME SECONDS COMMAND…: output in NAME.log, one line in steps.log, results packed
   local name=$1 limit=$2 left started rc
   shift 2
+  if [[ -n ${WENMO_GPU_STEPS:-} && ,$WENMO_GPU_STEPS, != *,$name,* ]]; then return; fi  # a lease split in calls
   left=$((DEADLINE - ($(date +%s) - T0)))
   if ((left < 10)); then echo "$name skipped: the deadline (${DEADLINE}s) is reached" | tee -a "$W/steps.log"; return; fi
   ((limit > left)) && limit=$left
@@ -48,11 +51,12 @@ step() {  # step NAME SECONDS COMMAND…: output in NAME.log, one line in steps.
 }
 
 if [[ $QUICK == --quick ]]; then
-  DEVICE=cpu SIZE=tiny TEXTS=24 NAIVE=4 T128=32 USERS=4 REQS=5 NLU=1
+  DEVICE=cpu SIZE=tiny TEXTS=24 NAIVE=4 T128=32 USERS=4 REQS=5 NLU=1 SOAK_S=30 SOAK_WARMUP=5
 else
-  DEVICE=cuda SIZE=full TEXTS=2000 NAIVE=128 T128=2048 USERS=64 REQS=20 NLU=8  # 4096 at 128 tokens took > 120 s
+  DEVICE=cuda SIZE=full TEXTS=2000 NAIVE=128 T128=2048 USERS=64 REQS=20 NLU=8 SOAK_S=180 SOAK_WARMUP=40  # 4096 at 128 tokens took > 120 s
 fi
 
+WENMO_GPU_STEPS=${WENMO_GPU_STEPS:+$WENMO_GPU_STEPS,env,replicas}
 step env 30 bash -c "date -u; nvidia-smi || true; $PY -c 'import sys,torch,transformers,deepspeed,pydantic; \
 print(sys.version); print(\"torch\",torch.__version__,\"cuda\",torch.version.cuda,torch.cuda.is_available()); \
 print(\"transformers\",transformers.__version__,\"deepspeed\",deepspeed.__version__,\"pydantic\",pydantic.__version__); \
@@ -62,7 +66,7 @@ print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no GPU\"
 # and stopped (SIGSTOP) while a timed step runs: on 2026-11-27 a mixed-length bench that ran beside the build read
 # wenmo-torch at half its speed in the quiet run. It runs on during the untimed steps (replicas, tests).
 BUILD_PGID=
-if [[ $DEVICE == cuda ]]; then
+if [[ $DEVICE == cuda && ( -z ${WENMO_GPU_STEPS:-} || ,$WENMO_GPU_STEPS, == *inject* ) ]]; then
   TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=8 setsid nice -n 19 "$PY" -c \
     "from deepspeed.ops.op_builder import InferenceBuilder; InferenceBuilder().load(); print('inference op built')" \
     >"$W/build-inference-op.log" 2>&1 &
@@ -93,6 +97,17 @@ timed bench-cross-nlu 200 "$PY" -m app bench --size "$SIZE" --device "$DEVICE" -
 
 timed bench-fp16 120 "$PY" -m app bench --size "$SIZE" --device "$DEVICE" --families embed --dtype fp16 --engine torch \
   --texts "$TEXTS" --naive-texts 32 --models-dir "$MODELS" --json "$W/bench-fp16.json"
+
+# The web stack (gradio, carried by tests/gpu/wheels.sh): batching through HTTP, and a soak that reads the GPU's
+# memory through NVML (wenmo_gpu_memory_used_bytes) with the other gauges.
+if "$PY" -c "import gradio" >/dev/null 2>&1; then
+  timed batching-http 200 "$PY" -m app bench-batching --size "$SIZE" --device "$DEVICE" --users "$USERS" \
+    --requests "$REQS" --compare-texts 8 --models-dir "$MODELS" --json "$W/batching-http.json"
+  timed soak 240 env WENMO_DEVICE="$DEVICE" WENMO_MAX_FILE_STORE_AGE_S=300 "$PY" -m app soak --demo --soak-users 8 \
+    --soak-s "$SOAK_S" --soak-warmup-s "$SOAK_WARMUP" --settle-every-s 20 --json "$W/soak.json" --plot "$W/soak.png"
+else
+  echo "web steps skipped: gradio is not installed here (tests/gpu/wheels.sh carries it)" | tee -a "$W/steps.log"
+fi
 
 if [[ $DEVICE == cuda ]]; then
   step wait-inference-op 240 bash -c "while kill -0 $BUILD_PGID 2>/dev/null; do sleep 2; done; tail -5 $W/build-inference-op.log"
