@@ -7,10 +7,10 @@
 # What it runs, in order of value (each step under a time limit, all of it under WENMO_GPU_DEADLINE_S, so a short
 # lease still returns what finished): the GPU tests (tests/gpu, the real NVML probe, the RexUniNLU CUDA test, the
 # launcher restarting a real CUDA process over its threshold); `bench --size full --device cuda` on the mixed
-# workload (GTE first, then the cross-encoder and RexUniNLU)
-# and at exactly 128 tokens; tuning's peak GPU memory (plain AdamW, ZeRO-2, ZeRO-2 + CPU optimizer
-# offload); batching across requests on/off (in process: the machine has no web stack); fp16 beside the plan's bf16;
-# and, last, DeepSpeed kernel injection, whose inference op is built with nvcc in the background from the start.
+# workload (GTE first, then the cross-encoder and RexUniNLU) and at exactly 128 tokens; tuning's peak GPU memory
+# (plain AdamW, ZeRO-2, ZeRO-2 + CPU optimizer offload); batching across requests on/off in process; fp16 beside the
+# plan's bf16; with gradio carried, batching through HTTP and a soak with the GPU's memory; and, last, DeepSpeed
+# kernel injection, whose inference op is built with nvcc in the background from the start.
 #
 # Packages the machine lacks (deepspeed, pydantic, the web stack) travel as wheels in .whl/, made by
 # tests/gpu/wheels.sh. Everything it writes lands in a work folder, packed after every step into
