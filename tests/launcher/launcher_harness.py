@@ -163,3 +163,104 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, interval_s: floa
             return True
         time.sleep(interval_s)
     return condition()
+
+
+# ---- a child to supervise ------------------------------------------------------------------------
+# Each child serves ``/readyz`` on a free port and appends what happens to it ("start", "sigterm", "exit") to a
+# log file, so a test can check what the child saw, not only what the launcher said. Only the first incarnation
+# misbehaves (grows, hangs), so a restart can be seen to fix things; the crashing child crashes every time. The
+# hanging child stops answering after a number of answers, not after a time.
+
+CHILD_SCRIPT = r"""
+import argparse, os, signal, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+p = argparse.ArgumentParser()
+p.add_argument("--port", type=int, required=True)
+p.add_argument("--mode", choices=["ok", "grow", "crash", "hang"], default="ok")
+p.add_argument("--log", required=True)
+p.add_argument("--grow-mib", type=int, default=300)
+p.add_argument("--grow-on", choices=["host", "cuda"], default="host")  # cuda: torch tensors on the GPU (tests/gpu)
+p.add_argument("--hang-after-answers", type=int, default=3)
+args = p.parse_args()
+
+log = Path(args.log)
+def record(line):
+    with log.open("a") as f:
+        f.write(line + "\n")
+
+previous = log.read_text().splitlines() if log.exists() else []
+incarnation = 1 + sum(1 for line in previous if line.startswith("start "))
+record(f"start {os.getpid()} {incarnation}")
+if args.mode == "crash":
+    time.sleep(0.1)
+    sys.exit(1)
+mode = args.mode if incarnation == 1 else "ok"
+answers = 0
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        global answers
+        if mode == "hang" and answers >= args.hang_after_answers:
+            time.sleep(3600)  # readiness stops answering
+        answers += 1
+        body = b"ok"
+        self.send_response(200 if self.path in ("/readyz", "/healthz") else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+server.daemon_threads = True
+
+def on_term(signum, frame):
+    record(f"sigterm {os.getpid()}")
+    if mode == "hang":
+        return  # a hung app does not drain: the launcher has to SIGKILL it
+    threading.Thread(target=server.shutdown).start()
+signal.signal(signal.SIGTERM, on_term)
+
+def grow():
+    blocks = []
+    if args.grow_on == "cuda":
+        import torch
+    while len(blocks) * 10 < args.grow_mib:
+        if args.grow_on == "cuda":
+            blocks.append(torch.ones(10 * 2**20, dtype=torch.uint8, device="cuda"))
+            torch.cuda.synchronize()
+        else:
+            blocks.append(b"x" * (10 * 2**20))  # written, so resident
+        time.sleep(0.02)
+    while True:
+        time.sleep(1)
+if mode == "grow":
+    threading.Thread(target=grow, daemon=True).start()
+
+server.serve_forever(poll_interval=0.05)
+record(f"exit {os.getpid()}")
+"""
+
+
+def child_command(tmp_path: Path, mode: str, port: int, *extra: str) -> list[str]:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD_SCRIPT)
+    return [
+        "--",
+        sys.executable,
+        str(script),
+        "--port",
+        str(port),
+        "--mode",
+        mode,
+        "--log",
+        str(tmp_path / "child.log"),
+        *extra,
+    ]
+
+
+def child_log(tmp_path: Path) -> list[list[str]]:
+    path = tmp_path / "child.log"
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []

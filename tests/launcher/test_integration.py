@@ -1,4 +1,5 @@
-"""The launcher as a real process supervising real child processes (tiny HTTP servers written here).
+"""The launcher as a real process supervising real child processes (tiny HTTP servers: launcher_harness's
+CHILD_SCRIPT, also used by tests/gpu against NVML).
 
 Each child serves ``/readyz`` on a free port and appends what happens to it ("start", "sigterm",
 "exit") to a log file, so the tests can check what the child saw, not only what the launcher said.
@@ -11,78 +12,20 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 from pathlib import Path
 
 import pytest
-from launcher_harness import LauncherProcess, event_time, free_port, pid_alive, wait_until
+from launcher_harness import (
+    LauncherProcess,
+    child_command,
+    child_log,
+    event_time,
+    free_port,
+    pid_alive,
+    wait_until,
+)
 
 from launcher.events import EVENTS_FILE, MEMORY_FILE, STATUS_FILE
-
-CHILD_SCRIPT = r"""
-import argparse, os, signal, sys, threading, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-
-p = argparse.ArgumentParser()
-p.add_argument("--port", type=int, required=True)
-p.add_argument("--mode", choices=["ok", "grow", "crash", "hang"], default="ok")
-p.add_argument("--log", required=True)
-p.add_argument("--grow-mib", type=int, default=300)
-p.add_argument("--hang-after-answers", type=int, default=3)
-args = p.parse_args()
-
-log = Path(args.log)
-def record(line):
-    with log.open("a") as f:
-        f.write(line + "\n")
-
-previous = log.read_text().splitlines() if log.exists() else []
-incarnation = 1 + sum(1 for line in previous if line.startswith("start "))
-record(f"start {os.getpid()} {incarnation}")
-if args.mode == "crash":
-    time.sleep(0.1)
-    sys.exit(1)
-mode = args.mode if incarnation == 1 else "ok"
-answers = 0
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        global answers
-        if mode == "hang" and answers >= args.hang_after_answers:
-            time.sleep(3600)  # readiness stops answering
-        answers += 1
-        body = b"ok"
-        self.send_response(200 if self.path in ("/readyz", "/healthz") else 404)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-
-server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-server.daemon_threads = True
-
-def on_term(signum, frame):
-    record(f"sigterm {os.getpid()}")
-    if mode == "hang":
-        return  # a hung app does not drain: the launcher has to SIGKILL it
-    threading.Thread(target=server.shutdown).start()
-signal.signal(signal.SIGTERM, on_term)
-
-def grow():
-    blocks = []
-    while len(blocks) * 10 < args.grow_mib:
-        blocks.append(b"x" * (10 * 2**20))  # written, so resident
-        time.sleep(0.02)
-    while True:
-        time.sleep(1)
-if mode == "grow":
-    threading.Thread(target=grow, daemon=True).start()
-
-server.serve_forever(poll_interval=0.05)
-record(f"exit {os.getpid()}")
-"""
 
 FAST = [
     "--probe", "rss",
@@ -92,28 +35,6 @@ FAST = [
     "--backoff-initial-s", "0.1",
     "--release-timeout-s", "5",
 ]  # fmt: skip
-
-
-def child_command(tmp_path: Path, mode: str, port: int, *extra: str) -> list[str]:
-    script = tmp_path / "child.py"
-    script.write_text(CHILD_SCRIPT)
-    return [
-        "--",
-        sys.executable,
-        str(script),
-        "--port",
-        str(port),
-        "--mode",
-        mode,
-        "--log",
-        str(tmp_path / "child.log"),
-        *extra,
-    ]
-
-
-def child_log(tmp_path: Path) -> list[list[str]]:
-    path = tmp_path / "child.log"
-    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def test_child_over_rss_threshold_is_restarted_with_figures(tmp_path: Path) -> None:
