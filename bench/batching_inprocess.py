@@ -26,25 +26,28 @@ from app.argtypes import positive_int
 from app.composition import build_service, make_plan
 from app.config import Settings
 from app.engine.limiter import ConcurrencyLimiter
+from app.engine.runtime import RuntimePlan
 from bench.batching import checks, cosine, pool_index, text_pool
 from bench.stats import percentile, ratio
 
 
-def measure(settings: Settings, mode: str, users: int, requests: int, compare_texts: int, pool: list[str]
-            ) -> dict[str, Any]:
+def measure(settings: Settings, plan: RuntimePlan, mode: str, users: int, requests: int, compare_texts: int,
+            pool: list[str]) -> dict[str, Any]:
     settings = dataclasses.replace(settings, batch_across_requests=mode)
     # Every user admitted at once: the comparison is of the engine's batching, not of the cap.
-    service = build_service(settings, ["embed"], limiter=ConcurrencyLimiter(max_concurrent=users, max_queue=users))
+    service = build_service(settings, ["embed"], limiter=ConcurrencyLimiter(max_concurrent=users, max_queue=users),
+                            plan=plan)
     try:
         refs = {i: service.embed([pool[i]]).vectors[0] for i in range(compare_texts)}  # idle, one at a time
         for u in range(min(users, 8)):  # warm-up: kernels and allocator, not counted
             service.embed([pool[u]])
         latencies: list[float] = []
         errors: list[str] = []
-        min_cos = [1.0]
+        min_cos = 1.0
         lock = threading.Lock()
 
         def user(u: int) -> None:
+            nonlocal min_cos
             for r in range(requests):
                 k = pool_index(u, r, users, len(pool))
                 start = time.perf_counter()
@@ -58,7 +61,7 @@ def measure(settings: Settings, mode: str, users: int, requests: int, compare_te
                 with lock:
                     latencies.append(took)
                     if k in refs:
-                        min_cos[0] = min(min_cos[0], cosine(list(map(float, vec)), list(map(float, refs[k]))) or -1.0)
+                        min_cos = min(min_cos, cosine(list(map(float, vec)), list(map(float, refs[k]))) or -1.0)
 
         threads = [threading.Thread(target=user, args=(u,)) for u in range(users)]
         started = time.perf_counter()
@@ -73,15 +76,15 @@ def measure(settings: Settings, mode: str, users: int, requests: int, compare_te
     return {"mode": mode, "texts_per_s": len(latencies) / elapsed, "seconds": elapsed, "answered": len(latencies),
             "errors": len(errors), "busy": 0, "error_samples": sorted(set(errors))[:5],
             "latency_p50_ms": percentile(ms, 50), "latency_p95_ms": percentile(ms, 95),
-            "latency_p99_ms": percentile(ms, 99), "min_cosine_vs_idle": min_cos[0]}
+            "latency_p99_ms": percentile(ms, 99), "min_cosine_vs_idle": min_cos}
 
 
 def run(model: Path, device: str, users: int, requests: int, compare_texts: int, seed: int) -> dict[str, Any]:
     settings = Settings(device=device, embed_model=str(model))
     plan = make_plan(settings)
     pool = text_pool(seed)
-    on = measure(settings, "on", users, requests, compare_texts, pool)
-    off = measure(settings, "off", users, requests, compare_texts, pool)
+    on = measure(settings, plan, "on", users, requests, compare_texts, pool)
+    off = measure(settings, plan, "off", users, requests, compare_texts, pool)
     min_cos = min(on["min_cosine_vs_idle"], off["min_cosine_vs_idle"])
     return {"schema": "wenmo-bench-batching-inprocess/1", "model": str(model), "device": plan.device,
             "dtype": plan.dtype, "users": users,
