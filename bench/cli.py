@@ -271,7 +271,10 @@ def publish(args: argparse.Namespace, report: dict[str, Any], text: str, plot: s
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    """Whole or not at all (written beside, then renamed): a run stopped while writing leaves the last whole one."""
+    part = Path(f"{path}.part")
+    part.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    part.replace(path)
 
 
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -288,7 +291,12 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
         model=args.bench_embed_model, cross_model=args.bench_cross_model, nlu_model=args.bench_nlu_model,
         passes=args.passes, rounds=args.rounds, job_timeout_s=args.job_timeout_s, keep_work_dir=args.keep_work_dir,
         command=list(sys.argv))
-    report = run_suite(opts, settings)
+    def family_done(partial: dict[str, Any]) -> None:  # replaced by the whole report at the end
+        if args.json_path:
+            done = list(partial["families"])
+            _write_json(args.json_path, {**partial, "partial": f"the run has not ended; families finished: {done}"})
+
+    report = run_suite(opts, settings, family_done=family_done)
     publish(args, report, bench_text(report), "plot_bench")
     return 0 if report["ok"] else 1
 

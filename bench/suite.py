@@ -407,7 +407,10 @@ def token_stats(lengths: list[int], truncated: list[bool]) -> dict[str, Any]:
 
 
 # ---- the run -----------------------------------------------------------------------------------------------
-def run_suite(opts: BenchOptions, settings: Settings, progress: Progress = _stderr) -> dict[str, Any]:
+def run_suite(opts: BenchOptions, settings: Settings, progress: Progress = _stderr,
+              family_done: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The bench's report; `family_done(report so far)` after each family, so a run stopped at a time limit
+    (a GPU lease's step) still leaves the families it finished."""
     families = tuple(f for f in FAMILIES if f in opts.families)
     ds = load_ds_config(settings.ds_config)
     base_plan = resolve_plan(settings.device, settings.dtype, "torch", ds)
@@ -567,6 +570,8 @@ def run_suite(opts: BenchOptions, settings: Settings, progress: Progress = _stde
         add_agreement(fam_entry["configs"], probes)
         fam_entry["padding_ceiling_vs_naive"] = padding_ceiling(fam_entry["configs"])
         report["families"][family] = fam_entry
+        if family_done is not None:
+            family_done(report)
 
     report["matmul"] = best_matmul(first_matmul, measure_matmul("end"))
     mm = {k: v for k, v in report["matmul"].items() if v.get("ok")}

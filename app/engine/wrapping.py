@@ -8,7 +8,11 @@ Imports the plan (app/engine/runtime.py), which never imports this module.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
+from collections.abc import Iterator
 
 from app.engine.runtime import RuntimePlan, import_deepspeed
 from app.errors import ModelUnavailableError
@@ -54,6 +58,44 @@ def quantize_linear_layers(module):  # noqa: ANN001, ANN201
     return module
 
 
+# One TORCH_CUDA_ARCH_LIST entry: "9.0", "9.0a", "10.0f+PTX" (torch's architecture-specific suffixes a and f).
+_ARCH_ENTRY = re.compile(r"(\d+\.\d+)[a-z](\+PTX)?")
+
+
+def deepspeed_arch_list(value: str | None) -> str | None:
+    """TORCH_CUDA_ARCH_LIST as DeepSpeed's JIT builder can read it, or None when it needs no change.
+
+    DeepSpeed (0.19) sorts the entries with int() on each part, so "9.0a" fails its kernel-injection build with
+    "invalid literal for int() with base 10: '0a'" — seen on the lent H200 (2026-11-27), whose image sets such a
+    list. Without the suffix the op is built for sm_90, which runs on the same card (the suffix only adds
+    Hopper-only instructions that DeepSpeed's kernels do not use)."""
+    if not value:
+        return None
+    entries = value.replace(" ", ";").split(";")
+    fixed = [(m.group(1) + (m.group(2) or "")) if (m := _ARCH_ENTRY.fullmatch(e.strip())) else e.strip()
+             for e in entries if e.strip()]
+    fixed = list(dict.fromkeys(fixed))  # "9.0;9.0a" → one 9.0
+    joined = ";".join(fixed)
+    return None if joined == ";".join(e.strip() for e in entries if e.strip()) else joined
+
+
+@contextlib.contextmanager
+def _arch_list_deepspeed_reads() -> Iterator[None]:
+    """TORCH_CUDA_ARCH_LIST rewritten by deepspeed_arch_list while DeepSpeed builds its ops, restored after."""
+    original = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    fixed = deepspeed_arch_list(original)
+    if fixed is None or original is None:
+        yield
+        return
+    log.info("event=cuda_arch_list original=%s deepspeed=%s reason=DeepSpeed's JIT build reads no arch suffix",
+             original, fixed)
+    os.environ["TORCH_CUDA_ARCH_LIST"] = fixed
+    try:
+        yield
+    finally:
+        os.environ["TORCH_CUDA_ARCH_LIST"] = original
+
+
 def prepare_module(module, plan: RuntimePlan, *, kernel_inject_supported: bool = True):  # noqa: ANN001, ANN201
     """Return a callable module in eval mode on the plan's device and dtype (possibly a DeepSpeed engine)."""
     import torch
@@ -73,14 +115,15 @@ def prepare_module(module, plan: RuntimePlan, *, kernel_inject_supported: bool =
         log.info("deepspeed kernel_inject=off for %s: no DeepSpeed policy for this architecture",
                  type(module).__name__)
     try:
-        engine = deepspeed.init_inference(
-            module,
-            config={
-                "dtype": plan.torch_dtype,
-                "replace_with_kernel_inject": inject,
-                "enable_cuda_graph": plan.cuda_graph,
-            },
-        )
+        with _arch_list_deepspeed_reads() if inject else contextlib.nullcontext():
+            engine = deepspeed.init_inference(
+                module,
+                config={
+                    "dtype": plan.torch_dtype,
+                    "replace_with_kernel_inject": inject,
+                    "enable_cuda_graph": plan.cuda_graph,
+                },
+            )
     except Exception as e:  # noqa: BLE001 - DeepSpeed raises many kinds; all mean "cannot wrap"
         raise ModelUnavailableError(
             f"DeepSpeed could not wrap {type(module).__name__} ({type(e).__name__}: {e}); "

@@ -140,3 +140,31 @@ def test_forward_time_splits_the_wall_time_and_its_rate_is_at_least_the_walls(be
             assert c["forward_flops_per_s"] == pytest.approx(c["useful_flops"] / c["forward_seconds"])
             assert c["forward_matmul_fraction"] >= c["matmul_fraction"]
     assert "in fwd" in text and "fwd matmul" in text
+
+
+def test_a_run_stopped_after_a_family_leaves_that_family_in_the_json(tmp_path) -> None:
+    """A GPU lease's step limit stopped a bench in its second family (2026-11-27) and the first family's
+    figures were lost with it: the JSON is now written after each family."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WENMO_")}
+    env.update({"WENMO_STATE_DIR": str(tmp_path / "state"), "WENMO_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
+                "WENMO_DEVICE": "cpu"})
+    out_json = tmp_path / "bench.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "bench", "--size", "tiny", "--texts", "6", "--naive-texts", "2",
+         "--families", "embed,cross", "--engine", "torch", "--json", str(out_json)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not out_json.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert out_json.exists(), proc.stderr.read().decode()[-3000:] if proc.poll() is not None else "no JSON"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    report = json.loads(out_json.read_text(encoding="utf-8"))
+    assert "embed" in report["partial"] and list(report["families"]) == ["embed"]
+    assert [c["name"] for c in report["families"]["embed"]["configs"]][:2] == BASELINES
+    assert all(c["ok"] and c["items_per_s"] > 0 for c in report["families"]["embed"]["configs"])

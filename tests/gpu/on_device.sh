@@ -57,7 +57,7 @@ else
 fi
 
 WENMO_GPU_STEPS=${WENMO_GPU_STEPS:+$WENMO_GPU_STEPS,env,replicas}
-step env 30 bash -c "date -u; nvidia-smi || true; $PY -c 'import sys,torch,transformers,deepspeed,pydantic; \
+step env 30 bash -c "date -u; nvidia-smi || true; echo TORCH_CUDA_ARCH_LIST=\${TORCH_CUDA_ARCH_LIST-unset}; $PY -c 'import sys,torch,transformers,deepspeed,pydantic; \
 print(sys.version); print(\"torch\",torch.__version__,\"cuda\",torch.version.cuda,torch.cuda.is_available()); \
 print(\"transformers\",transformers.__version__,\"deepspeed\",deepspeed.__version__,\"pydantic\",pydantic.__version__); \
 print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no GPU\")'; nproc; free -g"
