@@ -9,7 +9,7 @@
 # launcher restarting a real CUDA process over its threshold); `bench --size full --device cuda` on the mixed
 # workload (GTE first, then the cross-encoder and RexUniNLU) and at exactly 128 tokens; tuning's peak GPU memory
 # (plain AdamW, ZeRO-2, ZeRO-2 + CPU optimizer offload); batching across requests on/off in process; fp16 beside the
-# plan's bf16; with gradio carried, batching through HTTP and a soak with the GPU's memory; and, last, DeepSpeed
+# plan's bf16; native memory per forward (a leak, a per-shape cache or per-thread state); with gradio carried, batching through HTTP and a soak with the GPU's memory; and, last, DeepSpeed
 # kernel injection, whose inference op is built with nvcc in the background from the start.
 #
 # Packages the machine lacks (deepspeed, pydantic, the web stack) travel as wheels in .whl/, made by
@@ -51,9 +51,9 @@ step() {  # step NAME SECONDS COMMAND…: output in NAME.log, one line in steps.
 }
 
 if [[ $QUICK == --quick ]]; then
-  DEVICE=cpu SIZE=tiny TEXTS=24 NAIVE=4 T128=32 USERS=4 REQS=5 NLU=1 SOAK_S=30 SOAK_WARMUP=5
+  DEVICE=cpu SIZE=tiny NATIVE_FORWARDS=20 TEXTS=24 NAIVE=4 T128=32 USERS=4 REQS=5 NLU=1 SOAK_S=30 SOAK_WARMUP=5
 else
-  DEVICE=cuda SIZE=full TEXTS=2000 NAIVE=128 T128=2048 USERS=64 REQS=20 NLU=8 SOAK_S=${WENMO_GPU_SOAK_S:-180} SOAK_WARMUP=${WENMO_GPU_SOAK_WARMUP_S:-40}  # 4096 at 128 tokens took > 120 s
+  DEVICE=cuda SIZE=full NATIVE_FORWARDS=300 TEXTS=2000 NAIVE=128 T128=2048 USERS=64 REQS=20 NLU=8 SOAK_S=${WENMO_GPU_SOAK_S:-180} SOAK_WARMUP=${WENMO_GPU_SOAK_WARMUP_S:-40}  # 4096 at 128 tokens took > 120 s
 fi
 
 WENMO_GPU_STEPS=${WENMO_GPU_STEPS:+$WENMO_GPU_STEPS,env,replicas}
@@ -80,6 +80,13 @@ r = replica_root('$MODELS', '', '$SIZE'); [print(build_fixture(f, r, '$SIZE' == 
 
 step tests 200 "$PY" -m pytest -q -rs tests/gpu tests/launcher/test_probes.py tests/models/test_uninlu_model.py \
   -k "gpu or nvml or cuda or launcher_nvml" --deselect tests/gpu/test_gpu.py::test_deepspeed_kernel_injection_matches_torch -s
+
+# The demo soak on CUDA kept ~145 KiB of C heap per request (2026-11-27): a leak, a per-shape cache or per-thread
+# state? Four phases of forwards tell them apart (bench/native_memory.py), with the server's engine and with torch.
+for engine in deepspeed torch; do
+  step "native-memory-$engine" 90 "$PY" -m bench.native_memory --demo --device "$DEVICE" --engine "$engine" \
+    --forwards "$NATIVE_FORWARDS" --json "$W/native-memory-$engine.json"
+done
 
 timed bench-embed 150 "$PY" -m app bench --size "$SIZE" --device "$DEVICE" --families embed --texts "$TEXTS" \
   --naive-texts "$NAIVE" --kernel-inject off --models-dir "$MODELS" --json "$W/bench-embed.json" --plot "$W/bench-embed.png"
