@@ -16,7 +16,8 @@ Each phase is measured from a sample after a garbage collection (and a CUDA sync
 in use (glibc), resident memory, and on CUDA the caching allocator's reserved bytes and the process's memory as
 NVML sees it; printed as KiB per forward, with the phase's verdict.
 
-    python -m bench.native_memory --demo [--device cuda] [--engine auto] [--family embed] [--forwards 200] [--json P]
+    python -m bench.native_memory --demo [--device cuda] [--engine auto] [--family embed] [--forwards 200]
+                                  [--cudnn-sdp default|off] [--json PATH]
     python -m bench.native_memory --model DIR …          # a real or replica checkpoint of that family
 """
 
@@ -38,6 +39,7 @@ from app.argtypes import positive_int
 from app.composition import make_plan
 from app.config import Settings
 from app.hostinfo import process_gpu_bytes
+from app.models.checkpoint import read_json
 
 PHASES = ("same", "new", "again", "threads")
 ROWS_CYCLE = 16  # the `new` phase walks rows 1…16 at each padded length, then the next length
@@ -130,32 +132,52 @@ def measure(forward: Callable[[list[tuple[list[int], list[int]]]], Any], max_len
     return {p: run_phase(p, forward, plans[p], ids, cuda) for p in PHASES}
 
 
-def run(family: str, model: Path | None, device: str, engine: str, forwards: int) -> dict[str, Any]:
+def attention_choice(adapter: Any) -> dict[str, Any]:  # noqa: ANN401
+    """Which fused attention kernel torch picks for the `same` phase's shape (8 rows × 32 tokens, a padding mask, the
+    plan's dtype), and its priority order: cuDNN's attention keeps a compiled graph for every shape it sees
+    (pytorch/pytorch#190388: thread-local, unbounded by default)."""
+    import torch
+    from torch.nn.attention import SDPBackend
+
+    config = read_json(adapter.model_dir, "config.json")
+    heads = int(config["num_attention_heads"])
+    q = torch.zeros(8, heads, 32, int(config["hidden_size"]) // heads, device=adapter.plan.device,
+                    dtype=adapter.plan.torch_dtype)
+    mask = torch.ones(8, 1, 32, 32, dtype=torch.bool, device=adapter.plan.device)
+    order = [SDPBackend(int(b)).name for b in torch._C._get_sdp_priority_order()]
+    return {"chosen": SDPBackend(torch._fused_sdp_choice(q, q, q, mask, 0.0, False)).name, "priority_order": order}
+
+
+def run(family: str, model: Path | None, device: str, engine: str, forwards: int, cudnn_sdp: str = "default"
+        ) -> dict[str, Any]:
     import torch
 
+    if cudnn_sdp == "off":
+        torch.backends.cuda.enable_cudnn_sdp(False)
     settings = Settings(device=device, engine=engine)
     with tempfile.TemporaryDirectory(prefix="wenmo-native-memory-") as tmp:
         adapter = build_adapter(family, model, settings, Path(tmp))
         tok = adapter.tokenizer
         ids = (tok.cls_token_id, tok.sep_token_id, tok.convert_tokens_to_ids("文"))
         plan = adapter.plan
+        attention = attention_choice(adapter)
         phases = measure(adapter.forward_batch, adapter.max_length, ids, forwards, plan.is_cuda)
-    sdp = None
-    if plan.is_cuda:  # which attention kernels torch may pick: one of them may keep a plan per shape
-        flags = {name: getattr(torch.backends.cuda, f"{name}_sdp_enabled", None)
-                 for name in ("flash", "mem_efficient", "math", "cudnn")}
-        sdp = {name: flag() for name, flag in flags.items() if flag is not None}
+    flags = {name: getattr(torch.backends.cuda, f"{name}_sdp_enabled", None)
+             for name in ("flash", "mem_efficient", "math", "cudnn")}
+    attention["enabled"] = {name: flag() for name, flag in flags.items() if flag is not None}
     return {"schema": "wenmo-native-memory/1", "family": family, "model": str(model) if model else "demo (tiny)",
             "device": plan.device, "dtype": plan.dtype, "engine": plan.engine, "torch": torch.__version__,
-            "sdp_backends_enabled": sdp, "forwards_per_phase": forwards, "phases": phases,
-            "verdict": verdict(phases)}
+            "attention": attention, "forwards_per_phase": forwards, "phases": phases, "verdict": verdict(phases)}
 
 
 def table(report: dict[str, Any]) -> str:
     cols = [("heap_in_use_kib_per_forward", "C heap"), ("rss_kib_per_forward", "RSS"),
             ("cuda_reserved_kib_per_forward", "CUDA reserved"), ("nvml_process_kib_per_forward", "NVML")]
     lines = [f"native memory per forward: {report['family']} {report['model']} on {report['device']} "
-             f"{report['dtype']} (engine {report['engine']}), {report['forwards_per_phase']} forwards a phase", "",
+             f"{report['dtype']} (engine {report['engine']}), {report['forwards_per_phase']} forwards a phase",
+             f"attention kernel for 8 × 32 tokens: {report['attention']['chosen']} (priority "
+             f"{', '.join(report['attention']['priority_order'])}; cuDNN's enabled: "
+             f"{report['attention']['enabled'].get('cudnn')})", "",
              f"{'phase':<8} {'shapes':>6} " + " ".join(f"{label + ' KiB/fwd':>19}" for _, label in cols)]
     for p in report["phases"].values():
         cells = [p["per_forward"].get(key) for key, _ in cols]
@@ -173,10 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--family", choices=("embed", "cross"), default="embed", help="which model (default embed)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--engine", default="auto", help="auto, torch or deepspeed (default auto, as the server)")
+    p.add_argument("--cudnn-sdp", choices=("default", "off"), default="default",
+                   help="off: torch may not pick cuDNN's attention kernel (it keeps a graph per shape)")
     p.add_argument("--forwards", type=positive_int, default=200, help="forwards per phase (default 200)")
     p.add_argument("--json", dest="json_path", metavar="PATH", help="write the results as JSON")
     a = p.parse_args(argv)
-    report = run(a.family, a.model, a.device, a.engine, a.forwards)
+    report = run(a.family, a.model, a.device, a.engine, a.forwards, a.cudnn_sdp)
     print(table(report), flush=True)
     if a.json_path:
         Path(a.json_path).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -67,7 +67,9 @@ def test_the_new_phase_never_repeats_a_shape_and_again_repeats_exactly_those() -
 
 def test_the_tiny_embedder_on_the_cpu_runs_every_phase(capsys) -> None:
     report = nm.run("embed", None, "cpu", "torch", 20)
-    assert report["device"] == "cpu" and report["engine"] == "torch" and report["sdp_backends_enabled"] is None
+    assert report["device"] == "cpu" and report["engine"] == "torch"
+    assert report["attention"]["chosen"] in report["attention"]["priority_order"]
+    assert "CUDNN_ATTENTION" in report["attention"]["priority_order"] and "cudnn" in report["attention"]["enabled"]
     assert [p["forwards"] for p in report["phases"].values()] == [20] * 4
     assert [p["distinct_shapes"] for p in report["phases"].values()] == [1, 20, 20, 1]
     for p in report["phases"].values():
@@ -75,4 +77,4 @@ def test_the_tiny_embedder_on_the_cpu_runs_every_phase(capsys) -> None:
         assert p["after"]["rss_mib"] > 0 and p["after"]["heap_in_use_mib"] > 0
     print(nm.table(report))
     out = capsys.readouterr().out
-    assert "verdict (C heap):" in out and all(f"\n{p:<8}" in out for p in nm.PHASES)
+    assert "verdict (C heap):" in out and f"attention kernel for 8 × 32 tokens: {report['attention']['chosen']}" in out and all(f"\n{p:<8}" in out for p in nm.PHASES)
