@@ -22,7 +22,8 @@ def test_the_script_parses() -> None:
 def test_one_step_runs_and_comes_back_packed(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WENMO_")}
     env.update({"PYTHON": sys.executable, "WENMO_GPU_WORK": str(tmp_path / "work"),
-                "WENMO_GPU_MODELS": str(tmp_path / "models"), "WENMO_GPU_STEPS": "native-memory-torch-nocudnn,batching"})
+                "WENMO_GPU_MODELS": str(tmp_path / "models"),
+                "WENMO_GPU_STEPS": "native-memory-torch-nocudnn,batching"})
     out = tmp_path / "out"
     proc = subprocess.run(["bash", str(SCRIPT), str(out), "--quick"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
