@@ -62,6 +62,10 @@ class Settings:
     max_batch_size: int = _opt(128, "texts per forward pass at most")
     min_batch_fill: str = _opt("auto", "a forward's real tokens / padded cells at least, 0 to 1 (auto: 0.9 on CPU, "
                                        "0.5 on CUDA)")
+    cudnn_attention: str = _opt("off", "on: torch may run attention on CUDA with cuDNN's kernel, which keeps a "
+                                       "compiled graph for every input shape it meets, for the life of the process "
+                                       "(pytorch/pytorch#190388); off: the flash / memory-efficient kernels",
+                                ("on", "off"))
     batch_across_requests: str = _opt("on", "on: the engine forms each forward from the work of every waiting "
                                             "request (one queue per model); off: each request runs its own "
                                             "forwards (for comparison)", ("on", "off"))

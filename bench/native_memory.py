@@ -17,7 +17,7 @@ in use (glibc), resident memory, and on CUDA the caching allocator's reserved by
 NVML sees it; printed as KiB per forward, with the phase's verdict.
 
     python -m bench.native_memory --demo [--device cuda] [--engine auto] [--family embed] [--forwards 200]
-                                  [--cudnn-sdp default|off] [--json PATH]
+                                  [--cudnn-attention off|on] [--json PATH]
     python -m bench.native_memory --model DIR …          # a real or replica checkpoint of that family
 """
 
@@ -148,13 +148,11 @@ def attention_choice(adapter: Any) -> dict[str, Any]:  # noqa: ANN401
     return {"chosen": SDPBackend(torch._fused_sdp_choice(q, q, q, mask, 0.0, False)).name, "priority_order": order}
 
 
-def run(family: str, model: Path | None, device: str, engine: str, forwards: int, cudnn_sdp: str = "default"
+def run(family: str, model: Path | None, device: str, engine: str, forwards: int, cudnn_attention: str = "off"
         ) -> dict[str, Any]:
     import torch
 
-    if cudnn_sdp == "off":
-        torch.backends.cuda.enable_cudnn_sdp(False)
-    settings = Settings(device=device, engine=engine)
+    settings = Settings(device=device, engine=engine, cudnn_attention=cudnn_attention)
     with tempfile.TemporaryDirectory(prefix="wenmo-native-memory-") as tmp:
         adapter = build_adapter(family, model, settings, Path(tmp))
         tok = adapter.tokenizer
@@ -195,12 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--family", choices=("embed", "cross"), default="embed", help="which model (default embed)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--engine", default="auto", help="auto, torch or deepspeed (default auto, as the server)")
-    p.add_argument("--cudnn-sdp", choices=("default", "off"), default="default",
-                   help="off: torch may not pick cuDNN's attention kernel (it keeps a graph per shape)")
+    p.add_argument("--cudnn-attention", choices=("on", "off"), default="off",
+                   help="the server's --cudnn-attention (default off: cuDNN's attention kernel keeps a graph per shape)")
     p.add_argument("--forwards", type=positive_int, default=200, help="forwards per phase (default 200)")
     p.add_argument("--json", dest="json_path", metavar="PATH", help="write the results as JSON")
     a = p.parse_args(argv)
-    report = run(a.family, a.model, a.device, a.engine, a.forwards, a.cudnn_sdp)
+    report = run(a.family, a.model, a.device, a.engine, a.forwards, a.cudnn_attention)
     print(table(report), flush=True)
     if a.json_path:
         Path(a.json_path).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

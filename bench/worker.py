@@ -46,7 +46,8 @@ def _load(job: dict[str, Any], records: list) -> tuple[Any, dict[str, Any]]:  # 
     from bench import engine_bench
 
     plan = engine_bench.make_plan(job["device"], job["dtype"], job["engine"], job["ds_config"],
-                                  job.get("kernel_inject"), job.get("min_batch_fill", "auto"))
+                                  job.get("kernel_inject"), job.get("min_batch_fill", "auto"),
+                                  job.get("cudnn_attention", "off"))
     kw = {"max_length": int(job["max_length"]), "max_batch_tokens": int(job["max_batch_tokens"]),
           "max_batch_size": int(job["max_batch_size"])}
     if family == "embed":

@@ -36,6 +36,7 @@ class RuntimePlan:
     cuda_graph: bool
     reasons: tuple[str, ...] = ()
     min_batch_fill: float = 0.0
+    cudnn_attention: bool = False  # torch's cuDNN attention kernel allowed (process-wide; CUDA only)
 
     @property
     def quantized(self) -> bool:
@@ -54,7 +55,8 @@ class RuntimePlan:
     def log_line(self, ds: DsConfig | None = None) -> str:
         parts = [
             f"plan device={self.device} dtype={self.dtype} engine={self.engine}",
-            f"kernel_inject={self.kernel_inject} cuda_graph={self.cuda_graph} min_batch_fill={self.min_batch_fill:g}",
+            f"kernel_inject={self.kernel_inject} cuda_graph={self.cuda_graph} min_batch_fill={self.min_batch_fill:g} "
+            f"cudnn_attention={'on' if self.cudnn_attention else 'off'}",
             "inference_mode=on eval=on grad_checkpointing=off kv_cache=off",
         ]
         if self.reasons:
@@ -157,6 +159,7 @@ def resolve_plan(
     deepspeed_importable=_deepspeed_importable,
     cpu_dtype_works=_cpu_dtype_works,
     min_batch_fill: str | float = "auto",
+    cudnn_attention: str = "off",
 ) -> RuntimePlan:
     """Turn the `auto` choices into a concrete plan. The probes are injectable so the rules are testable."""
     reasons: list[str] = []
@@ -212,4 +215,8 @@ def resolve_plan(
         reasons.append(f"min_batch_fill auto: {fill:g} on {'CUDA' if on_cuda else 'CPU'}")
     else:
         fill = float(min_batch_fill)
-    return RuntimePlan(device, dtype, engine, kernel_inject, cuda_graph, tuple(reasons), fill)
+    cudnn = on_cuda and cudnn_attention == "on"
+    if on_cuda and not cudnn:
+        # The demo soak on an H200 kept ~145 KiB of C heap per request; cuDNN's attention keeps a graph per shape.
+        reasons.append("cudnn_attention off: cuDNN's attention kernel keeps a compiled graph per input shape")
+    return RuntimePlan(device, dtype, engine, kernel_inject, cuda_graph, tuple(reasons), fill, cudnn)

@@ -100,6 +100,8 @@ def prepare_module(module, plan: RuntimePlan, *, kernel_inject_supported: bool =
     """Return a callable module in eval mode on the plan's device and dtype (possibly a DeepSpeed engine)."""
     import torch
 
+    # Process-wide, set by every model's preparation alike (one plan per process); no effect on the CPU.
+    torch.backends.cuda.enable_cudnn_sdp(plan.cudnn_attention)
     module.eval()
     module.requires_grad_(False)
     module.to(device=plan.device, dtype=plan.torch_dtype)

@@ -83,10 +83,12 @@ step tests 200 "$PY" -m pytest -q -rs tests/gpu tests/launcher/test_probes.py te
 
 # The demo soak on CUDA kept ~145 KiB of C heap per request (2026-11-27): a leak, a per-shape cache or per-thread
 # state? Four phases of forwards tell them apart (bench/native_memory.py), with the server's engine, with torch, and
-# with torch kept off cuDNN's attention (it keeps a compiled graph per shape: pytorch/pytorch#190388).
-for variant in deepspeed torch torch-nocudnn; do
+# with torch allowed cuDNN's attention (off in the server since then: it keeps a compiled graph per shape,
+# pytorch/pytorch#190388; the first soak ran with it allowed).
+for variant in deepspeed torch torch-cudnn; do
   step "native-memory-$variant" 90 "$PY" -m bench.native_memory --demo --device "$DEVICE" --engine "${variant%-*}" \
-    $([[ $variant == *nocudnn ]] && echo --cudnn-sdp off) --forwards "$NATIVE_FORWARDS" --json "$W/native-memory-$variant.json"
+    --cudnn-attention "$([[ $variant == *cudnn ]] && echo on || echo off)" --forwards "$NATIVE_FORWARDS" \
+    --json "$W/native-memory-$variant.json"
 done
 
 timed bench-embed 150 "$PY" -m app bench --size "$SIZE" --device "$DEVICE" --families embed --texts "$TEXTS" \

@@ -90,3 +90,32 @@ def test_min_batch_fill_auto_depends_on_the_device():
     assert cpu_plan("auto", min_batch_fill="0.25").min_batch_fill == 0.25
     assert "min_batch_fill=0.9" in cpu_plan("auto").log_line()
 
+
+
+def test_cudnn_attention_is_off_unless_asked_for_and_only_ever_on_cuda():
+    """The demo soak on an H200 kept ~145 KiB of C heap per request; cuDNN's attention kernel keeps a compiled
+    graph per input shape for the life of the process (pytorch/pytorch#190388), so it is off by default."""
+    def with_cudnn(value, cuda=True):  # noqa: ANN001, ANN202
+        return resolve_plan("auto", "auto", "torch", AUTO, cuda_available=lambda: cuda, bf16_supported=lambda d: True,
+                            deepspeed_importable=lambda: True, cudnn_attention=value)
+    assert plan().cudnn_attention is False and "cudnn_attention=off" in plan().log_line()
+    assert any("cuDNN's attention kernel keeps a compiled graph" in r for r in plan().reasons)
+    assert with_cudnn("on").cudnn_attention is True and "cudnn_attention=on" in with_cudnn("on").log_line()
+    assert with_cudnn("on", cuda=False).cudnn_attention is False
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_preparing_a_model_sets_torchs_cudnn_attention_switch_from_the_plan(allowed):
+    import dataclasses
+
+    import torch
+
+    from app.engine.wrapping import prepare_module
+
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(not allowed)
+        prepare_module(torch.nn.Linear(2, 2), dataclasses.replace(plan(cuda=False), cudnn_attention=allowed))
+        assert torch.backends.cuda.cudnn_sdp_enabled() is allowed
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)
