@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--engine", default="auto", help="auto, torch or deepspeed (default auto, as the server)")
     p.add_argument("--cudnn-attention", choices=("on", "off"), default="off",
-                   help="the server's --cudnn-attention (default off: cuDNN's attention kernel keeps a graph per shape)")
+                   help="the server's --cudnn-attention (default off: cuDNN's attention keeps a graph per shape)")
     p.add_argument("--forwards", type=positive_int, default=200, help="forwards per phase (default 200)")
     p.add_argument("--json", dest="json_path", metavar="PATH", help="write the results as JSON")
     a = p.parse_args(argv)

@@ -18,7 +18,7 @@ from launcher import EXIT_USAGE
 from launcher.config import ConfigError, LauncherConfig, load_config
 from launcher.daemon import PidFileBusyError, detach, lock_pid_file, release, write_pid
 from launcher.events import EventLog, MemoryLog, StatusFile
-from launcher.probes import ProbeUnavailableError, select_probe
+from launcher.probes import ProbeUnavailableError, host_probe, select_probe
 from launcher.supervisor import Supervisor
 
 
@@ -71,6 +71,7 @@ def supervise(config: LauncherConfig) -> int:
         events,
         StatusFile(config.state_dir),
         probe_reason=reason,
+        host_probe=host_probe(probe, config.host_threshold_ratio),
         memory_log=MemoryLog(config.state_dir),
     )
     for signum in (signal.SIGTERM, signal.SIGINT):

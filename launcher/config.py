@@ -48,6 +48,7 @@ class LauncherConfig:
     gpu_index: int = 0
     threshold_mib: float | None = None
     threshold_ratio: float = 0.90
+    host_threshold_ratio: float = 0.80
     consecutive: int = 3
     grace_s: float = 60.0
     poll_s: float = 5.0
@@ -134,6 +135,13 @@ def _ratio(text: str) -> float:
     return value
 
 
+def _ratio_or_off(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise ValueError("expected a fraction in [0, 1], e.g. 0.8 (0: off)")
+    return value
+
+
 def _mebibytes(text: str) -> float:
     value = _number(text)
     if value <= 0:
@@ -201,6 +209,13 @@ OPTIONS: tuple[Option, ...] = (
         "MIB",
     ),
     Option("threshold_ratio", _ratio, "restart above this fraction of the GPU's (or RAM's) total", "RATIO"),
+    Option(
+        "host_threshold_ratio",
+        _ratio_or_off,
+        "with the GPU probe, also restart when the app's resident memory passes this fraction of the host's RAM "
+        "(or the container's memory limit); 0: off",
+        "RATIO",
+    ),
     Option("consecutive", whole(1), "samples in a row over the threshold before a restart", "N"),
     Option("grace_s", seconds(0), "after each start, memory samples do not count for this long", "SECONDS"),
     Option(

@@ -152,7 +152,7 @@ class RestartPolicy:
         self._attempt = 0
         self._started_at = 0.0
         self._ready_at: float | None = None
-        self._over_count = 0
+        self._over_counts: dict[str, int] = {}  # per source: GPU memory and, beside it, the host's
         self._grace_noted = False
         self._health_fail_count = 0
         self._drain_reason = ""
@@ -183,7 +183,8 @@ class RestartPolicy:
 
     @property
     def over_count(self) -> int:
-        return self._over_count
+        """Samples in a row over the threshold, of the source with the most."""
+        return max(self._over_counts.values(), default=0)
 
     @property
     def health_fail_count(self) -> int:
@@ -211,7 +212,7 @@ class RestartPolicy:
             self._attempt += 1
             self._started_at = now
             self._ready_at = None
-            self._over_count = 0
+            self._over_counts = {}
             self._grace_noted = False
             self._health_fail_count = 0
             actions.append(Start(self._attempt))
@@ -226,7 +227,9 @@ class RestartPolicy:
         return []
 
     def on_sample(self, now: float, used_bytes: float, threshold_bytes: float, source: str) -> list[Action]:
-        """One memory sample of the app's process tree; K consecutive samples over → restart."""
+        """One memory sample of the app's process tree; K consecutive samples over → restart. Each source
+        (the GPU's memory, the host's beside it) is counted on its own: one under its threshold resets only
+        its own count."""
         if self._state not in (State.STARTING, State.RUNNING):
             return []
         cfg = self.config
@@ -239,23 +242,24 @@ class RestartPolicy:
         grace_end = self._started_at + cfg.grace_s
         if now < grace_end:
             # Model loading spikes: samples in the grace period neither count nor restart.
-            self._over_count = 0
+            self._over_counts.pop(source, None)
             if over and not self._grace_noted:
                 self._grace_noted = True
                 figures["grace_left_s"] = round(grace_end - now, 3)
                 return [Note("sample_over_threshold_in_grace", "info", figures)]
             return []
+        count = self._over_counts.get(source, 0)
         if not over:
-            if self._over_count == 0:
+            if count == 0:
                 return []
             # Hysteresis: one sample under the threshold resets the count.
-            figures["previous_count"] = self._over_count
-            self._over_count = 0
+            figures["previous_count"] = count
+            del self._over_counts[source]
             return [Note("sample_under_threshold", "info", figures)]
-        self._over_count += 1
-        figures.update(count=self._over_count, consecutive=cfg.consecutive)
+        count = self._over_counts[source] = count + 1
+        figures.update(count=count, consecutive=cfg.consecutive)
         note = Note("sample_over_threshold", "warning", figures)
-        if self._over_count < cfg.consecutive:
+        if count < cfg.consecutive:
             return [note]
         # STARTING/RUNNING → DRAINING: K consecutive samples over the threshold.
         return [note, self._drain(now, "memory", figures)]

@@ -339,6 +339,16 @@ def load_pynvml() -> Any:
     return importlib.import_module("pynvml")
 
 
+def host_probe(main: MemoryProbe, ratio: float,
+               tree: Callable[[int], list[psutil.Process]] = app_tree) -> RssProbe | None:
+    """The probe of the host's memory beside a GPU probe (``--host-threshold-ratio``): a server on a GPU can run
+    the host out of memory long before its GPU memory passes a threshold. None with the RSS probe (its threshold
+    already is the host's) or with the ratio 0."""
+    if ratio <= 0 or main.name == RssProbe.name:
+        return None
+    return RssProbe(tree)
+
+
 def select_probe(
     kind: str,
     gpu_index: int,

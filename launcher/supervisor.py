@@ -85,6 +85,7 @@ class Supervisor:
         status: StatusFile,
         *,
         probe_reason: str = "",
+        host_probe: MemoryProbe | None = None,
         memory_log: MemoryLog | None = None,
         spawn: Callable[[Sequence[str]], AppProcess] | None = None,
         readiness: Callable[[], HealthResult] | None = None,
@@ -97,6 +98,11 @@ class Supervisor:
         self.policy = RestartPolicy(config.policy())
         self._probe = probe
         self._probe_reason = probe_reason
+        # Beside a GPU probe, the host's memory (launcher.probes.host_probe), judged against its own threshold.
+        self._host_probe = host_probe
+        self.host_threshold_bytes = (config.host_threshold_ratio * host_probe.total_bytes()
+                                     if host_probe is not None else None)
+        self._last_host_sample: dict[str, object] | None = None
         self._events = events
         self._status = status
         self._memory_log = memory_log
@@ -215,8 +221,16 @@ class Supervisor:
             return None
         self._last_probe_error = ""
         self._record_sample(sample)
-        return self._execute(
+        code = self._execute(
             self.policy.on_sample(self._clock(), sample.used_bytes, self.threshold_bytes, sample.source)
+        )
+        if code is not None or self._host_probe is None or self.host_threshold_bytes is None:
+            return code
+        host = self._host_probe.sample(self._child_pid)  # psutil: cannot fail the way NVML can
+        self._last_host_sample = {"used_mib": mib(host.used_bytes), "total_mib": mib(host.total_bytes),
+                                  "threshold_mib": mib(self.host_threshold_bytes), "source": host.source}
+        return self._execute(
+            self.policy.on_sample(self._clock(), host.used_bytes, self.host_threshold_bytes, "host-" + host.source)
         )
 
     def _record_sample(self, sample: MemorySample) -> None:
@@ -369,6 +383,7 @@ class Supervisor:
             reason=self._probe_reason,
             threshold_mib=mib(self.threshold_bytes),
             threshold_from="threshold_mib" if self.config.threshold_mib is not None else "threshold_ratio",
+            host_threshold_mib=mib(self.host_threshold_bytes) if self.host_threshold_bytes is not None else None,
             **self._probe.describe(),
         )
         self._write_status()
@@ -393,6 +408,7 @@ class Supervisor:
                 "consecutive_over": policy.over_count,
                 "health_failures": policy.health_fail_count,
                 "last_sample": self._last_sample,
+                "last_host_sample": self._last_host_sample,
                 "last_health": self._last_health,
                 "last_restart": self._last_restart,
                 "last_exit_code": self._last_exit_code,

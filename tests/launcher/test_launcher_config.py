@@ -82,6 +82,11 @@ def test_port_from_command_then_wenmo_port_then_default() -> None:
     assert load_config(["--port", "1", "--port", "8080"], HOME).port == 8080  # last wins, like argparse
 
 
+def test_the_hosts_threshold_defaults_to_four_fifths_and_zero_turns_it_off() -> None:
+    assert load_config([], HOME).host_threshold_ratio == 0.8
+    assert load_config([], {**HOME, "WENMO_LAUNCHER_HOST_THRESHOLD_RATIO": "0"}).host_threshold_ratio == 0.0
+
+
 def test_health_auth_comes_from_wenmo_auth_and_never_shows() -> None:
     config = load_config([], {**HOME, "WENMO_AUTH": "user:s3cret"})
     assert config.probe_auth == "user:s3cret"
@@ -98,6 +103,7 @@ def test_health_auth_comes_from_wenmo_auth_and_never_shows() -> None:
             {"WENMO_LAUNCHER_THRESHOLD_RATIO": "1.5"},
             "WENMO_LAUNCHER_THRESHOLD_RATIO='1.5': expected a fraction",
         ),
+        (["--host-threshold-ratio", "1.5"], {}, "expected a fraction in [0, 1], e.g. 0.8 (0: off)"),
         ([], {"WENMO_LAUNCHER_PROBE": "gpu"}, "expected one of auto, nvml, rss"),
         ([], {"WENMO_LAUNCHER_CONSECUTIVE": "0"}, "expected a whole number >= 1"),
         ([], {"WENMO_LAUNCHER_GRACE_S": "nan"}, "expected a finite number"),

@@ -392,3 +392,12 @@ def test_rss_ratio_is_of_a_container_limit_below_the_machine_ram(tmp_path: Path)
     assert probe.describe()["total_of"] == "cgroup"
     roomy = RssProbe(cgroup_root=cgroup_files(tmp_path / "roomy", {"memory.max": str(ram * 2)}))
     assert roomy.total_bytes() == ram and roomy.describe()["total_of"] == "ram"
+
+
+def test_the_host_is_watched_beside_a_gpu_probe_only() -> None:
+    from launcher.probes import RssProbe, host_probe
+
+    gpu = NvmlProbe(FakeNvml([(100, 1 * GIB)]), 0, lambda pid: [])
+    assert isinstance(host_probe(gpu, 0.8), RssProbe)
+    assert host_probe(gpu, 0.0) is None  # --host-threshold-ratio 0: off
+    assert host_probe(RssProbe(), 0.8) is None  # the RSS probe's own threshold already is the host's

@@ -121,9 +121,12 @@ class Harness:
         ready: Callable[[float], bool] = lambda now: True,
         spawn_error: OSError | None = None,
         memory_lines: int = 1000,
+        host_probe: FakeProbe | None = None,
     ) -> None:
         self.clock = FakeClock()
         probe.clock = self.clock
+        if host_probe is not None:
+            host_probe.clock = self.clock
         self.stream = io.StringIO()
         self.children: list[FakeChild] = []
         self.spawn_times: list[float] = []
@@ -144,6 +147,7 @@ class Harness:
             EventLog(tmp_path, stream=self.stream, wall_clock=lambda: 1_700_000_000 + self.clock.now),
             StatusFile(tmp_path),
             probe_reason="test",
+            host_probe=host_probe,  # type: ignore[arg-type]
             memory_log=MemoryLog(tmp_path, max_lines=memory_lines),
             spawn=spawn,  # type: ignore[arg-type]
             readiness=lambda: HealthResult(ready(self.clock.now), "scripted"),
@@ -275,3 +279,18 @@ def test_crash_kills_leftover_group_and_reports_exit_code(tmp_path: Path) -> Non
     crash = h.events("crash")[0]
     assert crash["exit_code"] == 1 and crash["pid"] == 1001 and crash["state"] == "running"
     assert h.events("start")[1]["attempt"] == 2 and h.events("start")[1]["pid"] == 1002
+
+
+def test_beside_a_gpu_probe_the_hosts_memory_restarts_the_app_on_its_own_threshold(tmp_path: Path) -> None:
+    gpu = FakeProbe(samples=lambda now: rss(100, "nvml-process"), holds=lambda now: False)
+    host = FakeProbe(samples=lambda now: rss(900 if now < 10 else 100), holds=lambda now: False)  # of 1,000 MiB
+    h = Harness(tmp_path, [*FAST, "--host-threshold-ratio", "0.8"], gpu, exit_after_term_s=2.0, host_probe=host)
+    h.stop_at(20.0)
+    assert h.run() == 0
+    assert h.events("probe_selected")[0]["host_threshold_mib"] == 800.0
+    restart = h.events("restart")[0]
+    assert (restart["reason"], restart["source"], restart["used_mib"], restart["threshold_mib"]) == (
+        "memory", "host-rss", 900.0, 800.0)
+    assert h.children[0].signals[0] == ("TERM", 6.0)  # grace to t=5, then two host samples over
+    status = json.loads((tmp_path / STATUS_FILE).read_text())
+    assert status["last_host_sample"]["threshold_mib"] == 800.0 and status["last_sample"]["source"] == "nvml-process"
