@@ -115,18 +115,20 @@ def draw_soak_memory(ax: Any, soak: dict[str, Any]) -> None:  # noqa: ANN401
     ax.set_xlabel("seconds into soak")
     ax.set_ylabel("MiB")
     ax.set_title("soak: memory gauges from /metrics" if keys else "soak: no memory gauges in /metrics", fontsize=9)
-    if keys:
-        ax.legend(fontsize=7)
+    if keys:  # beside the axes: with nine gauges the legend inside covered the lines it names
+        ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def plot_soak(report: dict[str, Any], path: str | Path) -> Path:
     plt = _plt()
-    fig, ax = plt.subplots(1, 1, figsize=(9, 4.8))
+    import textwrap
+
+    fig, ax = plt.subplots(1, 1, figsize=(15, 5.6))
     draw_soak_memory(ax, report["soak"])
     v = report["soak"].get("verdict") or {}
     fig.suptitle(f"Wenmo soak — {report['models']} — {report['soak']['requests']} requests, "
                  f"{report['soak']['attempted_rps'] or 0:.0f} req/s — {report['created_utc']}", fontsize=10)
-    ax.set_title(f"verdict: {v.get('rule', '')}", fontsize=8)
+    ax.set_title(textwrap.fill(f"verdict: {v.get('rule', '')}", 110), fontsize=8)
     return _save(plt, fig, path)
 
 
