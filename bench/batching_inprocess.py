@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import threading
 import time
@@ -28,6 +27,7 @@ from app.config import Settings
 from app.engine.limiter import ConcurrencyLimiter
 from app.engine.runtime import RuntimePlan
 from bench.batching import checks, cosine, pool_index, text_pool
+from bench.cli import publish
 from bench.stats import percentile, ratio
 
 
@@ -117,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", dest="json_path", metavar="PATH", help="write the results as JSON")
     a = p.parse_args(argv)
     report = run(a.model, a.device, a.users, a.requests, a.compare_texts, a.seed)
-    print(table(report), flush=True)
-    if a.json_path:
-        Path(a.json_path).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    publish(a, report, table(report))
     return 0
 
 

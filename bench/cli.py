@@ -259,12 +259,12 @@ def run_soak(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if args.check and not report["pass"] else 0
 
 
-def publish(args: argparse.Namespace, report: dict[str, Any], text: str, plot: str) -> None:
+def publish(args: argparse.Namespace, report: dict[str, Any], text: str, plot: str | None = None) -> None:
     """Print the table; write the JSON and the chart (bench/plot.py's function `plot`) where asked."""
     print(text, flush=True)
     if args.json_path:
         _write_json(args.json_path, report)
-    if args.plot_path:
+    if plot is not None and args.plot_path:
         from bench import plot as charts
 
         getattr(charts, plot)(report, args.plot_path)

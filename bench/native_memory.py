@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from app.composition import make_plan
 from app.config import Settings
 from app.hostinfo import process_gpu_bytes
 from app.models.checkpoint import read_json
+from bench.cli import publish
 
 PHASES = ("same", "new", "again", "threads")
 ROWS_CYCLE = 16  # the `new` phase walks rows 1…16 at each padded length, then the next length
@@ -199,9 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", dest="json_path", metavar="PATH", help="write the results as JSON")
     a = p.parse_args(argv)
     report = run(a.family, a.model, a.device, a.engine, a.forwards, a.cudnn_attention)
-    print(table(report), flush=True)
-    if a.json_path:
-        Path(a.json_path).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    publish(a, report, table(report))
     return 0
 
 
