@@ -152,7 +152,7 @@ class RestartPolicy:
         self._attempt = 0
         self._started_at = 0.0
         self._ready_at: float | None = None
-        self._over_counts: dict[str, int] = {}  # per source: GPU memory and, beside it, the host's
+        self._over_counts: dict[str, int] = {}  # per watch: the probe's memory and, beside it, the host's
         self._grace_noted = False
         self._health_fail_count = 0
         self._drain_reason = ""
@@ -226,10 +226,11 @@ class RestartPolicy:
             return [Kill("drain_timeout", {"drain_s": cfg.drain_s})]
         return []
 
-    def on_sample(self, now: float, used_bytes: float, threshold_bytes: float, source: str) -> list[Action]:
-        """One memory sample of the app's process tree; K consecutive samples over → restart. Each source
-        (the GPU's memory, the host's beside it) is counted on its own: one under its threshold resets only
-        its own count."""
+    def on_sample(self, now: float, used_bytes: float, threshold_bytes: float, source: str,
+                  watch: str = "probe") -> list[Action]:
+        """One memory sample of the app's process tree; K consecutive samples over → restart. Each `watch` (the
+        probe's memory — the GPU's, whichever NVML figure it falls back to — and the host's beside it, "host") is
+        counted on its own: a sample under its threshold resets only its own count."""
         if self._state not in (State.STARTING, State.RUNNING):
             return []
         cfg = self.config
@@ -242,21 +243,21 @@ class RestartPolicy:
         grace_end = self._started_at + cfg.grace_s
         if now < grace_end:
             # Model loading spikes: samples in the grace period neither count nor restart.
-            self._over_counts.pop(source, None)
+            self._over_counts.pop(watch, None)
             if over and not self._grace_noted:
                 self._grace_noted = True
                 figures["grace_left_s"] = round(grace_end - now, 3)
                 return [Note("sample_over_threshold_in_grace", "info", figures)]
             return []
-        count = self._over_counts.get(source, 0)
+        count = self._over_counts.get(watch, 0)
         if not over:
             if count == 0:
                 return []
             # Hysteresis: one sample under the threshold resets the count.
             figures["previous_count"] = count
-            del self._over_counts[source]
+            del self._over_counts[watch]
             return [Note("sample_under_threshold", "info", figures)]
-        count = self._over_counts[source] = count + 1
+        count = self._over_counts[watch] = count + 1
         figures.update(count=count, consecutive=cfg.consecutive)
         note = Note("sample_over_threshold", "warning", figures)
         if count < cfg.consecutive:

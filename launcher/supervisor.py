@@ -230,7 +230,8 @@ class Supervisor:
         self._last_host_sample = {"used_mib": mib(host.used_bytes), "total_mib": mib(host.total_bytes),
                                   "threshold_mib": mib(self.host_threshold_bytes), "source": host.source}
         return self._execute(
-            self.policy.on_sample(self._clock(), host.used_bytes, self.host_threshold_bytes, "host-" + host.source)
+            self.policy.on_sample(self._clock(), host.used_bytes, self.host_threshold_bytes, "host-" + host.source,
+                                  watch="host")
         )
 
     def _record_sample(self, sample: MemorySample) -> None:

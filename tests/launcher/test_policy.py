@@ -155,7 +155,7 @@ def test_each_source_is_counted_on_its_own_so_a_quiet_host_never_hides_a_full_gp
     running(policy)
     for t in (2.0, 3.0):
         assert kinds(policy.on_sample(t, OVER, THRESHOLD, "nvml-process")) == ["sample_over_threshold"]
-        assert policy.on_sample(t, UNDER, THRESHOLD, "host-rss") == []
+        assert policy.on_sample(t, UNDER, THRESHOLD, "host-rss", watch="host") == []
     assert policy.over_count == 2
     restart = only(policy.on_sample(4.0, OVER, THRESHOLD, "nvml-process"), Restart)[0]
     assert (restart.reason, restart.figures["source"], restart.figures["count"]) == ("memory", "nvml-process", 3)
@@ -165,10 +165,17 @@ def test_the_host_restarts_the_app_while_the_gpu_stays_under() -> None:
     policy = make(consecutive=2, grace_s=0.0)
     running(policy)
     policy.on_sample(2.0, UNDER, THRESHOLD, "nvml-process")
-    policy.on_sample(2.0, OVER, THRESHOLD, "host-rss")
-    policy.on_sample(3.0, UNDER, THRESHOLD, "nvml-process")
-    restart = only(policy.on_sample(3.0, OVER, THRESHOLD, "host-rss"), Restart)[0]
+    policy.on_sample(2.0, OVER, THRESHOLD, "host-rss", watch="host")
+    policy.on_sample(3.0, UNDER, THRESHOLD, "nvml-device")  # NVML's fallback figure: the same watch
+    restart = only(policy.on_sample(3.0, OVER, THRESHOLD, "host-rss", watch="host"), Restart)[0]
     assert (restart.figures["source"], restart.figures["count"]) == ("host-rss", 2)
+
+
+def test_nvmls_fallback_figure_continues_the_probes_count() -> None:
+    policy = make(consecutive=2, grace_s=0.0)
+    running(policy)
+    policy.on_sample(2.0, OVER, THRESHOLD, "nvml-process")
+    assert only(policy.on_sample(3.0, OVER, THRESHOLD, "nvml-device"), Restart)
 
 
 def test_sample_equal_to_threshold_is_not_over() -> None:
