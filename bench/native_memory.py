@@ -39,6 +39,9 @@ from app.composition import make_plan
 from app.config import Settings
 from app.hostinfo import process_gpu_bytes
 from app.models.checkpoint import read_json
+from app.models.cross_encoder import CrossEncoderAdapter
+from app.models.embedding import EmbeddingAdapter
+from app.models.fixtures import build_gte, build_structbert
 from bench.cli import publish
 
 PHASES = ("same", "new", "again", "threads")
@@ -111,10 +114,6 @@ def verdict(phases: dict[str, dict[str, Any]], key: str = "heap_in_use_kib_per_f
 
 
 def build_adapter(family: str, model: Path | None, settings: Settings, work: Path) -> Any:  # noqa: ANN401
-    from app.models.cross_encoder import CrossEncoderAdapter
-    from app.models.embedding import EmbeddingAdapter
-    from app.models.fixtures import build_gte, build_structbert
-
     if model is None:
         model = (build_gte if family == "embed" else build_structbert)(work / family)
     adapter_type = EmbeddingAdapter if family == "embed" else CrossEncoderAdapter
