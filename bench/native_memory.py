@@ -43,6 +43,7 @@ from app.models.cross_encoder import CrossEncoderAdapter
 from app.models.embedding import EmbeddingAdapter
 from app.models.fixtures import build_gte, build_structbert
 from bench.cli import publish
+from bench.memory import rss_mib
 
 PHASES = ("same", "new", "again", "threads")
 ROWS_CYCLE = 16  # the `new` phase walks rows 1…16 at each padded length, then the next length
@@ -72,10 +73,8 @@ def sample(cuda: bool) -> dict[str, float | None]:
     if cuda:
         torch.cuda.synchronize()
     heap = malloc_stats()
-    with open("/proc/self/statm", encoding="ascii") as f:
-        rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     gpu = process_gpu_bytes(os.getpid()) if cuda else None
-    return {"heap_in_use_mib": heap["in_use"] / 2**20 if heap else None, "rss_mib": rss / 2**20,
+    return {"heap_in_use_mib": heap["in_use"] / 2**20 if heap else None, "rss_mib": rss_mib(),
             "cuda_reserved_mib": torch.cuda.memory_reserved() / 2**20 if cuda else None,
             "nvml_process_mib": gpu / 2**20 if gpu is not None else None}
 
