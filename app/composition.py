@@ -32,7 +32,7 @@ DEMO_DIRS = {"embed": "gte", "cross": "structbert", "nlu": "rex-uninlu"}  # as f
 def make_plan(settings: Settings) -> RuntimePlan:
     ds = load_ds_config(settings.ds_config)
     plan = resolve_plan(settings.device, settings.dtype, settings.engine, ds, min_batch_fill=settings.min_batch_fill,
-                        cudnn_attention=settings.cudnn_attention)
+                        cudnn_attention=settings.cudnn_attention, length_buckets=settings.length_buckets)
     log.info("%s", plan.log_line(ds))
     return plan
 

@@ -66,6 +66,10 @@ class Settings:
                                        "compiled graph for every input shape it meets, for the life of the process "
                                        "(pytorch/pytorch#190388); off: the flash / memory-efficient kernels",
                                 ("on", "off"))
+    length_buckets: str = _opt("on", "on: a forward pads its rows up a fixed ladder of lengths (multiples of 8 to 64, "
+                                     "then four steps per doubling: at most a quarter more), so the libraries under "
+                                     "torch meet a bounded set of shapes and their per-shape caches stop growing; "
+                                     "off: to the longest row only", ("on", "off"))
     batch_across_requests: str = _opt("on", "on: the engine forms each forward from the work of every waiting "
                                             "request (one queue per model); off: each request runs its own "
                                             "forwards (for comparison)", ("on", "off"))

@@ -14,14 +14,18 @@ one lowers the fill below the floor, every later one would lower it further.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 def plan_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int,
-                 min_fill: float = 0.0) -> list[list[int]]:
+                 min_fill: float = 0.0, padded: Callable[[int], int] | None = None) -> list[list[int]]:
     """Group input indices into batches. Every index appears exactly once; an input longer than the
     budget runs alone (it cannot be split without changing its result); a batch of two or more keeps
-    real tokens ≥ `min_fill` × padded cells."""
+    real tokens ≥ `min_fill` × padded cells.
+
+    `padded(longest)`: the length a forward really pads its rows to (app/engine/shapes.py's ladder); the token
+    budget counts those cells. The fill floor still counts cells up to the longest row: padding up the ladder
+    costs the same whichever texts share the forward, so it is no reason to split one."""
     if max_batch_tokens < 1 or max_batch_size < 1:
         raise ValueError("max_batch_tokens and max_batch_size must be ≥ 1")
     if not 0.0 <= min_fill <= 1.0:
@@ -36,7 +40,8 @@ def plan_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: 
         n = max(lengths[i], 1)
         if current:
             cells = longest * (len(current) + 1)
-            if cells > max_batch_tokens or len(current) >= max_batch_size or real + n < min_fill * cells:
+            budget_cells = (padded(longest) if padded else longest) * (len(current) + 1)
+            if budget_cells > max_batch_tokens or len(current) >= max_batch_size or real + n < min_fill * cells:
                 batches.append(current)
                 current = []
         if not current:

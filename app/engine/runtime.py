@@ -37,6 +37,7 @@ class RuntimePlan:
     reasons: tuple[str, ...] = ()
     min_batch_fill: float = 0.0
     cudnn_attention: bool = False  # torch's cuDNN attention kernel allowed (process-wide; CUDA only)
+    length_buckets: bool = True  # forwards pad up app/engine/shapes.py's ladder (a bounded set of input shapes)
 
     @property
     def quantized(self) -> bool:
@@ -56,7 +57,8 @@ class RuntimePlan:
         parts = [
             f"plan device={self.device} dtype={self.dtype} engine={self.engine}",
             f"kernel_inject={self.kernel_inject} cuda_graph={self.cuda_graph} min_batch_fill={self.min_batch_fill:g} "
-            f"cudnn_attention={'on' if self.cudnn_attention else 'off'}",
+            f"cudnn_attention={'on' if self.cudnn_attention else 'off'} "
+            f"length_buckets={'on' if self.length_buckets else 'off'}",
             "inference_mode=on eval=on grad_checkpointing=off kv_cache=off",
         ]
         if self.reasons:
@@ -160,6 +162,7 @@ def resolve_plan(
     cpu_dtype_works=_cpu_dtype_works,
     min_batch_fill: str | float = "auto",
     cudnn_attention: str = "off",
+    length_buckets: str = "on",
 ) -> RuntimePlan:
     """Turn the `auto` choices into a concrete plan. The probes are injectable so the rules are testable."""
     reasons: list[str] = []
@@ -219,4 +222,7 @@ def resolve_plan(
     if on_cuda and not cudnn:
         # The demo soak on an H200 kept ~145 KiB of C heap per request; cuDNN's attention keeps a graph per shape.
         reasons.append("cudnn_attention off: cuDNN's attention kernel keeps a compiled graph per input shape")
-    return RuntimePlan(device, dtype, engine, kernel_inject, cuda_graph, tuple(reasons), fill, cudnn)
+    buckets = length_buckets == "on"
+    if not buckets:
+        reasons.append("length_buckets off: forwards pad to their longest row, so every length seen is a new shape")
+    return RuntimePlan(device, dtype, engine, kernel_inject, cuda_graph, tuple(reasons), fill, cudnn, buckets)

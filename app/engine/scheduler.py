@@ -72,10 +72,11 @@ def run_batched(
     max_batch_tokens: int,
     max_batch_size: int,
     min_fill: float = 0.0,
+    padded: Callable[[int], int] | None = None,
 ) -> list[R]:
     """Call `run_batch(indices)` for each planned batch; return results in the original order. Before each
     batch the request's deadline and cancellation are checked (app/engine/cancellation.py)."""
-    batches = plan_batches(lengths, max_batch_tokens, max_batch_size, min_fill)
+    batches = plan_batches(lengths, max_batch_tokens, max_batch_size, min_fill, padded)
     results = []
     for b in batches:
         checkpoint()

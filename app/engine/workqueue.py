@@ -50,6 +50,7 @@ from typing import Any, Protocol
 from app.engine.batching import plan_batches
 from app.engine.cancellation import WorkScope, current_scope
 from app.engine.scheduler import run_batched, run_with_retry
+from app.engine.shapes import padded_length
 from app.errors import WenmoError
 
 Finish = Callable[[int, Any], Any]
@@ -66,6 +67,12 @@ class BatchLimits:
     max_batch_tokens: int
     max_batch_size: int
     min_fill: float = 0.0
+    length_buckets: bool = False  # forwards pad up app/engine/shapes.py's ladder, not to the longest row only
+    max_length: int | None = None  # the model's longest input: the ladder's top
+
+    def padded(self, longest: int) -> int:
+        """The length a forward whose longest item has `longest` tokens pads its rows to."""
+        return padded_length(longest, self.length_buckets, self.max_length)
 
 
 @dataclass(eq=False)
@@ -180,7 +187,7 @@ class WorkQueue:
             return done
 
         lim = self.limits
-        return run_batched(lengths, run, lim.max_batch_tokens, lim.max_batch_size, lim.min_fill)
+        return run_batched(lengths, run, lim.max_batch_tokens, lim.max_batch_size, lim.min_fill, lim.padded)
 
     @property
     def waiting(self) -> int:
@@ -273,7 +280,7 @@ class WorkQueue:
                     cursors[k] += 1
                     progressed = True
         lengths = [req.lengths[i] for req, i in candidates]
-        batches = plan_batches(lengths, lim.max_batch_tokens, lim.max_batch_size, lim.min_fill)
+        batches = plan_batches(lengths, lim.max_batch_tokens, lim.max_batch_size, lim.min_fill, lim.padded)
         chosen = next(b for b in batches if 0 in b)
         taken = [candidates[p] for p in chosen]
         gone: dict[_Request, set[int]] = {}  # requests hash by identity (eq=False)

@@ -16,7 +16,7 @@ from app.errors import ModelUnavailableError
 from app.models.bert import bert_config
 from app.models.checkpoint import load_state_dict, load_tokenizer, read_json
 from app.models.encoding import Encoded, encode_pairs, model_max_length, pad_rows
-from app.models.family import describe, load_module, own_queue, queue_for_call
+from app.models.family import describe, load_module, own_queue, padded_width, queue_for_call
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,9 @@ class CrossEncoderAdapter:
         self.queue = own_queue(self, plan)
 
     # ---- the family interface (app/models/family.py) --------------------------------------------------------
+    def padded(self, longest: int) -> int:
+        return padded_width(self, self.plan, longest)
+
     def encode(self, first: Sequence[str], second: Sequence[str]) -> Encoded:
         return encode_pairs(self.tokenizer, first, second, self.max_length)
 
@@ -76,7 +79,7 @@ class CrossEncoderAdapter:
         """P(similar) of each pair."""
         import torch
 
-        inputs = pad_rows(rows, self.tokenizer.pad_token_id, self.plan.device)
+        inputs = pad_rows(rows, self.tokenizer.pad_token_id, self.plan.device, self.padded)
         with torch.inference_mode():
             logits = self.model(**inputs).logits.float()
             probs = torch.softmax(logits, dim=-1)[:, self.positive]

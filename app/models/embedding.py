@@ -17,7 +17,7 @@ from app.errors import ModelUnavailableError
 from app.models.bert import bert_config
 from app.models.checkpoint import load_state_dict, load_tokenizer, read_json, strip_prefix
 from app.models.encoding import Encoded, encode_texts, model_max_length, pad_rows
-from app.models.family import describe, load_module, own_queue, queue_for_call
+from app.models.family import describe, load_module, own_queue, padded_width, queue_for_call
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,9 @@ class EmbeddingAdapter:
         self.queue = own_queue(self, plan)
 
     # ---- the family interface (app/models/family.py) --------------------------------------------------------
+    def padded(self, longest: int) -> int:
+        return padded_width(self, self.plan, longest)
+
     def encode(self, texts: Sequence[str]) -> Encoded:
         return encode_texts(self.tokenizer, texts, self.max_length)
 
@@ -84,7 +87,7 @@ class EmbeddingAdapter:
         """Pooled float32 vectors, not normalised (normalising is each request's own choice)."""
         import torch
 
-        inputs = pad_rows(rows, self.tokenizer.pad_token_id, self.plan.device)
+        inputs = pad_rows(rows, self.tokenizer.pad_token_id, self.plan.device, self.padded)
         need_states = self.pooler in ("avg_top2", "avg_first_last")
         with torch.inference_mode():
             out = self.model(**inputs, output_hidden_states=need_states)

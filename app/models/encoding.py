@@ -6,7 +6,7 @@ planning, and a text longer than the model's maximum is cut here and flagged —
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,15 +89,20 @@ def encode_pairs(tok, first: Sequence[str], second: Sequence[str], max_len: int)
     return enc
 
 
-def pad_rows(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, device: str) -> dict[str, Any]:
-    """Tensors for one forward over (token ids, token type ids) rows, padded only to the longest row.
+def pad_rows(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, device: str,
+             padded: Callable[[int], int] | None = None) -> dict[str, Any]:
+    """Tensors for one forward over (token ids, token type ids) rows, padded to `padded(longest row)` (None: to
+    the longest row; the adapters pass the padded-length ladder, app/models/family.py `padded_width`).
 
     Filled as NumPy arrays and handed to torch once: a torch.tensor per row cost 22 ms per 128-row batch of mixed
     lengths (3 ms this way, on the development machine), time the GPU waits for between forwards."""
     import numpy as np
     import torch
 
-    width = max(len(ids) for ids, _ in rows)
+    longest = max(len(ids) for ids, _ in rows)
+    width = longest if padded is None else padded(longest)
+    if width < longest:
+        raise ValueError(f"pad_rows: width {width} is shorter than the longest row ({longest})")
     ids_a = np.full((len(rows), width), pad_id, dtype=np.int64)
     types_a = np.zeros((len(rows), width), dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)

@@ -17,12 +17,14 @@ each call's forwards in the caller's thread (tests, the bench, one-off scripts).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from app.config import Settings
 from app.engine.runtime import RuntimePlan
+from app.engine.shapes import padded_length
 from app.engine.workqueue import BatchLimits, WorkQueue
 from app.engine.wrapping import prepare_module
 from app.errors import InputError
@@ -38,6 +40,7 @@ class ModelFamily(Protocol):
     info: ModelInfo
     queue: WorkQueue
     batch_size_cap: int | None  # items per forward at most whatever max_batch_size says (None: no own cap)
+    max_length: int  # tokens per item at most: the top of the padded-length ladder
 
     def forward_batch(self, payloads: Sequence[Any]) -> list[Any]: ...
 
@@ -55,7 +58,13 @@ def batch_limits(model: ModelFamily, plan: RuntimePlan, max_batch_tokens: int, m
     """The limits a role's forwards run under: the settings' budget and size, the size capped by the family's own
     cap (NLU: 32 windows)."""
     size = min(max_batch_size, model.batch_size_cap or max_batch_size)
-    return BatchLimits(max_batch_tokens, size, plan.min_batch_fill)
+    return BatchLimits(max_batch_tokens, size, plan.min_batch_fill, plan.length_buckets, model.max_length)
+
+
+def padded_width(model: ModelFamily, plan: RuntimePlan, longest: int) -> int:
+    """The length `model`'s forward pads its rows to when the longest has `longest` tokens — the same the batch
+    planner counted against the token budget (BatchLimits.padded)."""
+    return padded_length(longest, plan.length_buckets, model.max_length)
 
 
 def own_queue(model: ModelFamily, plan: RuntimePlan, max_batch_tokens: int | None = None,
@@ -64,8 +73,8 @@ def own_queue(model: ModelFamily, plan: RuntimePlan, max_batch_tokens: int | Non
     given, as given."""
     limits = batch_limits(model, plan, DEFAULTS.max_batch_tokens, DEFAULTS.max_batch_size)
     if max_batch_tokens or max_batch_size:
-        limits = BatchLimits(max_batch_tokens or limits.max_batch_tokens, max_batch_size or limits.max_batch_size,
-                             limits.min_fill)
+        limits = dataclasses.replace(limits, max_batch_tokens=max_batch_tokens or limits.max_batch_tokens,
+                                     max_batch_size=max_batch_size or limits.max_batch_size)
     return WorkQueue(model.family, model, limits, across=False)
 
 

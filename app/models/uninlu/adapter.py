@@ -24,7 +24,7 @@ from app.engine.runtime import RuntimePlan
 from app.engine.workqueue import WorkQueue
 from app.errors import ModelUnavailableError
 from app.models.checkpoint import load_state_dict, load_tokenizer, read_json
-from app.models.family import describe, load_module, own_queue, queue_for_call
+from app.models.family import describe, load_module, own_queue, padded_width, queue_for_call
 from app.models.uninlu import pipeline
 from app.models.uninlu.prompt import HINT_MAX_LEN, MAX_LEN, STRIDE, PromptTokenizer, Window, segment_mask
 from app.models.uninlu.schema import ADDED_TOKENS, parse_schema, resolve_task
@@ -176,7 +176,7 @@ class NluAdapter:
     def _collate(self, windows: Sequence[Window]):  # noqa: ANN202 - torch tensors
         import torch
 
-        width = max(len(w) for w in windows)
+        width = padded_width(self, self.plan, max(len(w) for w in windows))
         shape = (len(windows), width)
         ids = torch.full(shape, self.tokenizer.pad_id, dtype=torch.long)
         positions = torch.zeros(shape, dtype=torch.long)
