@@ -51,7 +51,7 @@ def bench_text(r: dict[str, Any]) -> str:
         out.append(f"  pairs (query + passage: {w['pair_passages']}): {_tokens(w['pairs'])}")
         out.append(f"  naive pair subset: {_tokens(w.get('naive_pairs_subset'))}")
     out.append(f"Wenmo: dtype {p['wenmo_dtype']}, max_batch_tokens {p['max_batch_tokens']}, min_batch_fill "
-               f"{p.get('min_batch_fill', 'auto')}, max_batch_size "
+               f"{p.get('min_batch_fill', 'auto')}, length_buckets {p.get('length_buckets', 'off')}, max_batch_size "
                f"{p['max_batch_size']}; library: fp32, batches of {p['library_batch_size']}; naive: fp32, 1 per "
                "forward, padded to the model maximum")
     gpu = p["device"].startswith("cuda")

@@ -36,6 +36,7 @@ from typing import Any
 from app.allocator import libc_function, malloc_stats
 from app.argtypes import positive_int
 from app.config import Settings
+from app.hostinfo import process_gpu_bytes
 from bench.cli import publish
 from bench.memory import rss_mib
 from bench.native_memory import batch, build_adapter
@@ -78,22 +79,37 @@ def child(family: str, device: str, buckets: str, forwards: int, every: int) -> 
                 gc.collect()
                 if trim is not None:
                     trim(0)
-                heap = malloc_stats()
-                samples.append({"forwards": i, "rss_mib": rss_mib(),
-                                "heap_in_use_mib": heap["in_use"] / 2**20 if heap else None,
-                                "heap_free_mib": heap["free"] / 2**20 if heap else None})
+                samples.append({"forwards": i, **memory_sample(adapter.plan.is_cuda)})
         hook.remove()
     return {"length_buckets": buckets, "forwards": forwards, "distinct_shapes": len(met),
             "widths_met": sorted({width for _, width in met}),
-            "ms_per_forward": spent * 1000 / forwards, "samples": samples, "drift_mib_per_1k": drift(samples)}
+            "ms_per_forward": spent * 1000 / forwards, "samples": samples, "drift_mib_per_1k": drift(samples),
+            "nvml_drift_mib_per_1k": drift(samples, "nvml_process_mib")}
 
 
-def drift(samples: list[dict[str, Any]]) -> float | None:
-    """Resident MiB per 1,000 forwards, fitted from the second sample on (None with fewer than three)."""
+def memory_sample(cuda: bool) -> dict[str, float | None]:
+    """Resident memory and glibc's heap (in use, free but kept) in MiB; on CUDA also torch's reserve and the
+    process's memory as NVML sees it (cuDNN's and cuBLAS's own allocations are outside torch's reserve)."""
+    import torch
+
+    heap = malloc_stats()
+    out = {"rss_mib": rss_mib(), "heap_in_use_mib": heap["in_use"] / 2**20 if heap else None,
+           "heap_free_mib": heap["free"] / 2**20 if heap else None}
+    if cuda:
+        torch.cuda.synchronize()
+        gpu = process_gpu_bytes(os.getpid())
+        out.update(cuda_reserved_mib=torch.cuda.memory_reserved() / 2**20,
+                   nvml_process_mib=gpu / 2**20 if gpu is not None else None)
+    return out
+
+
+def drift(samples: list[dict[str, Any]], key: str = "rss_mib") -> float | None:
+    """`key`'s MiB per 1,000 forwards (resident memory by default), fitted from the second sample on (None with
+    fewer than three samples, or where the gauge is missing)."""
     later = samples[1:]
-    if len(later) < 2:
+    if len(later) < 2 or any(x.get(key) is None for x in later):
         return None
-    s = slope([x["forwards"] for x in later], [x["rss_mib"] for x in later])
+    s = slope([x["forwards"] for x in later], [x[key] for x in later])
     return None if s is None else s * 1000
 
 
@@ -128,10 +144,11 @@ def table(report: dict[str, Any]) -> str:
     def fmt(x: float | None) -> str:
         return "n/a" if x is None else f"{x:+.2f}"
 
-    lines += ["", f"{'length_buckets':<15} {'shapes met':>10} {'ms/forward':>10} {'RSS MiB per 1k forwards':>24}"]
+    lines += ["", f"{'length_buckets':<15} {'shapes met':>10} {'ms/forward':>10} {'RSS MiB per 1k forwards':>24} "
+                  f"{'NVML MiB per 1k':>16}"]
     for r in (on, off):
         lines.append(f"{r['length_buckets']:<15} {r['distinct_shapes']:>10} {r['ms_per_forward']:>10.2f} "
-                     f"{fmt(r['drift_mib_per_1k']):>24}")
+                     f"{fmt(r['drift_mib_per_1k']):>24} {fmt(r.get('nvml_drift_mib_per_1k')):>16}")
     lines.append(f"time per forward, on / off: {report['time_ratio_on_to_off']:.2f}×")
     return "\n".join(lines)
 

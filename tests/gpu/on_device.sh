@@ -51,9 +51,9 @@ step() {  # step NAME SECONDS COMMAND…: output in NAME.log, one line in steps.
 }
 
 if [[ $QUICK == --quick ]]; then
-  DEVICE=cpu SIZE=tiny NATIVE_FORWARDS=20 TEXTS=24 NAIVE=4 T128=32 USERS=4 REQS=5 NLU=1 SOAK_S=30 SOAK_WARMUP=5
+  DEVICE=cpu SIZE=tiny NATIVE_FORWARDS=20 CHURN_FORWARDS=30 TEXTS=24 NAIVE=4 T128=32 USERS=4 REQS=5 NLU=1 SOAK_S=30 SOAK_WARMUP=5
 else
-  DEVICE=cuda SIZE=full NATIVE_FORWARDS=300 TEXTS=2000 NAIVE=128 T128=2048 USERS=64 REQS=20 NLU=8 SOAK_S=${WENMO_GPU_SOAK_S:-180} SOAK_WARMUP=${WENMO_GPU_SOAK_WARMUP_S:-40}  # 4096 at 128 tokens took > 120 s
+  DEVICE=cuda SIZE=full NATIVE_FORWARDS=300 CHURN_FORWARDS=3000 TEXTS=2000 NAIVE=128 T128=2048 USERS=64 REQS=20 NLU=8 SOAK_S=${WENMO_GPU_SOAK_S:-180} SOAK_WARMUP=${WENMO_GPU_SOAK_WARMUP_S:-40}  # 4096 at 128 tokens took > 120 s
 fi
 
 WENMO_GPU_STEPS=${WENMO_GPU_STEPS:+$WENMO_GPU_STEPS,env,replicas}
@@ -90,6 +90,12 @@ for variant in deepspeed torch torch-cudnn; do
     --cudnn-attention "$([[ $variant == *cudnn ]] && echo on || echo off)" --forwards "$NATIVE_FORWARDS" \
     --json "$W/native-memory-$variant.json"
 done
+
+# The same shape traffic (random rows × lengths, a new shape on most forwards) padded up the length ladder and to
+# the longest row, each in a fresh process: on the CPU the ladder stopped the heap's drift (2026-11-27); on CUDA,
+# cuDNN and the other per-shape caches, seen by NVML.
+step shape-churn 150 "$PY" -m bench.shape_churn --device "$DEVICE" --forwards "$CHURN_FORWARDS" \
+  --every "$((CHURN_FORWARDS / 6))" --json "$W/shape-churn.json"
 
 timed bench-embed 150 "$PY" -m app bench --size "$SIZE" --device "$DEVICE" --families embed --texts "$TEXTS" \
   --naive-texts "$NAIVE" --kernel-inject off --models-dir "$MODELS" --json "$W/bench-embed.json" --plot "$W/bench-embed.png"
