@@ -43,6 +43,7 @@ from app.errors import ConfigError, ModelUnavailableError, WenmoError
 from app.heapsnapshots import HeapSnapshots
 from app.service import ROLES
 from app.tune.jobs import TuneJobs
+from app.web import queuesessions
 from app.web.auth import (
     Authenticator,
     BasicAuthMiddleware,
@@ -135,6 +136,10 @@ def build_asgi(ctx: ServerContext, authenticator: Any) -> tuple[Any, Any, Any]:
     # The queue's message channel per session is kept for the last 2,000 sessions (~1.5 KB each): bounded like
     # the sessions' state, but never below the backlog, so a queued event's channel cannot be forgotten.
     blocks._queue.pending_messages_per_session.max_size = max(s.ui_sessions, backlog)
+    # Its record of the events each session waits for kept an empty set per UI call, for ever (queuesessions.py).
+    if queuesessions.install(blocks._queue) is None:
+        log.warning("event=gradio_pending_sessions_unbounded (this Gradio's queue has no pending_event_ids_session "
+                    "dict: its per-session records are left as Gradio keeps them)")
     gr.mount_gradio_app(
         api, blocks, path="/", server_name=s.host, server_port=s.port,
         max_file_size=f"{s.max_upload_mib}mb", ssr_mode=False, run_history=False, show_error=True,

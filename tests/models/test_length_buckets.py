@@ -90,4 +90,5 @@ def test_rexuninlus_windows_meet_only_rungs_and_give_the_same_logits_and_spans(t
     windows = got["on_windows"]
     on = adapters["on"].window_logits(windows, max_batch_size=4)
     off = adapters["off"].window_logits(windows, max_batch_size=4)
-    assert len(windows) >= 3 and all(a.shape == b.shape and np.allclose(a, b, atol=1e-5) for a, b in zip(on, off))
+    assert len(windows) >= 3 and len(on) == len(off) == len(windows)
+    assert all(a.shape == b.shape and np.allclose(a, b, atol=1e-5) for a, b in zip(on, off, strict=True))

@@ -20,7 +20,10 @@ from server_harness import WenmoServer
 from app.heapsnapshots import diff_by_site, traced_bytes
 
 SESSIONS = 8
-WARM_CALLS = 3 * SESSIONS  # past the session cap: the bounded structures are full before the first snapshot
+# Gradio's message channels are kept for max(sessions, backlog) sessions; the backlog is 4 × (max_concurrent +
+# max_queue) + 16 = 32 with LIMITS (app/web/server.py).
+LIMITS = ["--max-concurrent", "2", "--max-queue", "2"]
+WARM_CALLS = 40  # past both caps: the bounded structures are full before the first snapshot
 MEASURED_CALLS = 60
 KEPT_PER_CALL_LIMIT = 20 * 1024  # bytes; was ~100 KB
 
@@ -49,8 +52,8 @@ def ui_call(client, i: int) -> None:
 
 def test_ui_calls_keep_a_few_kb_each_once_warm(server, tmp_path):
     heap = tmp_path / "heap"
-    s = WenmoServer(tmp_path / "state", ["--ui-sessions", str(SESSIONS)], env={"WENMO_HEAP_SNAPSHOT_DIR": str(heap)},
-                    template=server.state_dir)
+    s = WenmoServer(tmp_path / "state", ["--ui-sessions", str(SESSIONS), *LIMITS],
+                    env={"WENMO_HEAP_SNAPSHOT_DIR": str(heap)}, template=server.state_dir)
     try:
         s.wait_ready()
         with s.client(timeout_s=120) as c:
@@ -65,3 +68,11 @@ def test_ui_calls_keep_a_few_kb_each_once_warm(server, tmp_path):
     kept = (traced_bytes(last) - traced_bytes(first)) / MEASURED_CALLS
     sites = "\n".join(f"{g['bytes']:>9} B  {' <- '.join(g['stack'])}" for g in diff_by_site(first, last, top=8))
     assert kept < KEPT_PER_CALL_LIMIT, f"{kept:.0f} bytes kept per UI call; grown most:\n{sites}"
+    # Gradio's queue itself keeps nothing per finished call: before app/web/queuesessions.py, an empty set per
+    # call (its session's pending event ids) at gradio/queueing.py, one block per call at least, for ever.
+    queue_sites = [s for s in last.compare_to(first, "lineno")
+                   if s.traceback[0].filename.replace("\\", "/").endswith("gradio/queueing.py") and s.count_diff]
+    queue_blocks = sum(s.count_diff for s in queue_sites)
+    where = "\n".join(f"{s.count_diff:>5} blocks {s.size_diff:>7} B  line {s.traceback[0].lineno}" for s in queue_sites)
+    assert queue_blocks < MEASURED_CALLS // 4, f"{queue_blocks} blocks kept at gradio/queueing.py over " \
+                                               f"{MEASURED_CALLS} calls:\n{where}"
