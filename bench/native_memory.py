@@ -150,7 +150,9 @@ def run(family: str, model: Path | None, device: str, engine: str, forwards: int
         ) -> dict[str, Any]:
     import torch
 
-    settings = Settings(device=device, engine=engine, cudnn_attention=cudnn_attention)
+    # Padded to the longest row: the phases are about shapes, and the server's length ladder would fold the `new`
+    # phase's lengths onto a few rungs (bench/shape_churn.py compares the two).
+    settings = Settings(device=device, engine=engine, cudnn_attention=cudnn_attention, length_buckets="off")
     with tempfile.TemporaryDirectory(prefix="wenmo-native-memory-") as tmp:
         adapter = build_adapter(family, model, settings, Path(tmp))
         tok = adapter.tokenizer
