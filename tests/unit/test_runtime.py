@@ -92,6 +92,14 @@ def test_min_batch_fill_auto_depends_on_the_device():
 
 
 
+def test_length_buckets_are_on_unless_turned_off_and_the_plan_says_which():
+    on = resolve_plan("cpu", "auto", "torch", AUTO)
+    off = resolve_plan("cpu", "auto", "torch", AUTO, length_buckets="off")
+    assert on.length_buckets is True and "length_buckets=on" in on.log_line()
+    assert off.length_buckets is False and "length_buckets=off" in off.log_line()
+    assert any("every length seen is a new shape" in r for r in off.reasons)
+
+
 def test_cudnn_attention_is_off_unless_asked_for_and_only_ever_on_cuda():
     """The demo soak on an H200 kept ~145 KiB of C heap per request; cuDNN's attention kernel keeps a compiled
     graph per input shape for the life of the process (pytorch/pytorch#190388), so it is off by default."""
