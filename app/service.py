@@ -213,6 +213,7 @@ class EngineQueueStats:
     forwards: int
     items: int  # texts, pairs or NLU windows run
     shared_forwards: int  # forwards that held items of more than one request
+    padded_lengths: int  # distinct lengths those forwards were padded to (app/engine/shapes.py bounds them)
 
 
 @dataclass(frozen=True)
@@ -459,7 +460,8 @@ class Service:
     def engine_queues(self) -> dict[str, EngineQueueStats]:
         """Role → what its engine queue has done (the /metrics counters and the status page)."""
         return {role: EngineQueueStats(m.queue.across, m.queue.waiting, m.queue.stats.forwards, m.queue.stats.items,
-                                       m.queue.stats.shared_forwards) for role, m in self._loaded()}
+                                       m.queue.stats.shared_forwards, len(m.queue.stats.padded_lengths))
+                for role, m in self._loaded()}
 
     # ---- which checkpoint serves each role -------------------------------------------------------------
     def serving(self) -> tuple[ServingCheckpoint, ...]:

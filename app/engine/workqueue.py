@@ -117,6 +117,9 @@ class QueueStats:
     forwards: int = 0
     items: int = 0
     shared_forwards: int = 0  # forwards that held items of more than one request
+    # The padded lengths forwards ran at (at most the model's maximum, 20 up to 512 with the length ladder): how many
+    # input shapes the libraries under torch have met, which the ladder bounds (app/engine/shapes.py).
+    padded_lengths: set[int] = field(default_factory=set)
 
 
 class WorkQueue:
@@ -308,6 +311,7 @@ class WorkQueue:
         with self._lock:
             self.stats.forwards += 1
             self.stats.items += len(taken)
+            self.stats.padded_lengths.add(self.limits.padded(max(req.lengths[i] for req, i in taken)))
             if len({r for r, _ in taken}) > 1:
                 self.stats.shared_forwards += 1
         delivered: dict[_Request, int] = {}  # request → its items this forward finished

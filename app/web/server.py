@@ -198,6 +198,10 @@ class ServerStateCollector:
         yield per_role(CounterMetricFamily, "wenmo_engine_shared_forwards_total",
                        "forwards that held the work of more than one request (batching across requests), per "
                        "model role", {r: q.shared_forwards for r, q in queues.items()})
+        yield per_role(GaugeMetricFamily, "wenmo_engine_padded_lengths",
+                       "distinct lengths the role's forwards were padded to so far: the input shapes the libraries "
+                       "under torch keep state for (at most 20 up to 512 tokens with --length-buckets on)",
+                       {r: q.padded_lengths for r, q in queues.items()})
         yield per_role(GaugeMetricFamily, "wenmo_engine_waiting_requests",
                        "requests with work in the engine's queue, per model role",
                        {r: q.waiting for r, q in queues.items()})

@@ -141,7 +141,8 @@ WENMO_SERIES = {
     "wenmo_http_request_duration_seconds_count", "wenmo_http_request_duration_seconds_sum", "wenmo_busy_total",
     "wenmo_ready", "wenmo_draining", "wenmo_in_flight", "wenmo_queue_depth", "wenmo_max_concurrent",
     "wenmo_max_queue", "wenmo_limiter_rejected_total", "wenmo_engine_forwards_total", "wenmo_engine_items_total",
-    "wenmo_engine_shared_forwards_total", "wenmo_engine_waiting_requests", "wenmo_model_memory_bytes",
+    "wenmo_engine_shared_forwards_total", "wenmo_engine_waiting_requests", "wenmo_engine_padded_lengths",
+    "wenmo_model_memory_bytes",
     "wenmo_process_resident_memory_bytes", "wenmo_model_info", "wenmo_python_allocated_blocks",
 }
 WENMO_SERIES_LATER = {
@@ -185,6 +186,9 @@ def test_metrics_count_requests_and_show_gauges(client):
     assert metric(text, "wenmo_engine_items_total", role="embed") == i0 + 3
     assert metric(text, "wenmo_engine_waiting_requests", role="embed") == 0
     assert "# TYPE wenmo_engine_shared_forwards_total counter" in text
+    # "计数" is [CLS] 计 数 [SEP]: 4 tokens, padded to the ladder's first rung (8) — one length, or more if other
+    # tests' texts came first, but never more than the ladder's rungs up to the model's 512
+    assert 1 <= metric(text, "wenmo_engine_padded_lengths", role="embed") <= 20
     # tiny GTE: 2 layers of hidden 32 over a ~1500-token vocabulary, in fp32
     assert 50_000 < metric(text, "wenmo_model_memory_bytes", role="embed") < 2_000_000
     rss = metric(text, "wenmo_process_resident_memory_bytes")

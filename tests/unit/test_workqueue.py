@@ -317,3 +317,18 @@ def test_an_idle_worker_keeps_nothing_of_the_last_forwards_requests(model):
         threading.Event().wait(0.01)
     assert [r() for r in refs] == [None, None], "the idle worker still holds the last forward's request"
     queue.close()
+
+
+def test_the_queue_counts_the_padded_lengths_its_forwards_ran_at(model):
+    """One forward per request here (nothing else waits); each pads its longest item up the ladder (or not)."""
+    ladder = WorkQueue("test", model, BatchLimits(10_000, 8, length_buckets=True, max_length=512))
+    exact = WorkQueue("test", model, BatchLimits(10_000, 8, length_buckets=False, max_length=512))
+    try:
+        for lengths in ([3, 5], [7], [61], [65, 2], [70], [511]):
+            ladder.run(*items("a", lengths))
+            exact.run(*items("a", lengths))
+        assert ladder.stats.padded_lengths == {8, 64, 80, 512}
+        assert exact.stats.padded_lengths == {5, 7, 61, 65, 70, 511}
+    finally:
+        ladder.close()
+        exact.close()
