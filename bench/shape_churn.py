@@ -36,10 +36,8 @@ from typing import Any
 from app.allocator import libc_function, malloc_stats
 from app.argtypes import positive_int
 from app.config import Settings
-from app.hostinfo import process_gpu_bytes
 from bench.cli import publish
-from bench.memory import rss_mib
-from bench.native_memory import batch, build_adapter
+from bench.native_memory import batch, build_adapter, sample
 from bench.stats import slope
 
 SETTINGS = ("on", "off")
@@ -88,19 +86,10 @@ def child(family: str, device: str, buckets: str, forwards: int, every: int) -> 
 
 
 def memory_sample(cuda: bool) -> dict[str, float | None]:
-    """Resident memory and glibc's heap (in use, free but kept) in MiB; on CUDA also torch's reserve and the
-    process's memory as NVML sees it (cuDNN's and cuBLAS's own allocations are outside torch's reserve)."""
-    import torch
-
+    """bench.native_memory's sample (resident memory, glibc's heap in use; on CUDA torch's reserve and NVML's
+    figure for this process) and glibc's free-but-kept bytes, in MiB."""
     heap = malloc_stats()
-    out = {"rss_mib": rss_mib(), "heap_in_use_mib": heap["in_use"] / 2**20 if heap else None,
-           "heap_free_mib": heap["free"] / 2**20 if heap else None}
-    if cuda:
-        torch.cuda.synchronize()
-        gpu = process_gpu_bytes(os.getpid())
-        out.update(cuda_reserved_mib=torch.cuda.memory_reserved() / 2**20,
-                   nvml_process_mib=gpu / 2**20 if gpu is not None else None)
-    return out
+    return {**sample(cuda), "heap_free_mib": heap["free"] / 2**20 if heap else None}
 
 
 def drift(samples: list[dict[str, Any]], key: str = "rss_mib") -> float | None:
