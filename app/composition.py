@@ -12,6 +12,7 @@ from pathlib import Path
 
 from app.checkpoints import CheckpointPolicy, tuned_roots
 from app.config import Settings
+from app.engine import onednn
 from app.engine.dsconfig import load_ds_config
 from app.engine.limiter import ConcurrencyLimiter
 from app.engine.loading import resolve_model
@@ -32,7 +33,12 @@ DEMO_DIRS = {"embed": "gte", "cross": "structbert", "nlu": "rex-uninlu"}  # as f
 def make_plan(settings: Settings) -> RuntimePlan:
     ds = load_ds_config(settings.ds_config)
     plan = resolve_plan(settings.device, settings.dtype, settings.engine, ds, min_batch_fill=settings.min_batch_fill,
-                        cudnn_attention=settings.cudnn_attention, length_buckets=settings.length_buckets)
+                        cudnn_attention=settings.cudnn_attention, length_buckets=settings.length_buckets,
+                        onednn_primitive_cache=settings.onednn_primitive_cache,
+                        max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
+                        max_length=settings.max_length)
+    if plan.onednn_cache:  # before any model loads: oneDNN reads its variable at its first primitive
+        onednn.apply(plan.onednn_cache)
     log.info("%s", plan.log_line(ds))
     return plan
 

@@ -70,6 +70,11 @@ class Settings:
                                      "then four steps per doubling: at most a quarter more), so the libraries under "
                                      "torch meet a bounded set of shapes and their per-shape caches stop growing; "
                                      "off: to the longest row only", ("on", "off"))
+    onednn_primitive_cache: str = _opt("auto", "CPU: compiled oneDNN primitives kept, one per input shape, ~28 KiB "
+                                               "each (auto: room for every shape the length ladder allows, 6,063 "
+                                               "with the default budget; oneDNN's own 1,024 with the ladder off; "
+                                               "ONEDNN_PRIMITIVE_CACHE_CAPACITY in the environment wins); or a "
+                                               "number of entries")
     batch_across_requests: str = _opt("on", "on: the engine forms each forward from the work of every waiting "
                                             "request (one queue per model); off: each request runs its own "
                                             "forwards (for comparison)", ("on", "off"))
@@ -219,6 +224,9 @@ def validate(s: Settings) -> Settings:
         if not 0.0 <= fill <= 1.0:
             raise ConfigError(f"--min-batch-fill / WENMO_MIN_BATCH_FILL: {s.min_batch_fill!r} is not valid; give auto "
                               "or a number from 0 (token budget only) to 1 (only equal lengths share a forward)")
+    if s.onednn_primitive_cache != "auto" and not s.onednn_primitive_cache.isdigit():
+        raise ConfigError(f"--onednn-primitive-cache / WENMO_ONEDNN_PRIMITIVE_CACHE: {s.onednn_primitive_cache!r} is "
+                          "not valid; give auto or a whole number of entries such as 8192 (0 turns the cache off)")
     d = s.device
     if not (d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit())):
         raise ConfigError(f"--device / WENMO_DEVICE: {d!r} is not valid; use {DEVICE_HINT}")

@@ -25,6 +25,15 @@ def pytest_terminal_summary(terminalreporter, config) -> None:  # noqa: ANN001
                                     f"(tests/run.sh --randomly-seed={seed} … repeats it)")
 
 
+@pytest.fixture(autouse=True)
+def _onednn_variable_per_test(monkeypatch) -> None:  # noqa: ANN001
+    """make_plan sets oneDNN's cache variable in this process (app/engine/onednn.py); undone after each test, so a
+    server or CLI child a later test starts resolves its own `auto` instead of inheriting an earlier plan's."""
+    from app.engine.onednn import ENV
+
+    monkeypatch.delenv(ENV, raising=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     from app.models.fixtures import build_gte, build_structbert

@@ -3,16 +3,19 @@
 The plan is logged in one line at start, together with what ds_config.json does at serving time, so an
 operator can see from the log alone how the models run. torch and DeepSpeed are imported lazily: importing
 this module costs nothing. The DeepSpeed import lives here, beside the probe that asks whether it works;
-wrapping.py uses the same import to wrap a model, and this module imports nothing of the engine but dsconfig.
+wrapping.py uses the same import to wrap a model, and this module imports nothing of the engine but dsconfig
+and onednn (both pure).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 from app.engine.dsconfig import DsConfig
+from app.engine.onednn import resolve_capacity
 from app.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,7 @@ class RuntimePlan:
     min_batch_fill: float = 0.0
     cudnn_attention: bool = False  # torch's cuDNN attention kernel allowed (process-wide; CUDA only)
     length_buckets: bool = True  # forwards pad up app/engine/shapes.py's ladder (a bounded set of input shapes)
+    onednn_cache: int = 0  # oneDNN's primitive cache entries (app/engine/onednn.py); 0 on CUDA: left alone
 
     @property
     def quantized(self) -> bool:
@@ -58,7 +62,8 @@ class RuntimePlan:
             f"plan device={self.device} dtype={self.dtype} engine={self.engine}",
             f"kernel_inject={self.kernel_inject} cuda_graph={self.cuda_graph} min_batch_fill={self.min_batch_fill:g} "
             f"cudnn_attention={'on' if self.cudnn_attention else 'off'} "
-            f"length_buckets={'on' if self.length_buckets else 'off'}",
+            f"length_buckets={'on' if self.length_buckets else 'off'}"
+            + (f" onednn_cache={self.onednn_cache}" if self.onednn_cache else ""),
             "inference_mode=on eval=on grad_checkpointing=off kv_cache=off",
         ]
         if self.reasons:
@@ -163,6 +168,11 @@ def resolve_plan(
     min_batch_fill: str | float = "auto",
     cudnn_attention: str = "off",
     length_buckets: str = "on",
+    onednn_primitive_cache: str = "auto",
+    max_batch_tokens: int = 16384,
+    max_batch_size: int = 128,
+    max_length: int = 0,
+    environ: MutableMapping[str, str] | None = None,
 ) -> RuntimePlan:
     """Turn the `auto` choices into a concrete plan. The probes are injectable so the rules are testable."""
     reasons: list[str] = []
@@ -225,4 +235,10 @@ def resolve_plan(
     buckets = length_buckets == "on"
     if not buckets:
         reasons.append("length_buckets off: forwards pad to their longest row, so every length seen is a new shape")
-    return RuntimePlan(device, dtype, engine, kernel_inject, cuda_graph, tuple(reasons), fill, cudnn, buckets)
+    onednn = 0
+    if not on_cuda:
+        onednn, why = resolve_capacity(onednn_primitive_cache, length_buckets=buckets, max_length=max_length,
+                                       max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                                       environ=environ)
+        reasons.append(why)
+    return RuntimePlan(device, dtype, engine, kernel_inject, cuda_graph, tuple(reasons), fill, cudnn, buckets, onednn)

@@ -43,3 +43,13 @@ def bucket_length(n: int, limit: int | None = None) -> int:
 def padded_length(n: int, buckets: bool, limit: int | None = None) -> int:
     """What a forward pads its rows to: `bucket_length` with buckets on, the longest row (n) with them off."""
     return bucket_length(n, limit) if buckets else n
+
+
+def ladder(limit: int) -> list[int]:
+    """Every padded length a model whose inputs are at most `limit` tokens can meet with buckets on, shortest first."""
+    rungs, n = [], 1
+    while n <= limit:
+        rung = bucket_length(n, limit)
+        rungs.append(rung)
+        n = rung + 1
+    return rungs

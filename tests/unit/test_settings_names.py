@@ -30,7 +30,7 @@ def sample(f: dataclasses.Field) -> tuple[str, object]:
         return str(f.default + 3), f.default + 3
     if f.type in ("float", float):
         return str(f.default + 1.5), f.default + 1.5
-    special = {"device": "cpu", "min_batch_fill": "0.25"}
+    special = {"device": "cpu", "min_batch_fill": "0.25", "onednn_primitive_cache": "8192"}
     text = special.get(f.name, f"value-of-{f.name}")
     return text, text
 
