@@ -16,10 +16,11 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.stats import slope, slope_interval
+from bench.stats import slope, slope_interval, theil_sen
 
 DAY_S = 86400.0
 MIN_FIT_POINTS = 3
+MAX_FIT_POINTS = 600  # more after the warm-up are thinned evenly for the fit
 NOT_MEMORY = "process_virtual_memory_bytes"
 STANDARD_RSS, WENMO_RSS = "process_resident_memory_bytes", "wenmo_process_resident_memory_bytes"
 # Where the resident memory is (app/web/server.py): fitted like the memory gauges, to tell a leak (the C heap's
@@ -101,12 +102,21 @@ def memory_trend(samples: Sequence[tuple]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def least_squares(xs: Sequence[float], ys: Sequence[float], day: float) -> dict[str, Any]:
+    """The least-squares slope per 1k requests and its 95 % interval per 24 h: how the soaks before the Theil–Sen
+    verdict (sessions 8–11's published figures) were fitted, carried for comparison."""
+    lo, hi = slope_interval(xs, ys) or (math.nan, math.nan)
+    return {"mib_per_1k_requests": slope(xs, ys) * 1000, "mib_per_24h_ci95": [lo * day, hi * day]}
+
+
 def memory_verdict(samples: Sequence[tuple], warmup_s: float, rate_rps: float | None,
                    budget_mib_per_day: float, series: str = "under load") -> dict[str, Any]:
     """The soak's verdict on memory, judged on the rate, not on a percentage of one window: for each byte gauge,
-    the least-squares slope of MiB against requests answered, over the samples after `warmup_s`; that slope per
-    1,000 requests, and extrapolated to 24 hours at `rate_rps` (the soak's own rate), with the slope's 95 %
-    confidence interval carried along. A gauge is PASS when the interval's upper end is under
+    the Theil–Sen slope of MiB against requests answered (the median of the slopes between every two samples:
+    a sample caught in the middle of a heap trim does not move it, where it moved a least-squares fit), over the
+    samples after `warmup_s`; that slope per 1,000 requests, and extrapolated to 24 hours at `rate_rps` (the
+    soak's own rate), with the slope's 95 % interval (Sen's) carried along, and the least-squares slope beside it
+    for comparison. A gauge is PASS when the interval's upper end is under
     `budget_mib_per_day`, FAIL when its lower end is not, INCONCLUSIVE when the budget lies inside it (the
     samples scatter too much for this many requests: soak longer); `pass` is True only for PASS. The soak
     passes when every byte gauge does. `fit` gives the fitted line (MiB = intercept + slope × requests) for
@@ -118,22 +128,22 @@ def memory_verdict(samples: Sequence[tuple], warmup_s: float, rate_rps: float | 
         if not is_bytes(key) and not breakdown:
             continue
         pts = [(n, v) for t, v, n in _series(samples, key) if t >= warmup_s and n is not None]
-        xs, ys = [n for n, _ in pts], [v for _, v in pts]
-        per_request = slope(xs, ys) if len(pts) >= MIN_FIT_POINTS else None
-        if per_request is None or not rate_rps:
+        thinned = pts[::max(1, -(-len(pts) // MAX_FIT_POINTS))]  # pairwise slopes are O(n²): a day under load: 17k
+        xs, ys = [n for n, _ in thinned], [v for _, v in thinned]
+        robust = theil_sen(xs, ys) if len(pts) >= MIN_FIT_POINTS else None
+        if robust is None or not rate_rps:
             gauges[key] = {"points": len(pts), "pass": None, "verdict": "n/a",
                            "why": f"fewer than {MIN_FIT_POINTS} samples after the warm-up, or no requests between them"}
             continue
-        lo, hi = slope_interval(xs, ys) or (per_request, per_request)
+        per_request, intercept, lo, hi = robust
         day = rate_rps * DAY_S
         verdict = "breakdown" if breakdown else "PASS" if hi * day < budget_mib_per_day \
             else "FAIL" if lo * day >= budget_mib_per_day else "INCONCLUSIVE"
-        mean_n = sum(xs) / len(xs)
-        intercept = sum(ys) / len(ys) - per_request * mean_n
         gauges[key] = {
             "points": len(pts), "requests_fitted": pts[-1][0] - pts[0][0],
             "mib_per_1k_requests": per_request * 1000, "mib_per_24h": per_request * day,
             "mib_per_24h_ci95": [lo * day, hi * day],
+            "least_squares": least_squares(xs, ys, day),
             "fit": {"slope_mib_per_request": per_request, "intercept_mib": intercept},
             "verdict": verdict, "pass": None if breakdown else verdict == "PASS",
         }
@@ -143,7 +153,7 @@ def memory_verdict(samples: Sequence[tuple], warmup_s: float, rate_rps: float | 
     overall = None if not judged else "PASS" if all(v == "PASS" for v in judged) else \
         "FAIL" if "FAIL" in judged else "INCONCLUSIVE"
     return {"warmup_s": warmup_s, "rate_rps": rate_rps, "budget_mib_per_day": budget_mib_per_day, "series": series,
-            "rule": f"slope of MiB per request ({series} samples) after a {warmup_s:g} s warm-up × the soak's rate "
-                    f"× 24 h < {budget_mib_per_day:g} MiB, every byte gauge, the slope's 95 % confidence "
-                    "interval included",
+            "rule": f"slope of MiB per request (Theil–Sen, {series} samples) after a {warmup_s:g} s warm-up × the "
+                    f"soak's rate × 24 h < {budget_mib_per_day:g} MiB, every byte gauge, the slope's 95 % interval "
+                    "included",
             "gauges": gauges, "verdict": overall, "pass": overall == "PASS" if overall else None}

@@ -207,19 +207,20 @@ def soak_memory_lines(soak: dict[str, Any]) -> list[str]:
     rows, parts = [], []
     for key, g in v["gauges"].items():
         if "why" in g:
-            rows.append([key, str(g["points"]), "", "", "", "", f"n/a: {g['why']}"])
+            rows.append([key, str(g["points"]), "", "", "", "", "", f"n/a: {g['why']}"])
             continue
         lo, hi = g["mib_per_24h_ci95"]
         row = [key, str(g["points"]), fmt(g["requests_fitted"]), fmt(g["mib_per_1k_requests"], 4),
-               fmt(g["mib_per_24h"], 1), f"{fmt(lo, 0)} … {fmt(hi, 0)}", g["verdict"]]
+               fmt(g.get("least_squares", {}).get("mib_per_1k_requests"), 4), fmt(g["mib_per_24h"], 1),
+               f"{fmt(lo, 0)} … {fmt(hi, 0)}", g["verdict"]]
         (parts if g["verdict"] == "breakdown" else rows).append(row)
-    out.append(table(["gauge", "samples fitted", "requests fitted", "MiB / 1k requests", "MiB / 24 h",
-                      "95 % interval", f"< {v['budget_mib_per_day']:g} MiB/24h"], rows))
+    out.append(table(["gauge", "samples fitted", "requests fitted", "MiB / 1k requests", "least squares",
+                      "MiB / 24 h", "95 % interval", f"< {v['budget_mib_per_day']:g} MiB/24h"], rows))
     if parts:
         out.append("soak memory, where it is (fitted the same way, not judged; a count is per 1k requests and per "
                    "24 h in its own unit; C heap in_use growing: a leak; free growing: fragmentation):")
-        out.append(table(["gauge", "samples fitted", "requests fitted", "per 1k requests", "per 24 h",
-                          "95 % interval", ""], parts))
+        out.append(table(["gauge", "samples fitted", "requests fitted", "per 1k requests", "least squares",
+                          "per 24 h", "95 % interval", ""], parts))
     verdict = {"PASS": "PASS", "FAIL": "FAIL", None: "n/a (too few samples after the warm-up)",
                "INCONCLUSIVE": "INCONCLUSIVE (the budget lies inside a gauge's 95 % interval: the samples scatter "
                                "too much for this many requests; soak longer)"}[v.get("verdict")]

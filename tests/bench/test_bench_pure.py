@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from app.errors import InputError
@@ -355,3 +357,48 @@ def test_kernel_inject_choice_picks_the_cuda_deepspeed_configurations(choice, na
     assert any("--kernel-inject" in n for n in notes) == (choice != "both")
     cpu, _ = wenmo_specs(Settings(engine="auto", dtype="fp32"), on_cuda=False, deepspeed_ok=True, kernel_inject=choice)
     assert [s.name for s in cpu] == ["wenmo-torch", "wenmo-deepspeed"]  # no injection on a CPU, whatever the choice
+
+
+def test_theil_sen_is_the_median_of_pairwise_slopes_and_its_interval_covers_95_percent():
+    import random
+
+    import numpy as np
+
+    from bench.stats import theil_sen
+
+    rng = random.Random(11)
+    xs = [float(i * 1000) for i in range(30)]
+    ys = [600 + 0.002 * x + rng.gauss(0, 5) for x in xs]
+    x, y = np.asarray(xs), np.asarray(ys)
+    i, j = np.triu_indices(len(xs), k=1)
+    b, a, lo, hi = theil_sen(xs, ys)
+    assert b == pytest.approx(float(np.median((y[j] - y[i]) / (x[j] - x[i]))))
+    assert a == pytest.approx(float(np.median(y - b * x))) and lo < b < hi
+    covered = 0
+    for _ in range(400):  # Sen's interval on fresh noise holds the true slope ~95 % of the time
+        ys = [600 + 0.002 * x + rng.gauss(0, 5) for x in xs]
+        _, _, lo, hi = theil_sen(xs, ys)
+        covered += lo <= 0.002 <= hi
+    assert 0.91 <= covered / 400 <= 0.99
+    assert theil_sen([0.0, 1.0], [0.0, 1.0]) is None and theil_sen([1.0, 1.0, 1.0], [0.0, 1.0, 2.0]) is None
+    assert theil_sen([0.0, 1.0, 2.0], [5.0, 6.0, 7.0])[2:] == (-math.inf, math.inf)  # three points bound nothing
+
+
+def test_one_sample_caught_mid_trim_does_not_move_the_verdict():
+    # A flat server, sampled 60 times, ±2 MiB; one settled sample 80 MiB high (the heap in the middle of a trim).
+    rows = _scatter(_soak(0.0, n=60), 2)
+    t, g, n = rows[45]
+    rows[45] = (t, {**g, "process_resident_memory_bytes": g["process_resident_memory_bytes"] + 80 * 2**20}, n)
+    v = prometheus.memory_verdict(rows, 30, 10.0, 100)
+    g = v["gauges"]["process_resident_memory_bytes"]
+    assert v["verdict"] == "PASS" and abs(g["mib_per_1k_requests"]) < 0.02
+    # Least squares, carried beside it, is pulled by that one sample, and its interval would not have decided.
+    assert abs(g["least_squares"]["mib_per_1k_requests"]) > 5 * abs(g["mib_per_1k_requests"])
+    lo, hi = g["least_squares"]["mib_per_24h_ci95"]
+    assert lo < 100 < hi
+
+
+def test_a_long_series_is_thinned_for_the_fit_and_still_finds_the_slope():
+    rows = _soak(2 / 1024, n=3000, every_s=5.0)  # ~4 hours of samples every 5 s
+    g = prometheus.memory_verdict(rows, 30, 100.0, 100)["gauges"]["process_resident_memory_bytes"]
+    assert g["points"] > prometheus.MAX_FIT_POINTS and g["mib_per_1k_requests"] == pytest.approx(2000 / 1024)
