@@ -45,7 +45,9 @@ run() {
 }
 put_secret() {  # put_secret PATH: stdin to PATH (mode 0600) atomically; a dry run does not show it
   local tmp
-  if ((DRY_RUN)); then printf '    would write %s (mode 0600, owner %s)\n    (content not shown: it is a secret)\n' "$1" "$(id -un)"; return 0; fi
+  # A dry run still reads the secret to its end: a writer still writing into a pipe nobody reads dies of SIGPIPE,
+  # and under pipefail that was deploy.sh's exit status (141, now and then, under load).
+  if ((DRY_RUN)); then cat >/dev/null; printf '    would write %s (mode 0600, owner %s)\n    (content not shown: it is a secret)\n' "$1" "$(id -un)"; return 0; fi
   tmp=$(mktemp "$1.XXXXXX")
   cat >"$tmp"
   mv -f "$tmp" "$1"

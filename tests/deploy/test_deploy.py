@@ -170,6 +170,19 @@ def test_deploy_sh_keeps_to_600_lines():
     assert lines <= 600, f"deploy.sh has {lines} lines: move what need not be shell to app/deploy/"
 
 
+def test_a_dry_run_reads_the_secret_piped_to_it_so_the_writer_never_dies_of_sigpipe():
+    """A dry run's put_secret returned without reading its stdin, so the writer of `printf … | put_secret` died of
+    SIGPIPE whenever it had not written yet, and under pipefail deploy.sh exited 141 after its password step (a flaky
+    test under load, 2026-11-27). Here the writer is made late on purpose: 141 before, 0 after."""
+    script = (f"eval \"$(sed -n '/^put_secret() {{/,/^}}/p' {DEPLOY})\"\n"
+              "DRY_RUN=1; set -o pipefail\n"
+              "{ sleep 0.3; printf 'user:secret\\n'; } | put_secret /nonexistent/never-written\n")
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, (r.returncode, r.stdout + r.stderr)
+    assert "would write /nonexistent/never-written" in r.stdout and "secret" not in r.stdout.replace(
+        "it is a secret", "")
+
+
 def test_help_comes_from_python_and_every_option_parsed_is_in_it():
     """The help text lives in app/deploy/usage.py; every option the shell parses must be in it."""
     parsed = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", re.search(r"parse_args\(\) \{(.*?)\n\}", DEPLOY.read_text(),
