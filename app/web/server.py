@@ -64,6 +64,14 @@ EXIT_OK = 0  # stopped on request (an error's status is its class's, app/errors.
 GPU_CONCURRENCY = 2
 BATCHED_ADMISSION = 32
 SHUTDOWN_GRACE_S = 2  # after the drain: time for idle streams (heartbeats) to close before they are cut
+# An idle keep-alive connection is closed by the server after this long. The side that closes an idle connection must
+# be the one that does not reuse it, or a request sent at the moment the other closes it is lost: with uvicorn's 5 s,
+# the same as httpx's pool expiry, soaks saw a ReadError or two per 100k requests (each after a settling pause),
+# and a reverse proxy keeping idle upstream connections for 60 s (nginx's keepalive_timeout, a cloud load
+# balancer's idle timeout) would reuse ones the server has closed and answer 502. Longer than those, the proxy or
+# client closes first. Idle connections cost a socket each; connections that never send a request are not timed
+# by this either way.
+KEEP_ALIVE_S = 75
 
 
 def default_concurrency(settings: Settings, on_cuda: bool) -> int:
@@ -373,7 +381,7 @@ def serve(settings: Settings, *, demo: bool = False, no_auth: bool = False) -> i
     lifecycle.work_probes += [lambda: sum(ctx.gradio_queue()), lambda: limiter.running + limiter.waiting]
 
     config = uvicorn.Config(asgi, log_config=None, access_log=settings.log_level == "DEBUG", lifespan="on",
-                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S, timeout_keep_alive=5,
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S, timeout_keep_alive=KEEP_ALIVE_S,
                             proxy_headers=bool(trusted_proxies), forwarded_allow_ips=trusted_proxies)
     server = DrainingServer(config, lifecycle, settings.drain_s)
     failure: list[Exception] = []

@@ -226,3 +226,27 @@ def test_openai_client_gets_the_same_vectors(server, client):
     want = np.array([d["embedding"] for d in embed_api(client, TEXTS)["data"]], dtype=np.float32)
     np.testing.assert_array_equal(np.array([d.embedding for d in got.data], dtype=np.float32), want)
     assert got.usage.prompt_tokens > 0
+
+
+def test_an_idle_keep_alive_connection_outlives_a_clients_pool_expiry(server):
+    """The server used to close idle connections after 5 s — httpx's own pool expiry, and far under a reverse proxy's
+    (nginx keeps idle upstream connections 60 s): a request sent on a connection the server was closing was lost
+    (ReadError in soaks, 502 behind a proxy). After 6 s idle the same connection still answers."""
+    import http.client
+    import time
+
+    from server_harness import PASSWORD, USER, basic_header
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        local = []
+        for pause in (0, 6):
+            time.sleep(pause)
+            conn.request("GET", "/v1/models", headers=basic_header(USER, PASSWORD))
+            local.append(conn.sock.getsockname())
+            r = conn.getresponse()
+            r.read()
+            assert r.status == 200 and r.getheader("connection", "keep-alive").lower() != "close"
+        assert local[0] == local[1]  # the same connection both times
+    finally:
+        conn.close()
