@@ -112,6 +112,8 @@ class Settings:
                                   scope="serve")
     max_file_store_age_s: float = _opt(3600.0, "seconds an uploaded or exported file is kept at most (refused, then "
                                                "removed, after that)", scope="serve")
+    tune_keep_jobs: int = _opt(20, "Tune-tab jobs whose files are kept (the uploaded pairs, events, log; never the "
+                                   "tuned checkpoint): the oldest are removed when a new job starts", scope="serve")
     auth: str = _opt("", "user:password for HTTP basic auth (environment only)", scope="env", secret=True)
     auth_file: str = _opt("", "file of user:password or user:salted-hash lines (environment only; default: "
                               f"$CREDENTIALS_DIRECTORY/{SYSTEMD_CREDENTIAL} when systemd passes it)", scope="env")

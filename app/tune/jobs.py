@@ -8,7 +8,9 @@ child process of its own process group, followed through its events file, cancel
     jobs.cancel()  # SIGTERM to the job's group: it stops between steps, removes its partial checkpoint, exits 143
 
 Training never runs inside the serving process: a crash or an out-of-memory there ends the job, not the server.
-A job's files (events.jsonl, its stderr as log.txt) live under `<state dir>/tune-jobs/<job_id>/`.
+A job's files (events.jsonl, its stderr as log.txt) live under `<state dir>/tune-jobs/<job_id>/`; the folders of
+all but the newest `tune_keep_jobs` are removed when a job starts (`prune_folders`), so a server tuning for months
+does not fill its disk.
 The child gets the settings that decide where models and files are (`--state-dir`, `--model-dir`,
 `--ds-config`, `--device`, `--log-level`) as flags, so a server started with flags tunes what it serves.
 Imports nothing heavy: no torch in the server's thread that starts a job.
@@ -17,6 +19,7 @@ Imports nothing heavy: no torch in the server's thread that starts a job.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +41,18 @@ OPTION_FLAGS = {"out": "--out", "report": "--report", "epochs": "--epochs", "ste
                 "batch_size": "--batch-size", "lr": "--lr", "loss": "--loss", "seed": "--seed",
                 "source": None}
 SETTINGS_FLAGS = ("state_dir", "model_dir", "ds_config", "device", "dtype", "log_level", "max_length")
+
+
+def prune_folders(root: Path, keep: int, *, keep_also: Path) -> list[Path]:
+    """Remove all but the newest `keep` folders in `root` (by modification time; `keep_also`, the one just made,
+    always stays): the files of finished jobs. Called when a job starts, so none of them is running. Returns what
+    went."""
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and p != keep_also),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    gone = folders[max(0, keep - 1):]
+    for path in gone:
+        shutil.rmtree(path, ignore_errors=True)
+    return gone
 
 
 class TuneJobs:
@@ -66,6 +81,7 @@ class TuneJobs:
             job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
             folder = Path(self.settings.state_dir).expanduser() / "tune-jobs" / job_id
             folder.mkdir(parents=True, exist_ok=True)
+            self.prune(folder.parent, folder)
             events = folder / "events.jsonl"
             command += ["--events", str(events)]
             self._log = open(folder / "log.txt", "wb")  # noqa: SIM115 - the child writes it; closed when it ends
@@ -80,6 +96,11 @@ class TuneJobs:
             self._state.update(job_id=job_id, role=role, pid=self._proc.pid, events=str(events),
                                log=str(folder / "log.txt"), started=time.time())
             return job_id
+
+    def prune(self, root: Path, newest: Path) -> list[Path]:
+        """Keep the newest `tune_keep_jobs` job folders in `root` (this one's, and the Tune tab's upload copies):
+        called once a job has started, when no older one runs."""
+        return prune_folders(root, self.settings.tune_keep_jobs, keep_also=newest)
 
     def cancel(self) -> bool:
         """Ask the running job to stop (SIGTERM to its process group); False when none runs."""

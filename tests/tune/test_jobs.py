@@ -66,3 +66,34 @@ def test_bad_arguments_are_refused_before_a_process_starts(jobs, tmp_path):
     with pytest.raises(Exception, match="unknown tune options"):
         jobs.command("embed", __file__, __file__, demo=True, options={"epoch": 2})
     assert jobs.state()["status"] == "idle"
+
+
+def test_the_files_of_all_but_the_newest_jobs_are_removed_when_a_job_starts(tmp_path):
+    """A server tuning for months kept every job's folder (events, log; the Tune tab's upload copies beside them)."""
+    quick = tmp_path / "python"
+    quick.write_text("#!/bin/sh\nexit 0\n")  # a "job" that ends at once: only its folder matters here
+    quick.chmod(0o755)
+    train, held_out = task_files(tmp_path / "task", train=16, held_out=8, groups=2)
+    jobs = TuneJobs(Settings(state_dir=str(tmp_path / "state"), tune_keep_jobs=2), python=str(quick))
+    started = []
+    for _ in range(4):
+        started.append(jobs.start("embed", train, held_out, demo=True))
+        assert jobs.wait(30)["status"] == "failed"  # it wrote no events
+        time.sleep(0.02)  # distinct modification times
+    left = sorted(p.name for p in (tmp_path / "state" / "tune-jobs").iterdir())
+    assert left == sorted(started[-2:])
+
+
+def test_prune_keeps_the_newest_folders_and_the_one_just_made(tmp_path):
+    import os
+
+    from app.tune.jobs import prune_folders
+
+    for i, name in enumerate(["a", "b", "c", "d"]):
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))  # d newest
+    (tmp_path / "note.txt").write_text("not a folder")
+    # "a" is the oldest by its time (a clock step, an unpacked upload), but it is the new job's: it stays.
+    gone = prune_folders(tmp_path, 2, keep_also=tmp_path / "a")
+    assert sorted(p.name for p in gone) == ["b", "c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "d", "note.txt"]

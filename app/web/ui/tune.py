@@ -135,6 +135,7 @@ def build(ctx: ServerContext, store: FileStore) -> tuple[gr.Tab, gr.Timer]:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        ctx.tune_jobs.prune(root, folder)  # the uploads of jobs before the newest few
         return (gr.Timer(active=True), *view(state()))
 
     def stop() -> tuple[Any, ...]:
