@@ -12,7 +12,6 @@ from pathlib import Path
 
 from app.checkpoints import CheckpointPolicy, tuned_roots
 from app.config import Settings
-from app.engine import onednn
 from app.engine.dsconfig import load_ds_config
 from app.engine.limiter import ConcurrencyLimiter
 from app.engine.loading import resolve_model
@@ -37,8 +36,6 @@ def make_plan(settings: Settings) -> RuntimePlan:
                         onednn_primitive_cache=settings.onednn_primitive_cache,
                         max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
                         max_length=settings.max_length)
-    if plan.onednn_cache:  # before any model loads: oneDNN reads its variable at its first primitive
-        onednn.apply(plan.onednn_cache)
     log.info("%s", plan.log_line(ds))
     return plan
 

@@ -22,13 +22,15 @@ from bench.timing import BatchRecord, TimedForward
 
 
 def make_plan(device: str, dtype: str, engine: str, ds_config: str, kernel_inject: bool | None,
-              min_batch_fill: str = "auto", cudnn_attention: str = "off", length_buckets: str = "on") -> RuntimePlan:
-    """The runtime plan for one configuration; `kernel_inject` overrides ds_config.json's inference block."""
+              min_batch_fill: str = "auto", cudnn_attention: str = "off", length_buckets: str = "on",
+              **limits: int) -> RuntimePlan:
+    """The runtime plan for one configuration; `kernel_inject` overrides ds_config.json's inference block; `limits`
+    (max_batch_tokens, max_batch_size, max_length) size oneDNN's cache as the server's would be."""
     ds = load_ds_config(ds_config)
     if kernel_inject is not None:
         ds = dataclasses.replace(ds, replace_with_kernel_inject=kernel_inject)
     return resolve_plan(device, dtype, engine, ds, min_batch_fill=min_batch_fill, cudnn_attention=cudnn_attention,
-                        length_buckets=length_buckets)
+                        length_buckets=length_buckets, **limits)
 
 
 class WenmoEmbedder:

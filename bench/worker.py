@@ -45,11 +45,11 @@ def _load(job: dict[str, Any], records: list) -> tuple[Any, dict[str, Any]]:  # 
                                                                "engine": "transformers", "batch_size": batch}
     from bench import engine_bench
 
-    plan = engine_bench.make_plan(job["device"], job["dtype"], job["engine"], job["ds_config"],
-                                  job.get("kernel_inject"), job.get("min_batch_fill", "auto"),
-                                  job.get("cudnn_attention", "off"), job.get("length_buckets", "on"))
     kw = {"max_length": int(job["max_length"]), "max_batch_tokens": int(job["max_batch_tokens"]),
           "max_batch_size": int(job["max_batch_size"])}
+    plan = engine_bench.make_plan(job["device"], job["dtype"], job["engine"], job["ds_config"],
+                                  job.get("kernel_inject"), job.get("min_batch_fill", "auto"),
+                                  job.get("cudnn_attention", "off"), job.get("length_buckets", "on"), **kw)
     if family == "embed":
         runner = engine_bench.WenmoEmbedder(model_dir, plan, records, **kw)
     elif family == "cross":

@@ -18,8 +18,8 @@ The GTE and StructBERT encoders share their GELU shapes (same widths), so real s
 With the ladder off there is no closed set: `auto` leaves oneDNN's default. A value in the environment
 (oneDNN's own variable) wins over `auto`, as MALLOC_ARENA_MAX does in app/allocator.py.
 
-oneDNN reads the variable once, when the first primitive is created: `apply` runs from the composition root's
-make_plan, before any model loads or runs a forward.
+oneDNN reads the variable once, when the first primitive is created: `apply` runs where every model is prepared
+(app/engine/wrapping.py's prepare_module), before any model runs a forward — the server, the CLI and the bench alike.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Iterator
 
+from app.engine import onednn
 from app.engine.runtime import RuntimePlan, import_deepspeed
 from app.errors import ModelUnavailableError
 
@@ -102,6 +103,8 @@ def prepare_module(module, plan: RuntimePlan, *, kernel_inject_supported: bool =
 
     # Process-wide, set by every model's preparation alike (one plan per process); no effect on the CPU.
     torch.backends.cuda.enable_cudnn_sdp(plan.cudnn_attention)
+    if plan.onednn_cache:  # before the first model's first forward: oneDNN reads its variable at its first primitive
+        onednn.apply(plan.onednn_cache)
     module.eval()
     module.requires_grad_(False)
     module.to(device=plan.device, dtype=plan.torch_dtype)
