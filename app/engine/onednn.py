@@ -9,8 +9,9 @@ default cache rose 0.044 MiB per 1,000 requests after warm-up; the same soak wit
 entries) was flat for its last 1,400 s (README, "Memory over days").
 
 The size (`auto`): one entry per (rows, padded length) the batch planner can form for each of the three roles —
-measured with ONEDNN_VERBOSE=2, one fp32 forward of the GTE, StructBERT or RexUniNLU encoder creates one
-primitive per new shape (GELU's eltwise; the matmuls run in MKL, outside oneDNN). Each entry holds ~28 KiB
+measured with ONEDNN_VERBOSE=2, one fp32 forward of the GTE or StructBERT encoder creates one primitive per
+new shape (GELU's eltwise; the matmuls run in MKL, outside oneDNN); RexUniNLU's encoder was not measured (its
+windows are 32 at most, so even two primitives per shape would fit the headroom below). Each entry holds ~28 KiB
 (measured: 3,000 GELU shapes kept 27.8 KiB each in the C heap, none with the cache at 0), so the bound is
 stated in MiB too: with the default budget (16,384 tokens, 128 rows, 512 tokens a text) 6,063 entries, ≤ 166 MiB if
 every role met every shape — a ceiling the heap levels off under, where the default cache never levels off.
