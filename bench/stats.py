@@ -89,7 +89,7 @@ def theil_sen(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, f
     if not pairs:
         return None
     b = _median(pairs)
-    a = _median([y - b * x for x, y in zip(xs, ys, strict=True)])
+    a = _median(sorted(y - b * x for x, y in zip(xs, ys, strict=True)))
     spread = 1.96 * math.sqrt(n * (n - 1) * (2 * n + 5) / 18)  # Kendall's S under no trend, no ties
     low_rank, high_rank = math.floor((len(pairs) - spread) / 2), math.ceil((len(pairs) + spread) / 2) + 1  # 1-based
     low = pairs[low_rank - 1] if low_rank >= 1 else -math.inf
@@ -97,8 +97,8 @@ def theil_sen(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, f
     return b, a, low, high
 
 
-def _median(values: Sequence[float]) -> float:
-    xs = sorted(values)
+def _median(xs: Sequence[float]) -> float:
+    """The median of a sorted sequence."""
     mid = len(xs) // 2
     return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
 
