@@ -14,6 +14,7 @@ import os
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 
+from app.config import Settings
 from app.engine.dsconfig import DsConfig
 from app.engine.onednn import resolve_capacity
 from app.errors import ConfigError
@@ -169,9 +170,9 @@ def resolve_plan(
     cudnn_attention: str = "off",
     length_buckets: str = "on",
     onednn_primitive_cache: str = "auto",
-    max_batch_tokens: int = 16384,
-    max_batch_size: int = 128,
-    max_length: int = 0,
+    max_batch_tokens: int = Settings.max_batch_tokens,  # the settings' defaults, for plans made without settings
+    max_batch_size: int = Settings.max_batch_size,
+    max_length: int = Settings.max_length,
     environ: MutableMapping[str, str] | None = None,
 ) -> RuntimePlan:
     """Turn the `auto` choices into a concrete plan. The probes are injectable so the rules are testable."""
