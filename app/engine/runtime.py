@@ -42,7 +42,8 @@ class RuntimePlan:
     min_batch_fill: float = 0.0
     cudnn_attention: bool = False  # torch's cuDNN attention kernel allowed (process-wide; CUDA only)
     length_buckets: bool = True  # forwards pad up app/engine/shapes.py's ladder (a bounded set of input shapes)
-    onednn_cache: int = 0  # oneDNN's primitive cache entries (app/engine/onednn.py); 0 on CUDA: left alone
+    # oneDNN's primitive cache entries (app/engine/onednn.py); None on CUDA: left alone (0 is a size: no cache)
+    onednn_cache: int | None = None
 
     @property
     def quantized(self) -> bool:
@@ -64,7 +65,7 @@ class RuntimePlan:
             f"kernel_inject={self.kernel_inject} cuda_graph={self.cuda_graph} min_batch_fill={self.min_batch_fill:g} "
             f"cudnn_attention={'on' if self.cudnn_attention else 'off'} "
             f"length_buckets={'on' if self.length_buckets else 'off'}"
-            + (f" onednn_cache={self.onednn_cache}" if self.onednn_cache else ""),
+            + (f" onednn_cache={self.onednn_cache}" if self.onednn_cache is not None else ""),
             "inference_mode=on eval=on grad_checkpointing=off kv_cache=off",
         ]
         if self.reasons:
@@ -236,7 +237,7 @@ def resolve_plan(
     buckets = length_buckets == "on"
     if not buckets:
         reasons.append("length_buckets off: forwards pad to their longest row, so every length seen is a new shape")
-    onednn = 0
+    onednn = None
     if not on_cuda:
         onednn, why = resolve_capacity(onednn_primitive_cache, length_buckets=buckets, max_length=max_length,
                                        max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,

@@ -103,7 +103,8 @@ def prepare_module(module, plan: RuntimePlan, *, kernel_inject_supported: bool =
 
     # Process-wide, set by every model's preparation alike (one plan per process); no effect on the CPU.
     torch.backends.cuda.enable_cudnn_sdp(plan.cudnn_attention)
-    if plan.onednn_cache:  # before the first model's first forward: oneDNN reads its variable at its first primitive
+    # Before the first model's first forward: oneDNN reads its variable at its first primitive.
+    if plan.onednn_cache is not None:
         onednn.apply(plan.onednn_cache)
     module.eval()
     module.requires_grad_(False)

@@ -88,7 +88,7 @@ def test_the_cpu_plan_carries_the_size_and_logs_it_and_cuda_leaves_onednn_alone(
     cpu = resolve_plan("cpu", "fp32", "torch", ds, environ={})
     assert cpu.onednn_cache == 6063 and "onednn_cache=6063" in cpu.log_line()
     cuda = resolve_plan("cuda", "fp16", "torch", ds, cuda_available=lambda: True, environ={})
-    assert cuda.onednn_cache == 0 and "onednn_cache" not in cuda.log_line()
+    assert cuda.onednn_cache is None and "onednn_cache" not in cuda.log_line()
 
 
 @pytest.mark.parametrize("bad", ["lots", "-1", "1.5", ""])
@@ -141,3 +141,6 @@ def test_the_size_reaches_onednn_before_the_first_primitive_and_a_shape_is_one_p
     assert roomy == [["cache_miss", "cache_hit"], ["cache_miss", "cache_hit"], ["cache_hit", "cache_hit"]]
     tight = creations(tiny_dirs, "1")  # room for one: the second shape evicted the first
     assert tight[2] == ["cache_miss", "cache_hit"]
+    # 0 is a size (no cache: every creation compiles), not "leave oneDNN's default": a plan once took 0 for
+    # unset and the operator's 0 reached nobody
+    assert creations(tiny_dirs, "0") == [["cache_miss", "cache_miss"]] * 3
