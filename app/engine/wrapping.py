@@ -97,6 +97,18 @@ def _arch_list_deepspeed_reads() -> Iterator[None]:
         os.environ["TORCH_CUDA_ARCH_LIST"] = original
 
 
+def injection_misfit(config) -> str | None:  # noqa: ANN001
+    """Why DeepSpeed's BERT kernels cannot take a model with this config, or None. Its BERT policy sizes the
+    feed-forward at 4 × hidden (DEFAULT_INTERMEDIATE_SIZE) whatever the checkpoint says, and a model with another
+    width fails the weight copy ("Merging tensors is not allowed here!": the tiny test models, 2 ×, on an H200,
+    2026-11-27). The real GTE and StructBERT (1,024 → 4,096) fit."""
+    hidden, inner = getattr(config, "hidden_size", None), getattr(config, "intermediate_size", None)
+    if hidden is None or inner is None or inner == 4 * hidden:
+        return None
+    return (f"its feed-forward is {inner} wide, {inner / hidden:g} × hidden {hidden}; DeepSpeed's BERT kernels "
+            "assume 4 ×")
+
+
 def prepare_module(module, plan: RuntimePlan, *, kernel_inject_supported: bool = True):  # noqa: ANN001, ANN201
     """Return a callable module in eval mode on the plan's device and dtype (possibly a DeepSpeed engine)."""
     import torch
@@ -120,6 +132,10 @@ def prepare_module(module, plan: RuntimePlan, *, kernel_inject_supported: bool =
     if plan.kernel_inject and not kernel_inject_supported:
         log.info("deepspeed kernel_inject=off for %s: no DeepSpeed policy for this architecture",
                  type(module).__name__)
+    why_not = injection_misfit(getattr(module, "config", None)) if inject else None
+    if why_not:
+        inject = False
+        log.warning("deepspeed kernel_inject=off for %s: %s", type(module).__name__, why_not)
     try:
         with _arch_list_deepspeed_reads() if inject else contextlib.nullcontext():
             engine = deepspeed.init_inference(

@@ -44,10 +44,12 @@ def write_bert_tokenizer(root: Path, vocab: list[str], max_length: int) -> None:
 
 
 def bert_sizes(full: bool, vocab_size: int) -> dict[str, Any]:
+    """BERT-large's sizes, or tiny ones in the same proportions where it matters: the feed-forward 4 × hidden, as
+    DeepSpeed's BERT kernels assume (app/engine/wrapping.py injection_misfit)."""
     if full:  # BERT-large, as in both real repos
         return {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
                 "intermediate_size": 4096, "vocab_size": 21128}
-    return {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+    return {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
             "vocab_size": vocab_size}
 
 

@@ -402,3 +402,16 @@ def test_a_long_series_is_thinned_for_the_fit_and_still_finds_the_slope():
     rows = _soak(2 / 1024, n=3000, every_s=5.0)  # ~4 hours of samples every 5 s
     g = prometheus.memory_verdict(rows, 30, 100.0, 100)["gauges"]["process_resident_memory_bytes"]
     assert g["points"] > prometheus.MAX_FIT_POINTS and g["mib_per_1k_requests"] == pytest.approx(2000 / 1024)
+
+
+def test_a_row_named_inject_fails_when_the_plan_turns_injection_off(tiny_dirs):
+    # The plan turns injection off where it cannot run (the CPU here; transformers 5 on a GPU): timing the plain
+    # DeepSpeed wrap under the "wenmo-deepspeed-inject" name would publish a verdict nobody measured.
+    from app.config import Settings
+    from bench.worker import _load
+
+    job = {"kind": "wenmo", "family": "embed", "model_dir": str(tiny_dirs["embed"]), "device": "cpu",
+           "dtype": "fp32", "engine": "deepspeed", "ds_config": Settings().ds_config, "kernel_inject": True,
+           "max_length": 512, "max_batch_tokens": 16384, "max_batch_size": 128}
+    with pytest.raises(RuntimeError, match="plan turned it off: kernel injection and CUDA graphs need CUDA"):
+        _load(job, [])

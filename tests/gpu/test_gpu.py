@@ -39,6 +39,9 @@ def test_deepspeed_kernel_injection_matches_torch(tiny_dirs, ds):
     from app.models.cross_encoder import CrossEncoderAdapter
     from app.models.embedding import EmbeddingAdapter
 
+    injected = plan(ds, "fp16", "deepspeed", kernel_inject=True)
+    if not injected.kernel_inject:  # transformers 5: the plan turns it off (app/engine/runtime.py says why)
+        pytest.skip("; ".join(r for r in injected.reasons if "kernel injection" in r))
     ref = EmbeddingAdapter(tiny_dirs["embed"], plan(ds, "fp16", "torch")).embed(TEXTS).vectors
     got = EmbeddingAdapter(tiny_dirs["embed"], plan(ds, "fp16", "deepspeed", kernel_inject=True)).embed(TEXTS).vectors
     assert np.sum(ref * got, axis=1).min() >= 0.995

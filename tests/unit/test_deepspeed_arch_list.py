@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from app.engine.runtime import RuntimePlan
-from app.engine.wrapping import deepspeed_arch_list, prepare_module
+from app.engine.wrapping import deepspeed_arch_list, injection_misfit, prepare_module
 
 
 @pytest.mark.parametrize(("value", "fixed"), [
@@ -62,3 +62,28 @@ def test_the_fixed_list_is_in_place_while_deepspeed_wraps_and_restored_after(mon
     prepare_module(torch.nn.Linear(2, 2), plan, kernel_inject_supported=False)
     assert seen == [("9.0", True), ("9.0a", False)]
     assert os.environ["TORCH_CUDA_ARCH_LIST"] == "9.0a"
+
+
+def test_a_model_whose_feed_forward_is_not_four_times_hidden_is_not_injected_and_says_why():
+    # DeepSpeed's BERT policy sizes the feed-forward at 4 × hidden: the tiny models (2 ×) failed its weight copy
+    from transformers import BertConfig
+
+    assert injection_misfit(BertConfig(hidden_size=1024, intermediate_size=4096)) is None  # GTE, StructBERT large
+    why = injection_misfit(BertConfig(hidden_size=32, intermediate_size=64))
+    assert why == "its feed-forward is 64 wide, 2 × hidden 32; DeepSpeed's BERT kernels assume 4 ×"
+    assert injection_misfit(None) is None  # no config: DeepSpeed's own checks decide
+
+
+def test_preparing_a_misfit_model_wraps_it_without_injection_and_logs_why(monkeypatch, caplog):
+    import deepspeed
+    from transformers import BertConfig, BertModel
+
+    seen = []
+    monkeypatch.setattr(deepspeed, "init_inference", lambda module, config: seen.append(config) or module)
+    plan = RuntimePlan(device="cpu", dtype="fp32", engine="deepspeed", kernel_inject=True, cuda_graph=False)
+    tiny = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+                                vocab_size=64))
+    with caplog.at_level("WARNING", logger="app.engine.wrapping"):
+        prepare_module(tiny, plan)
+    assert [c["replace_with_kernel_inject"] for c in seen] == [False]
+    assert "kernel_inject=off for BertModel: its feed-forward is 64 wide" in caplog.text

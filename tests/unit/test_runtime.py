@@ -8,9 +8,9 @@ AUTO = parse_ds_config({"bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"}
                         "inference": {"replace_with_kernel_inject": True}})
 
 
-def plan(device="auto", dtype="auto", engine="auto", ds=AUTO, cuda=True, bf16=True, dspeed=True):
-    return resolve_plan(device, dtype, engine, ds, cuda_available=lambda: cuda,
-                        bf16_supported=lambda d: bf16, deepspeed_importable=lambda: dspeed)
+def plan(device="auto", dtype="auto", engine="auto", ds=AUTO, cuda=True, bf16=True, dspeed=True, transformers="4.57.1"):
+    return resolve_plan(device, dtype, engine, ds, cuda_available=lambda: cuda, bf16_supported=lambda d: bf16,
+                        deepspeed_importable=lambda: dspeed, transformers_version=lambda: transformers)
 
 
 def test_cpu_auto():
@@ -33,6 +33,14 @@ def test_ds_config_precision_blocks_drive_auto_dtype():
 def test_explicit_choices_win():
     p = plan(device="cuda:1", dtype="fp32", engine="torch")
     assert (p.device, p.dtype, p.engine, p.kernel_inject) == ("cuda:1", "fp32", "torch", False)
+
+
+def test_kernel_injection_asked_for_under_transformers_5_is_turned_off_with_the_reason():
+    # On an H200 the injected layers wrapped, then every forward failed (a tuple where transformers 5 wants a tensor)
+    p = plan(transformers="5.17.0")
+    assert p.engine == "deepspeed" and not p.kernel_inject
+    assert any("transformers 5.17.0 here; it needs < 5" in r for r in p.reasons)
+    assert "kernel_inject=False" in p.log_line() and plan(transformers="4.57.1").kernel_inject
 
 
 def test_deepspeed_on_cpu_has_no_kernel_injection():
