@@ -43,14 +43,12 @@ def write_bert_tokenizer(root: Path, vocab: list[str], max_length: int) -> None:
     })
 
 
-def bert_sizes(full: bool, vocab_size: int) -> dict[str, Any]:
-    """BERT-large's sizes, or tiny ones in the same proportions where it matters: the feed-forward 4 × hidden, as
-    DeepSpeed's BERT kernels assume (app/engine/wrapping.py injection_misfit)."""
+def bert_sizes(full: bool, vocab_size: int, feed_forward: int | None = None) -> dict[str, Any]:
     if full:  # BERT-large, as in both real repos
         return {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
                 "intermediate_size": 4096, "vocab_size": 21128}
-    return {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
-            "vocab_size": vocab_size}
+    return {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": feed_forward or 64, "vocab_size": vocab_size}
 
 
 def bert_config_dict(model_type: str, sizes: dict[str, Any], extra: dict[str, Any] | None = None) -> dict:
@@ -76,15 +74,16 @@ def _save(state: dict, root: Path, fmt: str) -> None:
 
 
 def build_gte(root: Path, *, full: bool = False, seed: int = 1, prefix: str = "bert.", fmt: str = "bin",
-              pooler: str = "cls", max_length: int = 512) -> Path:
+              pooler: str = "cls", max_length: int = 512, feed_forward: int | None = None) -> Path:
     """iic/nlp_gte_sentence-embedding_chinese-large layout. `max_length` is configuration.json's limit (the
-    position table stays at 512), so tests can tell which of the two the adapter reads."""
+    position table stays at 512), so tests can tell which of the two the adapter reads. `feed_forward` sets the
+    intermediate size (the tiny default is 2 × hidden; DeepSpeed's BERT kernels need the real models' 4 ×)."""
     import torch
     from transformers import BertConfig, BertModel
 
     root.mkdir(parents=True, exist_ok=True)
     vocab = tiny_vocab()
-    cfg = bert_config_dict("bert", bert_sizes(full, len(vocab)), {"architectures": ["BertModel"]})
+    cfg = bert_config_dict("bert", bert_sizes(full, len(vocab), feed_forward), {"architectures": ["BertModel"]})
     write_json(root / "config.json", cfg)
     write_json(root / "configuration.json", {
         "framework": "pytorch", "task": "sentence-embedding",
@@ -101,15 +100,16 @@ def build_gte(root: Path, *, full: bool = False, seed: int = 1, prefix: str = "b
     return root
 
 
-def build_structbert(root: Path, *, full: bool = False, seed: int = 2, fmt: str = "bin", max_length: int = 512) -> Path:
-    """iic/nlp_structbert_sentence-similarity_chinese-large layout (`model_type: structbert`); `max_length` as
-    in build_gte."""
+def build_structbert(root: Path, *, full: bool = False, seed: int = 2, fmt: str = "bin", max_length: int = 512,
+                     feed_forward: int | None = None) -> Path:
+    """iic/nlp_structbert_sentence-similarity_chinese-large layout (`model_type: structbert`); `max_length` and
+    `feed_forward` as in build_gte."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
     root.mkdir(parents=True, exist_ok=True)
     vocab = tiny_vocab()
-    cfg = bert_config_dict("structbert", bert_sizes(full, len(vocab)), {
+    cfg = bert_config_dict("structbert", bert_sizes(full, len(vocab), feed_forward), {
         "architectures": ["SbertForSequenceClassification"],
         "id2label": {"0": "0", "1": "1"}, "label2id": {"0": 0, "1": 1},
     })

@@ -35,9 +35,22 @@ def test_half_precision_embeddings_close_to_fp32(tiny_dirs, ds, dtype):
     assert np.sum(ref * got, axis=1).min() >= (0.999 if dtype == "fp16" else 0.995)
 
 
-def test_deepspeed_kernel_injection_matches_torch(tiny_dirs, ds):
+@pytest.fixture(scope="module")
+def injectable_dirs(tmp_path_factory):
+    """Tiny models with the real ones' 4 × feed-forward: DeepSpeed's BERT kernels assume it (the shared tiny
+    models' 2 × failed its weight copy on an H200, and prepare_module now skips injection for them)."""
+    from app.models.fixtures import build_gte, build_structbert
+
+    root = tmp_path_factory.mktemp("injectable")
+    return {"embed": build_gte(root / "gte", feed_forward=128),
+            "cross": build_structbert(root / "structbert", feed_forward=128)}
+
+
+def test_deepspeed_kernel_injection_matches_torch(injectable_dirs, ds):
     from app.models.cross_encoder import CrossEncoderAdapter
     from app.models.embedding import EmbeddingAdapter
+
+    tiny_dirs = injectable_dirs
 
     injected = plan(ds, "fp16", "deepspeed", kernel_inject=True)
     if not injected.kernel_inject:  # transformers 5: the plan turns it off (app/engine/runtime.py says why)
