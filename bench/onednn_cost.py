@@ -1,0 +1,107 @@
+"""What oneDNN's primitive cache saves in time on the CPU: the same forwards with the cache at 0 and at a size that
+holds every shape, each in a fresh child process (oneDNN reads its size once, at its first primitive).
+
+Why: a soak with the cache off kept the C heap flat and ~200 MiB smaller (README, "Memory over days"); what it
+costs is the GELU primitive compiled again on every forward, per layer. This times exactly that: a BERT of
+`--layers` layers at `--width` (random weights; the real models are 1,024 wide, the demo ones 32), `--shapes`
+random (rows, padded length) pairs from the length ladder, run once to fill the cache, then `--passes` more
+times; a setting's time is its fastest pass. The settings alternate, `--rounds` times each, so a noisy machine
+slows both alike; the table gives each setting's best and the ratio.
+
+    python -m bench.onednn_cost [--width 1024] [--layers 2] [--shapes 60] [--passes 5] [--rounds 3] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from typing import Any
+
+from app.argtypes import positive_int
+from bench.cli import publish
+
+SETTINGS = (0, 8192)  # off; room for every shape of a server's ladder (app/engine/onednn.py's auto is 6,063)
+ROWS = (1, 2, 3, 4, 6, 8, 12, 16)
+RUNGS = (8, 16, 24, 32, 48, 64, 96, 128)
+
+
+def child(width: int, layers: int, shapes: int, passes: int) -> dict[str, Any]:
+    """One setting, in this process (its environment holds oneDNN's size): ms per forward, fastest pass."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(hidden_size=width, num_hidden_layers=layers, num_attention_heads=max(1, width // 64),
+                     intermediate_size=4 * width, vocab_size=1000)
+    model = BertModel(cfg, add_pooling_layer=False).eval()
+    rng = random.Random(1)
+    batch = [(rng.choice(ROWS), rng.choice(RUNGS)) for _ in range(shapes)]
+
+    def one_pass() -> float:
+        started = time.perf_counter()
+        with torch.inference_mode():
+            for rows, length in batch:
+                model(torch.ones(rows, length, dtype=torch.long))
+        return time.perf_counter() - started
+
+    one_pass()  # every shape new: fills the cache where there is one
+    best = min(one_pass() for _ in range(passes))
+    return {"ms_per_forward": 1000 * best / shapes, "distinct_shapes": len(set(batch))}
+
+
+def run(width: int, layers: int, shapes: int, passes: int, rounds: int) -> dict[str, Any]:
+    runs: dict[int, list[float]] = {s: [] for s in SETTINGS}
+    distinct = 0
+    for _ in range(rounds):
+        for setting in SETTINGS:
+            env = {**os.environ, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": str(setting)}
+            out = subprocess.run([sys.executable, "-m", "bench.onednn_cost", "--child", "--width", str(width),
+                                  "--layers", str(layers), "--shapes", str(shapes), "--passes", str(passes)],
+                                 capture_output=True, text=True, env=env, timeout=3600, check=True)
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            runs[setting].append(result["ms_per_forward"])
+            distinct = result["distinct_shapes"]
+    best = {s: min(v) for s, v in runs.items()}
+    return {"schema": "wenmo-onednn-cost/1", "width": width, "layers": layers, "shapes": shapes,
+            "distinct_shapes": distinct, "passes": passes, "rounds": rounds,
+            "ms_per_forward": {str(s): v for s, v in runs.items()},
+            "best_ms_per_forward": {str(s): b for s, b in best.items()},
+            "off_over_cached": best[0] / best[SETTINGS[1]]}
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [f"oneDNN's primitive cache, off against {SETTINGS[1]}: BERT {report['layers']} layers × width "
+             f"{report['width']}, {report['distinct_shapes']} shapes, fastest of {report['passes']} passes, "
+             f"{report['rounds']} rounds each", "", f"{'cache':>6}  {'best ms/forward':>15}  every round"]
+    for setting, times in report["ms_per_forward"].items():
+        lines.append(f"{setting:>6}  {report['best_ms_per_forward'][setting]:15.2f}  "
+                     + " ".join(f"{t:.2f}" for t in times))
+    lines.append(f"time per forward, cache off / cached: {report['off_over_cached']:.2f}×")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.onednn_cost", description=__doc__.split("\n\n")[0])
+    p.add_argument("--width", type=positive_int, default=1024, help="hidden size (default 1024, the real models')")
+    p.add_argument("--layers", type=positive_int, default=2, help="encoder layers (default 2)")
+    p.add_argument("--shapes", type=positive_int, default=60, help="random ladder shapes a pass runs (default 60)")
+    p.add_argument("--passes", type=positive_int, default=5, help="timed passes after the first (default 5)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="child processes per setting (default 3)")
+    p.add_argument("--json", dest="json_path", metavar="PATH", help="write the results as JSON")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one setting's run (what `run` starts)
+    a = p.parse_args(argv)
+    if a.child:
+        print(json.dumps(child(a.width, a.layers, a.shapes, a.passes)), flush=True)
+        return 0
+    report = run(a.width, a.layers, a.shapes, a.passes, a.rounds)
+    publish(a, report, table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""bench.onednn_cost: both settings run in their own child process, and the table and JSON say what they measured."""
+
+from __future__ import annotations
+
+import json
+
+from bench import onednn_cost
+
+
+def test_both_settings_run_in_children_and_the_report_holds_every_round(tmp_path, capsys):
+    out = tmp_path / "cost.json"
+    assert onednn_cost.main(["--width", "32", "--layers", "1", "--shapes", "4", "--passes", "1", "--rounds", "2",
+                             "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["schema"] == "wenmo-onednn-cost/1" and 1 <= report["distinct_shapes"] <= 4
+    times = report["ms_per_forward"]
+    assert set(times) == {"0", "8192"} and all(len(v) == 2 for v in times.values())
+    best = report["best_ms_per_forward"]
+    assert best["0"] == min(report["ms_per_forward"]["0"]) > 0
+    assert report["off_over_cached"] == best["0"] / best["8192"]
+    assert f"cache off / cached: {report['off_over_cached']:.2f}×" in capsys.readouterr().out
