@@ -74,7 +74,7 @@ class Settings:
                                                "each (auto: room for every shape the length ladder allows, 6,063 "
                                                "with the default budget; oneDNN's own 1,024 with the ladder off; "
                                                "ONEDNN_PRIMITIVE_CACHE_CAPACITY in the environment wins); or a "
-                                               "number of entries")
+                                               "number of entries (0: none)")
     batch_across_requests: str = _opt("on", "on: the engine forms each forward from the work of every waiting "
                                             "request (one queue per model); off: each request runs its own "
                                             "forwards (for comparison)", ("on", "off"))
