@@ -71,7 +71,7 @@ def run(width: int, layers: int, shapes: int, passes: int, rounds: int) -> dict[
             "distinct_shapes": distinct, "passes": passes, "rounds": rounds,
             "ms_per_forward": {str(s): v for s, v in runs.items()},
             "best_ms_per_forward": {str(s): b for s, b in best.items()},
-            "off_over_cached": best[0] / best[SETTINGS[1]]}
+            "off_over_cached": best[SETTINGS[0]] / best[SETTINGS[1]]}
 
 
 def table(report: dict[str, Any]) -> str:

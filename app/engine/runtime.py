@@ -229,14 +229,15 @@ def resolve_plan(
         raise ConfigError("--engine deepspeed: the deepspeed package cannot be imported; install it or use torch")
 
     kernel_inject = engine == "deepspeed" and on_cuda and ds.replace_with_kernel_inject
-    if kernel_inject and int(transformers_version().split(".")[0]) >= 5:
+    transformers = transformers_version() if kernel_inject else ""
+    if kernel_inject and int(transformers.split(".")[0]) >= 5:
         # Measured on an H200 (2026-11-27, DeepSpeed 0.19.8, transformers 5.17): the injected BERT layer returns a
         # tuple where transformers 5's encoder passes each layer's tensor on, so every forward failed
         # ("'tuple' object has no attribute 'size'") after a wrap that succeeded: the server would start and then
         # answer nothing. DeepSpeed's plain inference wrap still runs.
         kernel_inject = False
         reasons.append("kernel injection off: DeepSpeed's injected BERT layers return tuples that transformers 5's "
-                       f"encoder cannot take (transformers {transformers_version()} here; it needs < 5)")
+                       f"encoder cannot take (transformers {transformers} here; it needs < 5)")
     cuda_graph = engine == "deepspeed" and on_cuda and ds.enable_cuda_graph
     if engine == "deepspeed" and not on_cuda and (ds.replace_with_kernel_inject or ds.enable_cuda_graph):
         reasons.append("kernel injection and CUDA graphs need CUDA: off on CPU")

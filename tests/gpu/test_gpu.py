@@ -50,18 +50,17 @@ def test_deepspeed_kernel_injection_matches_torch(injectable_dirs, ds):
     from app.models.cross_encoder import CrossEncoderAdapter
     from app.models.embedding import EmbeddingAdapter
 
-    tiny_dirs = injectable_dirs
-
     injected = plan(ds, "fp16", "deepspeed", kernel_inject=True)
     if not injected.kernel_inject:  # transformers 5: the plan turns it off (app/engine/runtime.py says why)
         pytest.skip("; ".join(r for r in injected.reasons if "kernel injection" in r))
-    ref = EmbeddingAdapter(tiny_dirs["embed"], plan(ds, "fp16", "torch")).embed(TEXTS).vectors
-    got = EmbeddingAdapter(tiny_dirs["embed"], plan(ds, "fp16", "deepspeed", kernel_inject=True)).embed(TEXTS).vectors
+    dirs = injectable_dirs
+    ref = EmbeddingAdapter(dirs["embed"], plan(ds, "fp16", "torch")).embed(TEXTS).vectors
+    got = EmbeddingAdapter(dirs["embed"], injected).embed(TEXTS).vectors
     assert np.sum(ref * got, axis=1).min() >= 0.995
     a = ["北京"] * 3
     b = ["北京", "上海", "电影"]
-    p_ref = CrossEncoderAdapter(tiny_dirs["cross"], plan(ds, "fp16", "torch")).score(a, b).scores
-    p_ds = CrossEncoderAdapter(tiny_dirs["cross"], plan(ds, "fp16", "deepspeed", True)).score(a, b).scores
+    p_ref = CrossEncoderAdapter(dirs["cross"], plan(ds, "fp16", "torch")).score(a, b).scores
+    p_ds = CrossEncoderAdapter(dirs["cross"], injected).score(a, b).scores
     assert np.allclose(p_ref, p_ds, atol=5e-3)
 
 
