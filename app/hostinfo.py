@@ -125,6 +125,30 @@ def host() -> dict[str, Any]:
     }
 
 
+# /proc/self/status' resident memory by kind (the kernel's counters: no page walk, cheap enough for every scrape).
+_RESIDENT_FIELDS = {"RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+
+
+def process_status(status_text: str | None = None) -> dict[str, int] | None:
+    """This process's resident bytes by kind — `anon` (heaps, Python's arenas, thread stacks, anonymous mmaps),
+    `file` (mapped code and files), `shmem` — and `threads` (its OS threads, a count), from /proc/self/status;
+    None where there is no such file (not Linux). `status_text` stands in for the file in tests."""
+    if status_text is None:
+        try:
+            with open("/proc/self/status", encoding="utf-8") as f:
+                status_text = f.read()
+        except OSError:
+            return None
+    parts: dict[str, int] = {}
+    for line in status_text.splitlines():
+        fields = line.split()
+        if fields and fields[0] in _RESIDENT_FIELDS and len(fields) >= 3 and fields[2] == "kB":
+            parts[_RESIDENT_FIELDS[fields[0]]] = int(fields[1]) * 1024
+        elif fields and fields[0] == "Threads:" and len(fields) == 2:
+            parts["threads"] = int(fields[1])
+    return parts if len(parts) == len(_RESIDENT_FIELDS) + 1 else None
+
+
 def cuda_allocated_bytes() -> int | None:
     """Bytes held by torch's CUDA allocator in this process, when torch is loaded and CUDA is in use."""
     torch = sys.modules.get("torch")

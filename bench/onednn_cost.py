@@ -6,9 +6,11 @@ costs is the GELU primitive compiled again on every forward, per layer. This tim
 `--layers` layers at `--width` (random weights; the real models are 1,024 wide, the demo ones 32), `--shapes`
 random (rows, padded length) pairs from the length ladder, run once to fill the cache, then `--passes` more
 times; a setting's time is its fastest pass. The settings alternate, `--rounds` times each, so a noisy machine
-slows both alike; the table gives each setting's best and the ratio.
+slows both alike; the table gives each setting's best and the ratio. `--max-rows` and `--max-length` keep to the
+small shapes — a search box's one short query a request — where a compile costs most against the forward's work.
 
-    python -m bench.onednn_cost [--width 1024] [--layers 2] [--shapes 60] [--passes 5] [--rounds 3] [--json PATH]
+    python -m bench.onednn_cost [--width 1024] [--layers 2] [--shapes 60] [--passes 5] [--rounds 3]
+                                [--max-rows 16] [--max-length 128] [--json PATH]
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ ROWS = (1, 2, 3, 4, 6, 8, 12, 16)
 RUNGS = (8, 16, 24, 32, 48, 64, 96, 128)
 
 
-def child(width: int, layers: int, shapes: int, passes: int) -> dict[str, Any]:
+def shape_choices(max_rows: int, max_length: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The row counts and ladder lengths a pass draws from, up to the limits (at least the smallest of each)."""
+    rows = tuple(r for r in ROWS if r <= max_rows) or ROWS[:1]
+    return rows, tuple(n for n in RUNGS if n <= max_length) or RUNGS[:1]
+
+
+def child(width: int, layers: int, shapes: int, passes: int, max_rows: int = ROWS[-1],
+          max_length: int = RUNGS[-1]) -> dict[str, Any]:
     """One setting, in this process (its environment holds oneDNN's size): ms per forward, fastest pass."""
     import torch
     from transformers import BertConfig, BertModel
@@ -40,7 +49,8 @@ def child(width: int, layers: int, shapes: int, passes: int) -> dict[str, Any]:
                      intermediate_size=4 * width, vocab_size=1000)
     model = BertModel(cfg, add_pooling_layer=False).eval()
     rng = random.Random(1)
-    batch = [(rng.choice(ROWS), rng.choice(RUNGS)) for _ in range(shapes)]
+    rows, rungs = shape_choices(max_rows, max_length)
+    batch = [(rng.choice(rows), rng.choice(rungs)) for _ in range(shapes)]
 
     def one_pass() -> float:
         started = time.perf_counter()
@@ -54,21 +64,24 @@ def child(width: int, layers: int, shapes: int, passes: int) -> dict[str, Any]:
     return {"ms_per_forward": 1000 * best / shapes, "distinct_shapes": len(set(batch))}
 
 
-def run(width: int, layers: int, shapes: int, passes: int, rounds: int) -> dict[str, Any]:
+def run(width: int, layers: int, shapes: int, passes: int, rounds: int, max_rows: int = ROWS[-1],
+        max_length: int = RUNGS[-1]) -> dict[str, Any]:
     runs: dict[int, list[float]] = {s: [] for s in SETTINGS}
     distinct = 0
     for _ in range(rounds):
         for setting in SETTINGS:
             env = {**os.environ, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": str(setting)}
             out = subprocess.run([sys.executable, "-m", "bench.onednn_cost", "--child", "--width", str(width),
-                                  "--layers", str(layers), "--shapes", str(shapes), "--passes", str(passes)],
+                                  "--layers", str(layers), "--shapes", str(shapes), "--passes", str(passes),
+                                  "--max-rows", str(max_rows), "--max-length", str(max_length)],
                                  capture_output=True, text=True, env=env, timeout=3600, check=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             runs[setting].append(result["ms_per_forward"])
             distinct = result["distinct_shapes"]
     best = {s: min(v) for s, v in runs.items()}
     return {"schema": "wenmo-onednn-cost/1", "width": width, "layers": layers, "shapes": shapes,
-            "distinct_shapes": distinct, "passes": passes, "rounds": rounds,
+            "distinct_shapes": distinct, "passes": passes, "rounds": rounds, "max_rows": max_rows,
+            "max_length": max_length,
             "ms_per_forward": {str(s): v for s, v in runs.items()},
             "best_ms_per_forward": {str(s): b for s, b in best.items()},
             "off_over_cached": best[SETTINGS[0]] / best[SETTINGS[1]]}
@@ -76,7 +89,8 @@ def run(width: int, layers: int, shapes: int, passes: int, rounds: int) -> dict[
 
 def table(report: dict[str, Any]) -> str:
     lines = [f"oneDNN's primitive cache, off against {SETTINGS[1]}: BERT {report['layers']} layers × width "
-             f"{report['width']}, {report['distinct_shapes']} shapes, fastest of {report['passes']} passes, "
+             f"{report['width']}, {report['distinct_shapes']} shapes (rows ≤ {report.get('max_rows', ROWS[-1])}, "
+             f"length ≤ {report.get('max_length', RUNGS[-1])}), fastest of {report['passes']} passes, "
              f"{report['rounds']} rounds each", "", f"{'cache':>6}  {'best ms/forward':>15}  every round"]
     for setting, times in report["ms_per_forward"].items():
         lines.append(f"{setting:>6}  {report['best_ms_per_forward'][setting]:15.2f}  "
@@ -92,13 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", type=positive_int, default=60, help="random ladder shapes a pass runs (default 60)")
     p.add_argument("--passes", type=positive_int, default=5, help="timed passes after the first (default 5)")
     p.add_argument("--rounds", type=positive_int, default=3, help="child processes per setting (default 3)")
+    p.add_argument("--max-rows", type=positive_int, default=ROWS[-1],
+                   help=f"rows a forward may have at most (default {ROWS[-1]}; 1: one text a forward)")
+    p.add_argument("--max-length", type=positive_int, default=RUNGS[-1],
+                   help=f"padded length a forward may have at most (default {RUNGS[-1]}; 32: short queries)")
     p.add_argument("--json", dest="json_path", metavar="PATH", help="write the results as JSON")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one setting's run (what `run` starts)
     a = p.parse_args(argv)
     if a.child:
-        print(json.dumps(child(a.width, a.layers, a.shapes, a.passes)), flush=True)
+        print(json.dumps(child(a.width, a.layers, a.shapes, a.passes, a.max_rows, a.max_length)), flush=True)
         return 0
-    report = run(a.width, a.layers, a.shapes, a.passes, a.rounds)
+    report = run(a.width, a.layers, a.shapes, a.passes, a.rounds, a.max_rows, a.max_length)
     publish(a, report, table(report))
     return 0
 

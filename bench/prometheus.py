@@ -24,8 +24,9 @@ MAX_FIT_POINTS = 600  # more after the warm-up are thinned evenly for the fit
 NOT_MEMORY = "process_virtual_memory_bytes"
 STANDARD_RSS, WENMO_RSS = "process_resident_memory_bytes", "wenmo_process_resident_memory_bytes"
 # Where the resident memory is (app/web/server.py): fitted like the memory gauges, to tell a leak (the C heap's
-# in_use, Python's blocks) from fragmentation (the C heap's free), but not judged — resident memory is what costs.
-BREAKDOWN = ("wenmo_heap_bytes", "wenmo_python_allocated_blocks")
+# in_use, Python's blocks) from fragmentation (the C heap's free), and resident memory by kind (anon, file) and the
+# threads that keep stacks, but not judged — resident memory is what costs.
+BREAKDOWN = ("wenmo_heap_bytes", "wenmo_python_allocated_blocks", "wenmo_resident_bytes", "wenmo_threads")
 
 
 def _escape(value: str) -> str:

@@ -236,6 +236,18 @@ class ServerStateCollector:
             yield parts
         yield gauge("wenmo_python_allocated_blocks", "Python objects' memory blocks in use (sys.getallocatedblocks)",
                     sys.getallocatedblocks())
+        status = hostinfo.process_status()
+        if status is not None:
+            # Resident memory by kind: a step in `file` is code or a file mapped in (bounded by what is on disk), one
+            # in `anon` outside the C heap is Python's arenas, thread stacks or a library's own mmaps.
+            kinds = GaugeMetricFamily("wenmo_resident_bytes", "resident memory of the server process by kind (Linux "
+                                      "/proc/self/status): anon = heaps, arenas, stacks; file = mapped code and files",
+                                      labels=("kind",))
+            for kind in ("anon", "file", "shmem"):
+                kinds.add_metric((kind,), status[kind])
+            yield kinds
+            yield gauge("wenmo_threads", "OS threads of the server process (each keeps a stack resident)",
+                        status["threads"])
         cuda = hostinfo.cuda_allocated_bytes()
         if cuda is not None:
             yield gauge("wenmo_cuda_allocated_bytes", "bytes held by torch's CUDA allocator", cuda)

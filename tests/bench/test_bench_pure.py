@@ -280,19 +280,26 @@ def test_the_report_shows_judged_and_unjudged_gauges_side_by_side():
 def test_the_breakdown_gauges_are_fitted_and_shown_but_not_judged():
     from bench.report import soak_memory_lines
 
-    body = METRICS + 'wenmo_heap_bytes{part="in_use"} 3e+08\nwenmo_python_allocated_blocks 250000\n'
-    assert {'wenmo_heap_bytes{part="in_use"}', "wenmo_python_allocated_blocks"} <= set(prometheus.memory_gauges(body))
+    body = METRICS + ('wenmo_heap_bytes{part="in_use"} 3e+08\nwenmo_python_allocated_blocks 250000\n'
+                      'wenmo_resident_bytes{kind="anon"} 4e+08\nwenmo_resident_bytes{kind="file"} 1e+08\n'
+                      'wenmo_threads 41\n')
+    breakdown = {'wenmo_heap_bytes{part="in_use"}', "wenmo_python_allocated_blocks", 'wenmo_resident_bytes{kind="anon"}',
+                 'wenmo_resident_bytes{kind="file"}', "wenmo_threads"}
+    assert breakdown <= set(prometheus.memory_gauges(body)) and all(prometheus.is_breakdown(k) for k in breakdown)
     mib = 1 << 20
     # Resident memory flat; the heap's free chunks growing 1 MiB per 1k requests (taken from elsewhere in the
     # resident set), Python's blocks 50 per 1k.
     rows = [(t, {"process_resident_memory_bytes": 500 * mib, 'wenmo_heap_bytes{part="free"}': (20 + t / 10) * mib,
-                 "wenmo_python_allocated_blocks": 1000 + 5 * t}, 100 * t) for t in range(0, 200, 10)]
+                 "wenmo_python_allocated_blocks": 1000 + 5 * t, 'wenmo_resident_bytes{kind="file"}': (90 + t / 20) * mib},
+             100 * t) for t in range(0, 200, 10)]
     v = prometheus.memory_verdict(rows, 30, 100.0, 100)
     assert v["pass"] is True and v["verdict"] == "PASS"  # resident memory is what costs
     free, blocks = v["gauges"]['wenmo_heap_bytes{part="free"}'], v["gauges"]["wenmo_python_allocated_blocks"]
     assert free["verdict"] == blocks["verdict"] == "breakdown" and free["pass"] is None
     assert free["mib_per_1k_requests"] == pytest.approx(1.0) and blocks["mib_per_1k_requests"] == pytest.approx(50)
     assert blocks["unit"] == "value" and "unit" not in free
+    file = v["gauges"]['wenmo_resident_bytes{kind="file"}']  # a kind of resident memory: shown, not judged
+    assert file["verdict"] == "breakdown" and file["mib_per_1k_requests"] == pytest.approx(0.5)
     text = "\n".join(soak_memory_lines({"memory": prometheus.memory_trend(rows), "verdict": v}))
     assert "where it is" in text and "breakdown" in text and "soak memory: PASS" in text
 

@@ -19,3 +19,11 @@ def test_both_settings_run_in_children_and_the_report_holds_every_round(tmp_path
     assert best["0"] == min(report["ms_per_forward"]["0"]) > 0
     assert report["off_over_cached"] == best["0"] / best["8192"]
     assert f"cache off / cached: {report['off_over_cached']:.2f}×" in capsys.readouterr().out
+
+
+def test_the_limits_keep_to_small_shapes():
+    assert onednn_cost.shape_choices(1, 32) == ((1,), (8, 16, 24, 32))
+    assert onednn_cost.shape_choices(5, 50) == ((1, 2, 3, 4), (8, 16, 24, 32, 48))
+    assert onednn_cost.shape_choices(1, 4) == ((1,), (8,))  # under the smallest rung: the smallest
+    result = onednn_cost.child(16, 1, 12, 1, max_rows=2, max_length=16)
+    assert 1 <= result["distinct_shapes"] <= 4 and result["ms_per_forward"] > 0

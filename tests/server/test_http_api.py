@@ -149,6 +149,7 @@ WENMO_SERIES_LATER = {
     "wenmo_ui_events_total", "wenmo_ui_event_duration_seconds_bucket", "wenmo_ui_event_duration_seconds_count",
     "wenmo_ui_event_duration_seconds_sum", "wenmo_cuda_allocated_bytes", "wenmo_gpu_memory_used_bytes",
     "wenmo_heap_bytes",  # glibc only
+    "wenmo_resident_bytes", "wenmo_threads",  # Linux only (/proc/self/status)
 }
 
 
@@ -197,6 +198,12 @@ def test_metrics_count_requests_and_show_gauges(client):
     heap = {part: metric(text, "wenmo_heap_bytes", part=part) for part in ("in_use", "free", "system")}
     assert 1 * 2**20 < heap["in_use"] < heap["system"] and heap["free"] < heap["system"]
     assert metric(text, "wenmo_python_allocated_blocks") > 10_000
+    # …and resident memory by kind adds up to the resident total (two readings a moment apart); the server runs
+    # more threads than Python knows of (torch's pool).
+    kinds = sum(metric(text, "wenmo_resident_bytes", kind=k) for k in ("anon", "file", "shmem"))
+    assert metric(text, "wenmo_resident_bytes", kind="anon") > heap["in_use"] / 2
+    assert abs(kinds - rss) < 0.05 * rss, (kinds, rss)
+    assert metric(text, "wenmo_threads") >= 2
     assert "# TYPE wenmo_busy_total counter" in text
     # prometheus_client's standard collectors, on the server's own registry.
     assert metric(text, "process_resident_memory_bytes") > 50 * 2**20
