@@ -1,23 +1,23 @@
-"""oneDNN's primitive cache, sized so that it holds every shape the length ladder lets a CPU server meet.
+"""oneDNN's primitive cache on the CPU: none by default, so that the C heap keeps no per-shape state.
 
 Why: on the CPU, torch runs GELU through oneDNN, which compiles one primitive per tensor shape and keeps it in a
-least-recently-used cache of 1,024 entries (oneDNN's default; its variable `ONEDNN_PRIMITIVE_CACHE_CAPACITY`).
-With the ladder on (app/engine/shapes.py) a server meets a closed set of shapes — rows × padded length, per model —
-but across three models and up to 128 rows that set is larger than 1,024, so the cache kept evicting a primitive
-and compiling another among the activations' freed chunks, and the heap drifted: the 40-minute soak with the
-default cache rose 0.044 MiB per 1,000 requests after warm-up; the same soak with room for every shape (8,192
-entries) was flat for its last 1,400 s (README, "Memory over days").
+least-recently-used cache of 1,024 entries (oneDNN's default; its variable `ONEDNN_PRIMITIVE_CACHE_CAPACITY`),
+~28 KiB each (measured: 3,000 GELU shapes kept 27.8 KiB each in the C heap, none with the cache at 0). A server
+meets more shapes than that — rows × padded length, per model: even with the length ladder (app/engine/shapes.py)
+6,063 with the default budget — so the default cache kept evicting a primitive and compiling another among the
+activations' freed chunks, and the heap drifted (0.044 MiB per 1,000 requests after warm-up). A cache with room for
+every shape (`--onednn-primitive-cache 6063`, ≤ 166 MiB) stops the eviction but fills for hours — rare (rows,
+length) pairs keep arriving, ~7.5 bytes a request in a 90-minute soak — and pins 200+ MiB of freed heap among its
+entries. With no cache (0) the one-hour soak's C heap was flat (in use, free and system: 0.0000 MiB per 1k
+requests) and ~210 MiB smaller. What it costs: each GELU compiles its primitive again, +120 µs a call at the real
+models' width 1,024 (`python -m bench.onednn_cost --gelu-only`), one call a layer — ~3 ms on a 24-layer forward,
+about 2 % of a one-short-query forward on a 2-core VM and less for larger batches; whole forwards timed 0.97–1.14×,
+within the VM's noise. README, "Memory over days".
 
-The size (`auto`): one entry per (rows, padded length) the batch planner can form for each of the three roles —
-measured with ONEDNN_VERBOSE=2, one fp32 forward of the GTE or StructBERT encoder creates one primitive per
-new shape (GELU's eltwise; the matmuls run in MKL, outside oneDNN); RexUniNLU's encoder was not measured (its
-windows are 32 at most, so even two primitives per shape would fit the headroom below). Each entry holds ~28 KiB
-(measured: 3,000 GELU shapes kept 27.8 KiB each in the C heap, none with the cache at 0), so the bound is
-stated in MiB too: with the default budget (16,384 tokens, 128 rows, 512 tokens a text) 6,063 entries, ≤ 166 MiB if
-every role met every shape — a ceiling the heap levels off under, where the default cache never levels off.
-The GTE and StructBERT encoders share their GELU shapes (same widths), so real servers hold fewer.
-With the ladder off there is no closed set: `auto` leaves oneDNN's default. A value in the environment
-(oneDNN's own variable) wins over `auto`, as MALLOC_ARENA_MAX does in app/allocator.py.
+`auto` is therefore 0, unless the environment sets oneDNN's own variable, which wins (as MALLOC_ARENA_MAX does in
+app/allocator.py); a number is that many entries. `shapes_bound` counts the (rows, padded length) pairs the batch
+planner can form, for an operator who would rather trade the memory for the compile: the start-up line says how
+many entries (and MiB) a cache for every shape would take.
 
 oneDNN reads the variable once, when the first primitive is created: `apply` runs where every model is prepared
 (app/engine/wrapping.py's prepare_module), before any model runs a forward — the server, the CLI and the bench alike.
@@ -31,7 +31,6 @@ from collections.abc import MutableMapping
 from app.engine.shapes import ladder
 
 ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
-ONEDNN_DEFAULT = 1024
 ENTRY_KIB = 28  # C heap per cached GELU primitive, measured (see above)
 ROLES = 3  # embedder, cross-encoder, RexUniNLU: each may meet every shape
 LONGEST = 512  # tokens a text may have in the models Wenmo serves (each model's own cap, when none is set)
@@ -45,19 +44,19 @@ def shapes_bound(max_batch_tokens: int, max_batch_size: int, max_length: int = 0
 
 def resolve_capacity(setting: str, *, length_buckets: bool, max_batch_tokens: int, max_batch_size: int,
                      max_length: int = 0, environ: MutableMapping[str, str] | None = None) -> tuple[int, str]:
-    """(entries, why) for `--onednn-primitive-cache`: a number as given; `auto` as the environment says, else sized
-    to the ladder's shapes, else (ladder off) oneDNN's default."""
+    """(entries, why) for `--onednn-primitive-cache`: a number as given; `auto` as the environment says, else 0."""
     env = os.environ if environ is None else environ
     if setting != "auto":
         return int(setting), f"onednn_primitive_cache {setting}: as given"
     if env.get(ENV, "").strip().isdigit() and env[ENV] != _applied.get(id(env)):  # not this process's own value
         return int(env[ENV]), f"onednn_primitive_cache auto: {ENV}={env[ENV]} from the environment"
-    if not length_buckets:
-        return ONEDNN_DEFAULT, (f"onednn_primitive_cache auto: oneDNN's default {ONEDNN_DEFAULT} (length_buckets off: "
-                                "no closed set of shapes to size it to)")
-    entries = max(ONEDNN_DEFAULT, ROLES * shapes_bound(max_batch_tokens, max_batch_size, max_length))
-    return entries, (f"onednn_primitive_cache auto: {entries} entries, every shape the ladder allows "
-                     f"(≤ {mib(entries)} MiB)")
+    if length_buckets:
+        every = ROLES * shapes_bound(max_batch_tokens, max_batch_size, max_length)
+        room = f"a cache for every shape the ladder allows would take {every} entries, ≤ {mib(every)} MiB"
+    else:
+        room = "with length_buckets off no cache holds every shape"
+    return 0, f"onednn_primitive_cache auto: 0, no cache — each GELU compiles its primitive, the heap keeps none " \
+              f"({room})"
 
 
 def mib(entries: int) -> int:

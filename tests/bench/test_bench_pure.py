@@ -283,15 +283,15 @@ def test_the_breakdown_gauges_are_fitted_and_shown_but_not_judged():
     body = METRICS + ('wenmo_heap_bytes{part="in_use"} 3e+08\nwenmo_python_allocated_blocks 250000\n'
                       'wenmo_resident_bytes{kind="anon"} 4e+08\nwenmo_resident_bytes{kind="file"} 1e+08\n'
                       'wenmo_threads 41\n')
-    breakdown = {'wenmo_heap_bytes{part="in_use"}', "wenmo_python_allocated_blocks", 'wenmo_resident_bytes{kind="anon"}',
-                 'wenmo_resident_bytes{kind="file"}', "wenmo_threads"}
+    breakdown = {'wenmo_heap_bytes{part="in_use"}', "wenmo_python_allocated_blocks", "wenmo_threads",
+                 'wenmo_resident_bytes{kind="anon"}', 'wenmo_resident_bytes{kind="file"}'}
     assert breakdown <= set(prometheus.memory_gauges(body)) and all(prometheus.is_breakdown(k) for k in breakdown)
     mib = 1 << 20
     # Resident memory flat; the heap's free chunks growing 1 MiB per 1k requests (taken from elsewhere in the
     # resident set), Python's blocks 50 per 1k.
     rows = [(t, {"process_resident_memory_bytes": 500 * mib, 'wenmo_heap_bytes{part="free"}': (20 + t / 10) * mib,
-                 "wenmo_python_allocated_blocks": 1000 + 5 * t, 'wenmo_resident_bytes{kind="file"}': (90 + t / 20) * mib},
-             100 * t) for t in range(0, 200, 10)]
+                 "wenmo_python_allocated_blocks": 1000 + 5 * t,
+                 'wenmo_resident_bytes{kind="file"}': (90 + t / 20) * mib}, 100 * t) for t in range(0, 200, 10)]
     v = prometheus.memory_verdict(rows, 30, 100.0, 100)
     assert v["pass"] is True and v["verdict"] == "PASS"  # resident memory is what costs
     free, blocks = v["gauges"]['wenmo_heap_bytes{part="free"}'], v["gauges"]["wenmo_python_allocated_blocks"]

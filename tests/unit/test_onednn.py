@@ -1,5 +1,6 @@
-"""oneDNN's primitive cache sized to the ladder (app/engine/onednn.py): the bound against the batch planner, the
-rules for `auto`, and — in a child process, with oneDNN's own verbose log — that the size reaches the library."""
+"""oneDNN's primitive cache (app/engine/onednn.py): the bound a cache for every ladder shape needs, against the batch
+planner; the rules for `auto` (no cache unless the environment says); and — in a child process, with oneDNN's own
+verbose log — that the size reaches the library."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from app.config import Settings
 from app.engine.batching import plan_batches
-from app.engine.onednn import ENV, ONEDNN_DEFAULT, apply, mib, resolve_capacity, shapes_bound
+from app.engine.onednn import ENV, apply, mib, resolve_capacity, shapes_bound
 from app.engine.runtime import resolve_plan
 from app.engine.shapes import bucket_length, ladder
 from app.errors import ConfigError
@@ -54,21 +55,21 @@ def test_the_planner_never_forms_a_shape_outside_the_bound():
     assert met <= allowed and len(met) > 200  # and the check saw many of them
 
 
-def test_auto_makes_room_for_every_shape_of_the_three_models_and_states_the_memory():
+def test_auto_is_no_cache_and_says_what_a_cache_for_every_shape_would_take():
     entries, why = resolve_capacity("auto", length_buckets=True, max_batch_tokens=16384, max_batch_size=128,
                                     environ={})
-    assert entries == 3 * 2021 == 6063
-    assert mib(entries) == 166 and "6063 entries" in why and "≤ 166 MiB" in why
+    assert entries == 0 and "no cache" in why
+    # the three models' shapes with the default budget, and the C heap they would hold
+    assert 3 * shapes_bound(16384, 128, 512) == 3 * 2021 == 6063 and mib(6063) == 166
+    assert "6063 entries, ≤ 166 MiB" in why
 
 
-def test_auto_keeps_onednns_default_without_the_ladder_and_the_environments_value_when_given():
+def test_auto_is_no_cache_without_the_ladder_too_and_the_environments_value_wins():
     off, why = resolve_capacity("auto", length_buckets=False, max_batch_tokens=16384, max_batch_size=128, environ={})
-    assert off == ONEDNN_DEFAULT and "no closed set" in why
+    assert off == 0 and "length_buckets off" in why
     given, why = resolve_capacity("auto", length_buckets=True, max_batch_tokens=16384, max_batch_size=128,
                                   environ={ENV: "8192"})
     assert given == 8192 and "from the environment" in why
-    small, _ = resolve_capacity("auto", length_buckets=True, max_batch_tokens=64, max_batch_size=2, environ={})
-    assert small == ONEDNN_DEFAULT  # never below oneDNN's own default
 
 
 def test_a_number_wins_over_the_environment():
@@ -81,12 +82,12 @@ def test_a_second_plan_in_one_process_is_resolved_afresh_not_taken_for_the_opera
     apply(6063, env)
     assert env == {ENV: "6063"}
     off, why = resolve_capacity("auto", length_buckets=False, max_batch_tokens=16384, max_batch_size=128, environ=env)
-    assert off == ONEDNN_DEFAULT and "environment" not in why
+    assert off == 0 and "environment" not in why
 
 
 def test_the_cpu_plan_carries_the_size_and_logs_it_and_cuda_leaves_onednn_alone(ds):
     cpu = resolve_plan("cpu", "fp32", "torch", ds, environ={})
-    assert cpu.onednn_cache == 6063 and "onednn_cache=6063" in cpu.log_line()
+    assert cpu.onednn_cache == 0 and "onednn_cache=0" in cpu.log_line()
     cuda = resolve_plan("cuda", "fp16", "torch", ds, cuda_available=lambda: True, environ={})
     assert cuda.onednn_cache is None and "onednn_cache" not in cuda.log_line()
 
@@ -135,7 +136,7 @@ def test_the_size_reaches_onednn_before_the_first_primitive_and_a_shape_is_one_p
 
     if not torch.backends.mkldnn.is_available():
         pytest.skip("this torch build has no oneDNN: there is no primitive cache to size")
-    roomy = creations(tiny_dirs, "auto")
+    roomy = creations(tiny_dirs, "6063")
     # Each new shape compiles one primitive (GELU), which the second layer finds in the cache: the bound's
     # one-entry-per-shape; the first shape again is a hit.
     assert roomy == [["cache_miss", "cache_hit"], ["cache_miss", "cache_hit"], ["cache_hit", "cache_hit"]]
@@ -144,3 +145,4 @@ def test_the_size_reaches_onednn_before_the_first_primitive_and_a_shape_is_one_p
     # 0 is a size (no cache: every creation compiles), not "leave oneDNN's default": a plan once took 0 for
     # unset and the operator's 0 reached nobody
     assert creations(tiny_dirs, "0") == [["cache_miss", "cache_miss"]] * 3
+    assert creations(tiny_dirs, "auto") == [["cache_miss", "cache_miss"]] * 3  # auto: no cache
