@@ -51,8 +51,7 @@ def _load(job: dict[str, Any], records: list) -> tuple[Any, dict[str, Any]]:  # 
                                   job.get("kernel_inject"), job.get("min_batch_fill", "auto"),
                                   job.get("cudnn_attention", "off"), job.get("length_buckets", "on"), **kw)
     if job.get("kernel_inject") and not plan.kernel_inject:  # a row named "inject" must not time a plain wrap
-        raise RuntimeError("kernel injection asked for, but the plan turned it off: "
-                           + "; ".join(r for r in plan.reasons if "kernel injection" in r))
+        raise RuntimeError("kernel injection asked for, but the plan turned it off: " + plan.why("kernel injection"))
     if family == "embed":
         runner = engine_bench.WenmoEmbedder(model_dir, plan, records, **kw)
     elif family == "cross":

@@ -59,6 +59,11 @@ class RuntimePlan:
     def is_cuda(self) -> bool:
         return self.device.startswith("cuda")
 
+    def why(self, about: str) -> str:
+        """The plan's reasons that mention `about` (e.g. "kernel injection"), joined: what to tell a caller who asked
+        for something the plan turned off."""
+        return "; ".join(r for r in self.reasons if about in r)
+
     def log_line(self, ds: DsConfig | None = None) -> str:
         parts = [
             f"plan device={self.device} dtype={self.dtype} engine={self.engine}",

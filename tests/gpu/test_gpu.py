@@ -52,7 +52,7 @@ def test_deepspeed_kernel_injection_matches_torch(injectable_dirs, ds):
 
     injected = plan(ds, "fp16", "deepspeed", kernel_inject=True)
     if not injected.kernel_inject:  # transformers 5: the plan turns it off (app/engine/runtime.py says why)
-        pytest.skip("; ".join(r for r in injected.reasons if "kernel injection" in r))
+        pytest.skip(injected.why("kernel injection"))
     dirs = injectable_dirs
     ref = EmbeddingAdapter(dirs["embed"], plan(ds, "fp16", "torch")).embed(TEXTS).vectors
     got = EmbeddingAdapter(dirs["embed"], injected).embed(TEXTS).vectors

@@ -41,6 +41,8 @@ def test_kernel_injection_asked_for_under_transformers_5_is_turned_off_with_the_
     assert p.engine == "deepspeed" and not p.kernel_inject
     assert any("transformers 5.17.0 here; it needs < 5" in r for r in p.reasons)
     assert "kernel_inject=False" in p.log_line() and plan(transformers="4.57.1").kernel_inject
+    # what a caller who asked for injection is told: those reasons only
+    assert "transformers 5.17.0 here" in p.why("kernel injection") and p.why("no such topic") == ""
 
 
 def test_deepspeed_on_cpu_has_no_kernel_injection():
