@@ -9,10 +9,10 @@ activations' freed chunks, and the heap drifted (0.044 MiB per 1,000 requests af
 every shape (`--onednn-primitive-cache 6063`, ≤ 166 MiB) stops the eviction but fills for hours — rare (rows,
 length) pairs keep arriving, ~7.5 bytes a request in a 90-minute soak — and pins 200+ MiB of freed heap among its
 entries. With no cache (0) the one-hour soak's C heap was flat (in use, free and system: 0.0000 MiB per 1k
-requests) and ~210 MiB smaller. What it costs: each GELU compiles its primitive again, +120 µs a call at the real
-models' width 1,024 (`python -m bench.onednn_cost --gelu-only`), one call a layer — ~3 ms on a 24-layer forward,
-about 2 % of a one-short-query forward on a 2-core VM and less for larger batches; whole forwards timed 0.97–1.14×,
-within the VM's noise. README, "Memory over days".
+requests) and ~210 MiB smaller. What it costs: each GELU compiles its primitive again, +92 µs a call on a short
+query's tensors at the real models' width 1,024, +109 µs across the ladder's shapes (`python -m bench.onednn_cost
+--gelu-only`), one call a layer — about 2 % of a one-short-query forward on a 2-core VM (~5.4 ms a layer) and less
+for larger batches; whole forwards timed 0.97–1.14×, within the VM's noise. README, "Memory over days".
 
 `auto` is therefore 0, unless the environment sets oneDNN's own variable, which wins (as MALLOC_ARENA_MAX does in
 app/allocator.py); a number is that many entries. `shapes_bound` counts the (rows, padded length) pairs the batch
