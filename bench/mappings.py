@@ -7,7 +7,8 @@ Where `wenmo_heap_bytes` (glibc's own accounting) says what malloc holds, this s
 
 - `main`: `[heap]`, glibc's main arena (grown with brk; only its top can be given back whole);
 - `arenas`: anonymous mappings on a 64 MiB boundary, at most 64 MiB — glibc's other arenas' heaps;
-- `py1M`: anonymous mappings of exactly 1 MiB — CPython's pymalloc arenas (objects of ≤ 512 bytes);
+- `py1M`: anonymous mappings of exactly 1 MiB — CPython's pymalloc arenas (objects of ≤ 512 bytes) when the kernel
+  has not merged them with a neighbour, which it often does: `python -m bench.pymalloc_pools PID` finds them all;
 - `anon`: every other anonymous mapping — malloc's mmapped chunks (large tensors), thread stacks, jemalloc's
   extents when it is preloaded;
 - `file`: mapped files (code of Python, torch and the other libraries; weights read with mmap);

@@ -29,7 +29,7 @@ from typing import Any
 from app.argtypes import positive_int
 from bench.cli import publish
 
-SETTINGS = (0, 8192)  # off; room for every shape of a server's ladder (app/engine/onednn.py's auto is 6,063)
+SETTINGS = (0, 8192)  # off (auto's choice); room for every shape of a server's ladder (6,063: onednn.shapes_bound)
 ROWS = (1, 2, 3, 4, 6, 8, 12, 16)
 RUNGS = (8, 16, 24, 32, 48, 64, 96, 128)
 
