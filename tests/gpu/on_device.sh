@@ -15,8 +15,10 @@
 # Packages the machine lacks (deepspeed, pydantic, the web stack) travel as wheels in .whl/, made by
 # tests/gpu/wheels.sh. Everything it writes lands in a work folder, packed after every step into
 # OUT_DIR/gpu-results.tar.gz (the device tool returns at most 8 files), with OUT_DIR/steps.log beside it.
-# WENMO_GPU_STEPS=name,name… runs only those steps (env and replicas always run), to split a lease into calls;
-# WENMO_GPU_DEADLINE_S (560) bounds the whole run; WENMO_GPU_SOAK_S / WENMO_GPU_SOAK_WARMUP_S size the soak.
+# WENMO_GPU_STEPS=name,name… runs only those steps (env always runs, the replicas when a bench step needs them), to
+# split a lease into calls; WENMO_GPU_DEADLINE_S (560) bounds the whole run; WENMO_GPU_SOAK_S / WENMO_GPU_SOAK_WARMUP_S
+# size the soak (its step's limit follows); WENMO_GPU_SOAK_CPU_PAIR=1 runs two CPU soaks beside it on the host's cores,
+# with Python's allocator and with PYTHONMALLOC=malloc, a side-by-side of the one suspect left on the CPU.
 set -u
 OUT=$(realpath -m "${1:?usage: tests/gpu/on_device.sh OUT_DIR [--quick]}")
 QUICK=${2:-}
@@ -34,7 +36,7 @@ if compgen -G ".whl/*.whl" >/dev/null && ! "$PY" -c "import deepspeed, gradio" >
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 
-pack() { tar -czf "$OUT/gpu-results.tar.gz.part" -C "$W" --exclude=models --exclude=state . &&
+pack() { tar -czf "$OUT/gpu-results.tar.gz.part" -C "$W" --exclude=models --exclude='state*' . &&
          mv "$OUT/gpu-results.tar.gz.part" "$OUT/gpu-results.tar.gz"; cp "$W/steps.log" "$OUT/steps.log"; }
 step() {  # step NAME SECONDS COMMAND…: output in NAME.log, one line in steps.log, results packed
   local name=$1 limit=$2 left started rc
@@ -56,7 +58,11 @@ else
   DEVICE=cuda SIZE=full NATIVE_FORWARDS=300 CHURN_FORWARDS=3000 TEXTS=2000 NAIVE=128 T128=2048 USERS=64 REQS=20 NLU=8 SOAK_S=${WENMO_GPU_SOAK_S:-180} SOAK_WARMUP=${WENMO_GPU_SOAK_WARMUP_S:-40}  # 4096 at 128 tokens took > 120 s
 fi
 
-WENMO_GPU_STEPS=${WENMO_GPU_STEPS:+$WENMO_GPU_STEPS,env,replicas}
+# The soak and the memory probes build their own demo models; only the bench steps read the full-size replicas.
+if [[ -n ${WENMO_GPU_STEPS:-} ]]; then
+  WENMO_GPU_STEPS=$WENMO_GPU_STEPS,env
+  [[ ,$WENMO_GPU_STEPS, == *,bench-* || ,$WENMO_GPU_STEPS, == *,batching* ]] && WENMO_GPU_STEPS=$WENMO_GPU_STEPS,replicas
+fi
 step env 30 bash -c "date -u; nvidia-smi || true; echo TORCH_CUDA_ARCH_LIST=\${TORCH_CUDA_ARCH_LIST-unset}; $PY -c 'import sys,torch,transformers,deepspeed,pydantic; \
 print(sys.version); print(\"torch\",torch.__version__,\"cuda\",torch.version.cuda,torch.cuda.is_available()); \
 print(\"transformers\",transformers.__version__,\"deepspeed\",deepspeed.__version__,\"pydantic\",pydantic.__version__); \
@@ -114,14 +120,37 @@ timed bench-cross-nlu 200 "$PY" -m app bench --size "$SIZE" --device "$DEVICE" -
 timed bench-fp16 120 "$PY" -m app bench --size "$SIZE" --device "$DEVICE" --families embed --dtype fp16 --engine torch \
   --texts "$TEXTS" --naive-texts 32 --models-dir "$MODELS" --json "$W/bench-fp16.json"
 
+# soak NAME DEVICE [ENV=VALUE…]: one `wenmo soak` of every route in its own state directory (its own demo models, a
+# free port), on the cores it is given; NVML's gauge counts every process on the GPU, so only one soak uses it.
+soak() {
+  local name=$1 device=$2 cores=$3
+  shift 3
+  env WENMO_DEVICE="$device" WENMO_STATE_DIR="$W/state-$name" WENMO_MAX_FILE_STORE_AGE_S=300 "$@" \
+    taskset -c "$cores" "$PY" -m app soak --demo --soak-users 8 --soak-s "$SOAK_S" --soak-warmup-s "$SOAK_WARMUP" \
+    --settle-every-s 20 --json "$W/$name.json" --plot "$W/$name.png" >"$W/$name.log" 2>&1
+  echo "$name rc=$?"
+}
+soaks() {  # the device's soak, and with WENMO_GPU_SOAK_CPU_PAIR=1 two CPU soaks beside it, a third of the cores each
+  local n third threads cores
+  n=$(nproc); third=$((n / 3)); threads=$((third / 2 > 0 ? third / 2 : 1)); cores=0-$((n - 1))
+  if [[ ${WENMO_GPU_SOAK_CPU_PAIR:-} == 1 && $n -ge 6 ]]; then
+    soak soak-cpu cpu "$third-$((2 * third - 1))" OMP_NUM_THREADS=$threads &
+    soak soak-cpu-malloc cpu "$((2 * third))-$((n - 1))" OMP_NUM_THREADS=$threads PYTHONMALLOC=malloc &
+    cores=0-$((third - 1))
+  fi
+  soak soak "$DEVICE" "$cores"
+  wait
+}
+export -f soak soaks
+export W PY SOAK_S SOAK_WARMUP DEVICE
+
 # The web stack (gradio, carried by tests/gpu/wheels.sh): batching through HTTP, and a soak that reads the GPU's
 # memory through NVML (wenmo_gpu_memory_used_bytes) with the other gauges.
 if "$PY" -c "import gradio" >/dev/null 2>&1; then
   timed batching-http 200 "$PY" -m app bench-batching --size "$SIZE" --device "$DEVICE" --users "$USERS" \
     --requests "$REQS" --compare-texts 8 --models-dir "$MODELS" --json "$W/batching-http.json"
   # Not timed: the soak judges memory per 1,000 requests, which a build beside it slows but does not change.
-  step soak 240 env WENMO_DEVICE="$DEVICE" WENMO_MAX_FILE_STORE_AGE_S=300 "$PY" -m app soak --demo --soak-users 8 \
-    --soak-s "$SOAK_S" --soak-warmup-s "$SOAK_WARMUP" --settle-every-s 20 --json "$W/soak.json" --plot "$W/soak.png"
+  step soak $((SOAK_S + 90)) bash -c soaks
 else
   echo "web steps skipped: gradio is not installed here (tests/gpu/wheels.sh carries it)" | tee -a "$W/steps.log"
 fi
