@@ -27,6 +27,10 @@ STANDARD_RSS, WENMO_RSS = "process_resident_memory_bytes", "wenmo_process_reside
 # in_use, Python's blocks) from fragmentation (the C heap's free), and resident memory by kind (anon, file) and the
 # threads that keep stacks, but not judged — resident memory is what costs.
 BREAKDOWN = ("wenmo_heap_bytes", "wenmo_python_allocated_blocks", "wenmo_resident_bytes", "wenmo_threads")
+# The GPU's used memory counts every process on the card; where the server also gives its own share (NVML per
+# process), that is judged and the card's figure joins the breakdown: three soaks on one H200 (2026-11-28) each
+# judged the CUDA server's steps, the two CPU servers included.
+GPU_DEVICE, GPU_PROCESS = "wenmo_gpu_memory_used_bytes", "wenmo_gpu_process_memory_bytes"
 
 
 def _escape(value: str) -> str:
@@ -121,11 +125,14 @@ def memory_verdict(samples: Sequence[tuple], warmup_s: float, rate_rps: float | 
     `budget_mib_per_day`, FAIL when its lower end is not, INCONCLUSIVE when the budget lies inside it (the
     samples scatter too much for this many requests: soak longer); `pass` is True only for PASS. The soak
     passes when every byte gauge does. `fit` gives the fitted line (MiB = intercept + slope × requests) for
-    the chart. `samples`: (seconds, gauges, requests); `series` says which samples they are ("settled": taken
-    with nothing in flight; "under load")."""
+    the chart. The GPU's used memory is judged only where the server does not give its own share (GPU_PROCESS).
+    `samples`: (seconds, gauges, requests); `series` says which samples they are ("settled": taken with nothing
+    in flight; "under load")."""
     gauges: dict[str, dict[str, Any]] = {}
-    for key in _keys(samples):
-        breakdown = is_breakdown(key)
+    keys = _keys(samples)
+    own_gpu = any(metric_name(k) == GPU_PROCESS for k in keys)
+    for key in keys:
+        breakdown = is_breakdown(key) or (own_gpu and metric_name(key) == GPU_DEVICE)
         if not is_bytes(key) and not breakdown:
             continue
         pts = [(n, v) for t, v, n in _series(samples, key) if t >= warmup_s and n is not None]

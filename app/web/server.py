@@ -258,6 +258,12 @@ class ServerStateCollector:
             for g in gpu:
                 used.add_metric((str(g["index"]),), int(g.get("mem_used_mib", 0) * 2**20))
             yield used
+            own = hostinfo.process_gpu_bytes(os.getpid())
+            if own is None and cuda is None:
+                own = 0  # CUDA not started here: this process holds none of the card, whatever else runs on it
+            if own is not None:
+                yield gauge("wenmo_gpu_process_memory_bytes", "device memory this server process holds (NVML, per "
+                            "process, all GPUs; absent where NVML cannot attribute it, e.g. a container)", own)
 
 
 def gauge(name: str, help_: str, value: float) -> GaugeMetricFamily:

@@ -304,6 +304,29 @@ def test_the_breakdown_gauges_are_fitted_and_shown_but_not_judged():
     assert "where it is" in text and "breakdown" in text and "soak memory: PASS" in text
 
 
+def test_the_cards_memory_is_judged_only_where_the_server_gives_no_share_of_its_own():
+    """Three soaks on one H200 (2026-11-28): the CPU servers' verdicts carried the CUDA server's GPU steps, since
+    NVML's used memory counts every process. With the server's own share in the samples, that is judged and the
+    card's figure is breakdown; without it (a container NVML cannot attribute), the card's is judged as before."""
+    mib = 1 << 20
+
+    def rows(own: bool) -> list:
+        return [(t, {"wenmo_process_resident_memory_bytes": 500 * mib,
+                     'wenmo_gpu_memory_used_bytes{gpu="0"}': (1000 + t) * mib,  # another process grows
+                     **({"wenmo_gpu_process_memory_bytes": 0.0} if own else {})}, 100 * t) for t in range(0, 200, 10)]
+    with_share = prometheus.memory_verdict(rows(True), 30, 100.0, 100)
+    card = with_share["gauges"]['wenmo_gpu_memory_used_bytes{gpu="0"}']
+    assert card["verdict"] == "breakdown" and card["mib_per_1k_requests"] == pytest.approx(10.0)
+    assert with_share["gauges"]["wenmo_gpu_process_memory_bytes"]["verdict"] == "PASS"
+    assert with_share["verdict"] == "PASS"
+    without = prometheus.memory_verdict(rows(False), 30, 100.0, 100)
+    assert without["gauges"]['wenmo_gpu_memory_used_bytes{gpu="0"}']["verdict"] == "FAIL"
+    assert without["verdict"] == "FAIL"
+    body = 'wenmo_gpu_process_memory_bytes 7.0e+08\nwenmo_gpu_memory_used_bytes{gpu="0"} 1.8e+09\n'
+    assert set(prometheus.memory_gauges(body)) == {"wenmo_gpu_process_memory_bytes",
+                                                   'wenmo_gpu_memory_used_bytes{gpu="0"}'}
+
+
 def test_memory_verdict_without_enough_samples_is_not_a_pass():
     v = prometheus.memory_verdict(_soak(0.0, n=4), warmup_s=30, rate_rps=100.0, budget_mib_per_day=100)
     g = v["gauges"]["process_resident_memory_bytes"]
