@@ -163,7 +163,14 @@ class WorkQueue:
             self._lock.notify_all()  # the worker (wait_released waits on this condition too)
         req.done.wait()
         if req.error is not None:
-            raise req.error
+            try:
+                raise req.error
+            finally:
+                # The error's traceback holds this frame, and this frame held the error through `req`: a cycle that
+                # only the cyclic collector frees, and with it every frame above — an NLU walk's ~10,000 refused
+                # spans (~100k objects) outlived each refusal until a collection
+                # (tests/models/test_nlu_refusal_memory.py).
+                del req
         return req.results
 
     def _run_alone(self, payloads: Sequence[Any], lengths: Sequence[int], finish: Finish | None,
