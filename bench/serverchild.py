@@ -1,5 +1,7 @@
 """One `python -m app serve` child of a measuring tool (bench-batching, soak): started in its own session, so
-stopping it stops its whole process group, its output in a log file, every wait bounded."""
+stopping it stops its whole process group, its output in a log file, every wait bounded. While it runs, SIGTERM
+and SIGHUP to the tool end the tool through its `finally` blocks, so the server is stopped with it: in its own
+session it does not get the tool's signals, and a soak stopped with `kill` left its server running (2026-11-28)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -36,12 +39,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # the shell's status for a process a signal ended
+
+
 class ServerChild:
     """`label` names the server in messages: what sets it apart (`WENMO_BATCH_ACROSS_REQUESTS=on`)."""
 
     def __init__(self, label: str, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.label = label
         self.log_path = log_path
+        # Before the child exists: a signal between its start and the handler would leave it running.
+        self._handlers: dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():
+            self._handlers = {sig: signal.signal(sig, _exit_on_signal) for sig in STOPPING_SIGNALS}
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve", *args], cwd=REPO_ROOT, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -79,4 +93,7 @@ class ServerChild:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=30)
         self._log.close()
+        for sig, handler in self._handlers.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._handlers = {}
         return self.proc.returncode

@@ -3,6 +3,7 @@ the memory rate and, traced, names the allocation sites that grew; nothing of it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -61,3 +62,34 @@ def test_soak_command_traced_names_the_allocation_sites_that_grew(tmp_path):
     assert heap["traced_mib_after"] > 0 and "traced Python heap" in text
     snapshots = sorted((Path(r["work_dir"]) / "heap").glob("*.tracemalloc"))
     assert len(snapshots) == 2  # one at the end of the warm-up, one at the end
+
+
+def test_a_soak_stopped_with_sigterm_stops_its_server(tmp_path):
+    """The server runs in its own session (so stopping it stops its group) and does not get the soak's signals:
+    before, `kill SOAK_PID` ended the soak and left its server serving, unowned, for good."""
+    import signal
+    import time
+
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WENMO_")}
+    env.update({"WENMO_STATE_DIR": str(tmp_path / "state"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen([sys.executable, "-m", "app", "soak", "--demo", "--soak-users", "2", "--soak-s", "300"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    servers: list[psutil.Process] = []
+    try:
+        for line in proc.stderr:  # the users start once the server answers
+            if "users for" in line:
+                break
+        servers = [p for p in psutil.Process(proc.pid).children() if "serve" in " ".join(p.cmdline())]
+        assert len(servers) == 1 and servers[0].is_running()
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+        assert not servers[0].is_running() or servers[0].status() == psutil.STATUS_ZOMBIE
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for server in servers:  # what the bug left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
