@@ -65,6 +65,31 @@ def test_deepspeed_kernel_injection_matches_torch(injectable_dirs, ds):
 
 
 
+def test_metrics_give_this_processs_share_of_the_gpu():
+    """/metrics on a GPU: `wenmo_gpu_process_memory_bytes` is what NVML attributes to this process — at least what
+    torch holds, at most the card's used memory (which the soak then shows, not judges)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from app.config import Settings
+    from app.engine.limiter import ConcurrencyLimiter
+    from app.web.context import ServerContext
+    from app.web.lifecycle import Lifecycle
+    from app.web.server import ServerStateCollector
+
+    block = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
+    torch.cuda.synchronize()
+    ctx = ServerContext(settings=Settings(), lifecycle=Lifecycle(), limiter=ConcurrencyLimiter(1, 1))
+    ctx.metrics.add_collector(ServerStateCollector(ctx))
+    body, _ = ctx.metrics.render()
+    s = {(x.name, tuple(sorted(x.labels.items()))): x.value
+         for family in text_string_to_metric_families(body.decode()) for x in family.samples}
+    card = s[("wenmo_gpu_memory_used_bytes", (("gpu", "0"),))]
+    own = s.get(("wenmo_gpu_process_memory_bytes", ()))
+    if own is None:
+        pytest.skip("NVML lists no per-process memory for this PID here (MIG, or a container's PID namespace)")
+    assert block.numel() <= own <= card
+
+
 def test_status_chart_without_launcher_reads_this_processs_gpu_memory():
     """Plain `serve` on a GPU: the status tab's own memory samples are the GPU memory NVML attributes to this
     process (not RSS), at least what torch holds."""
