@@ -114,6 +114,29 @@ def least_squares(xs: Sequence[float], ys: Sequence[float], day: float) -> dict[
     return {"mib_per_1k_requests": slope(xs, ys) * 1000, "mib_per_24h_ci95": [lo * day, hi * day]}
 
 
+def judge(lo_per_day: float, hi_per_day: float, budget_mib_per_day: float) -> str:
+    """PASS when the 95 % interval lies under the budget, FAIL when it lies over it, else INCONCLUSIVE."""
+    return "PASS" if hi_per_day < budget_mib_per_day else "FAIL" if lo_per_day >= budget_mib_per_day \
+        else "INCONCLUSIVE"
+
+
+def second_half(pts: Sequence[tuple[float, float]], day: float, budget_mib_per_day: float) -> dict[str, Any] | None:
+    """The same fit over the later half of the fitted samples: not the verdict, a reading of its shape. A server
+    that grows steadily has the same slope in both halves; one that took a few bounded steps early in the window
+    (a cache filling, an allocator's high-water mark: README "Memory over days") has a slope over the whole and a
+    flat second half. None with too few samples for two halves."""
+    if len(pts) < 2 * MIN_FIT_POINTS:
+        return None
+    late = pts[len(pts) // 2:]
+    robust = theil_sen([n for n, _ in late], [v for _, v in late])
+    if robust is None:
+        return None
+    per_request, _, lo, hi = robust
+    return {"points": len(late), "requests_fitted": late[-1][0] - late[0][0],
+            "mib_per_1k_requests": per_request * 1000, "mib_per_24h": per_request * day,
+            "mib_per_24h_ci95": [lo * day, hi * day], "verdict": judge(lo * day, hi * day, budget_mib_per_day)}
+
+
 def memory_verdict(samples: Sequence[tuple], warmup_s: float, rate_rps: float | None,
                    budget_mib_per_day: float, series: str = "under load") -> dict[str, Any]:
     """The soak's verdict on memory, judged on the rate, not on a percentage of one window: for each byte gauge,
@@ -125,7 +148,8 @@ def memory_verdict(samples: Sequence[tuple], warmup_s: float, rate_rps: float | 
     `budget_mib_per_day`, FAIL when its lower end is not, INCONCLUSIVE when the budget lies inside it (the
     samples scatter too much for this many requests: soak longer); `pass` is True only for PASS. The soak
     passes when every byte gauge does. `fit` gives the fitted line (MiB = intercept + slope × requests) for
-    the chart. The GPU's used memory is judged only where the server does not give its own share (GPU_PROCESS).
+    the chart; `second_half` the same fit over the later half of the samples (shown, not judged). The GPU's
+    used memory is judged only where the server does not give its own share (GPU_PROCESS).
     `samples`: (seconds, gauges, requests); `series` says which samples they are ("settled": taken with nothing
     in flight; "under load")."""
     gauges: dict[str, dict[str, Any]] = {}
@@ -145,8 +169,7 @@ def memory_verdict(samples: Sequence[tuple], warmup_s: float, rate_rps: float | 
             continue
         per_request, intercept, lo, hi = robust
         day = rate_rps * DAY_S
-        verdict = "breakdown" if breakdown else "PASS" if hi * day < budget_mib_per_day \
-            else "FAIL" if lo * day >= budget_mib_per_day else "INCONCLUSIVE"
+        verdict = "breakdown" if breakdown else judge(lo * day, hi * day, budget_mib_per_day)
         gauges[key] = {
             "points": len(pts), "requests_fitted": pts[-1][0] - pts[0][0],
             "mib_per_1k_requests": per_request * 1000, "mib_per_24h": per_request * day,
@@ -157,6 +180,10 @@ def memory_verdict(samples: Sequence[tuple], warmup_s: float, rate_rps: float | 
         }
         if not is_bytes(key):  # a count: per 1k requests in its own unit
             gauges[key]["unit"] = "value"
+        if not breakdown:
+            late = second_half(thinned, day, budget_mib_per_day)
+            if late is not None:
+                gauges[key]["second_half"] = late
     judged = [g["verdict"] for g in gauges.values() if g["pass"] is not None]
     overall = None if not judged else "PASS" if all(v == "PASS" for v in judged) else \
         "FAIL" if "FAIL" in judged else "INCONCLUSIVE"

@@ -221,6 +221,15 @@ def soak_memory_lines(soak: dict[str, Any]) -> list[str]:
                    "24 h in its own unit; C heap in_use growing: a leak; free growing: fragmentation):")
         out.append(table(["gauge", "samples fitted", "requests fitted", "per 1k requests", "least squares",
                           "per 24 h", "95 % interval", ""], parts))
+    halves = [[key, str(h["points"]), fmt(h["requests_fitted"]), fmt(h["mib_per_1k_requests"], 4),
+               fmt(g["mib_per_1k_requests"], 4), fmt(h["mib_per_24h"], 1),
+               f"{fmt(h['mib_per_24h_ci95'][0], 0)} … {fmt(h['mib_per_24h_ci95'][1], 0)}", h["verdict"]]
+              for key, g in v["gauges"].items() if "second_half" in g for h in (g["second_half"],)]
+    if halves:
+        out.append("soak memory, the later half of the fitted samples (not the verdict: a steady leak keeps its slope "
+                   "here, a few bounded steps early in the window level off):")
+        out.append(table(["gauge", "samples fitted", "requests fitted", "MiB / 1k requests", "whole window",
+                          "MiB / 24 h", "95 % interval", "read alone"], halves))
     verdict = {"PASS": "PASS", "FAIL": "FAIL", None: "n/a (too few samples after the warm-up)",
                "INCONCLUSIVE": "INCONCLUSIVE (the budget lies inside a gauge's 95 % interval: the samples scatter "
                                "too much for this many requests; soak longer)"}[v.get("verdict")]

@@ -327,6 +327,30 @@ def test_the_cards_memory_is_judged_only_where_the_server_gives_no_share_of_its_
                                                    'wenmo_gpu_memory_used_bytes{gpu="0"}'}
 
 
+def test_the_later_half_tells_a_few_early_steps_from_a_steady_leak():
+    """Shown beside the verdict, never instead of it: a server that took bounded steps in the first half of the
+    window does not pass on its whole-window slope and reads flat over the later half; a steady leak keeps its
+    slope."""
+    from bench.report import soak_memory_lines
+
+    mib = 1 << 20
+    steps = [(t, {"process_resident_memory_bytes": (500 + 3 * min(t // 10, 9)) * mib}, 1000 * t)
+             for t in range(0, 200, 5)]  # +3 MiB every 10 s to 90 s, flat from there
+    v = prometheus.memory_verdict(steps, 0, 100.0, 100)
+    g = v["gauges"]["process_resident_memory_bytes"]
+    assert v["verdict"] == g["verdict"] != "PASS" and g["mib_per_1k_requests"] > 0.01
+    late = g["second_half"]
+    assert late["points"] == 20 and late["mib_per_1k_requests"] == 0 and late["verdict"] == "PASS"
+    assert late["requests_fitted"] == 1000 * (195 - 100)
+    leak = prometheus.memory_verdict(_soak(2 / 1024, n=40), 0, 100.0, 100)["gauges"]["process_resident_memory_bytes"]
+    assert leak["second_half"]["mib_per_1k_requests"] == pytest.approx(leak["mib_per_1k_requests"])
+    assert leak["second_half"]["verdict"] == "FAIL"
+    text = "\n".join(soak_memory_lines({"memory": prometheus.memory_trend(steps), "verdict": v}))
+    assert "the later half of the fitted samples (not the verdict" in text and "soak memory: PASS" not in text
+    few = prometheus.memory_verdict(_soak(0.0, n=8), 30, 100.0, 100)["gauges"]["process_resident_memory_bytes"]
+    assert "second_half" not in few  # 5 samples after the warm-up: too few for two halves of 3
+
+
 def test_memory_verdict_without_enough_samples_is_not_a_pass():
     v = prometheus.memory_verdict(_soak(0.0, n=4), warmup_s=30, rate_rps=100.0, budget_mib_per_day=100)
     g = v["gauges"]["process_resident_memory_bytes"]
