@@ -56,9 +56,13 @@ class ServerChild:
         self._handlers: dict[int, object] = {}
         if threading.current_thread() is threading.main_thread():
             self._handlers = {sig: signal.signal(sig, _exit_on_signal) for sig in STOPPING_SIGNALS}
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve", *args], cwd=REPO_ROOT, env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self._log = log_path.open("wb")
+            self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve", *args], cwd=REPO_ROOT, env=env,
+                                         stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        except BaseException:
+            self._restore_handlers()
+            raise
 
     def gone(self) -> str | None:
         """Why the server cannot answer any more (it exited), or None while it runs."""
@@ -93,7 +97,10 @@ class ServerChild:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=30)
         self._log.close()
+        self._restore_handlers()
+        return self.proc.returncode
+
+    def _restore_handlers(self) -> None:
         for sig, handler in self._handlers.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
         self._handlers = {}
-        return self.proc.returncode
