@@ -424,6 +424,10 @@ class LoadTester:
         self.requests = Requests(opts.seed, opts.model, opts.candidates)
         self.error_samples: dict[str, int] = {}  # distinct error answers → how many times (the soak's)
         self.locust_samples: list[str] = []  # the same from the locust runs
+        # Why the server cannot answer any more (a tool that started it sets this), checked before every request:
+        # a soak whose server died went on for two hours of refused connections (2026-11-28).
+        self.gone: Callable[[], str | None] | None = None
+        self.stopped: str | None = None
 
     def client(self, users: int):  # noqa: ANN201
         return open_client(self.url, self.auth, users, self.opts.request_timeout_s)
@@ -491,9 +495,12 @@ class LoadTester:
         async def user(uid: int) -> None:
             nonlocal issued
             rng = random.Random((self.opts.seed + 1) * 1_000_003 + salt * 1009 + uid)
-            while time.perf_counter() < deadline and issued < max_requests:
+            while time.perf_counter() < deadline and issued < max_requests and self.stopped is None:
                 async with gate.request() if gate is not None else contextlib.nullcontext():
                     if time.perf_counter() >= deadline:  # the deadline passed during a pause
+                        break
+                    if self.gone is not None and (why := self.gone()) is not None:
+                        self.stopped = why
                         break
                     issued += 1
                     kind = rng.choices(kinds, weights)[0]

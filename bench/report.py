@@ -260,6 +260,8 @@ def soak_text(r: dict[str, Any]) -> str:
                           for g in heap["grown_sites"]]))
     for e in r.get("error_samples", [])[:5]:
         out.append(f"error sample: {e}")
+    if r.get("server_gone"):
+        out.append(f"soak stopped early: {r['server_gone']}")
     out.append(f"soak: {'PASS' if r['pass'] else 'FAIL'} (the memory verdict, and no failed request: "
                f"{r['failures']} failed; refusals (HTTP 4xx) are not failures)")
     return "\n".join(out)

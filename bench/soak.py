@@ -147,6 +147,7 @@ def run(opts: SoakOptions, settings_env: Mapping[str, str], base_env: Mapping[st
         "settings_given": dict(settings_env), "work_dir": str(work),
     }
     server = ServerChild("the soak's settings", env, work / "serve.log", ("--demo",) if opts.demo else ())
+    tester.gone = server.gone
     probe = HeapProbe(server, heap_dir) if heap_dir is not None else None
     marks: dict[str, int] = {}
     try:
@@ -177,7 +178,8 @@ def run(opts: SoakOptions, settings_env: Mapping[str, str], base_env: Mapping[st
             shutil.rmtree(work, ignore_errors=True)
     report["error_samples"] = [f"{n}× {s}" for s, n in tester.error_samples.items()]
     report["failures"] = failures(report["soak"]["error_reasons"])
-    report["pass"] = bool(report["soak"]["verdict"]["pass"]) and report["failures"] == 0
+    report["server_gone"] = tester.stopped  # the soak stopped early: its server exited under it
+    report["pass"] = bool(report["soak"]["verdict"]["pass"]) and report["failures"] == 0 and tester.stopped is None
     return report
 
 

@@ -93,3 +93,37 @@ def test_a_soak_stopped_with_sigterm_stops_its_server(tmp_path):
         for server in servers:  # what the bug left behind
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_a_soak_whose_server_dies_stops_at_once_and_says_why(tmp_path):
+    """2026-11-28: a soak's server was killed five minutes in, and the soak went on for the other 115 minutes,
+    2.9 million refused connections, before it reported anything. Now its users stop at the next request."""
+    import signal
+    import time
+
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WENMO_")}
+    env.update({"WENMO_STATE_DIR": str(tmp_path / "state"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
+    out_json = tmp_path / "soak.json"
+    proc = subprocess.Popen([sys.executable, "-m", "app", "soak", "--demo", "--soak-users", "2", "--soak-s", "300",
+                             "--json", str(out_json)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "users for" in line:
+                break
+        (server,) = [p for p in psutil.Process(proc.pid).children() if "serve" in " ".join(p.cmdline())]
+        time.sleep(1)
+        started = time.monotonic()
+        server.kill()
+        out, _ = proc.communicate(timeout=120)
+        assert time.monotonic() - started < 60  # not the 300 s asked for
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=90)
+    r = json.loads(out_json.read_text(encoding="utf-8"))
+    assert r["pass"] is False and "exited with status" in r["server_gone"]
+    assert r["soak"]["elapsed_s"] < 60
+    assert "soak stopped early: the server with the soak's settings exited" in out
