@@ -120,15 +120,18 @@ timed bench-cross-nlu 200 "$PY" -m app bench --size "$SIZE" --device "$DEVICE" -
 timed bench-fp16 120 "$PY" -m app bench --size "$SIZE" --device "$DEVICE" --families embed --dtype fp16 --engine torch \
   --texts "$TEXTS" --naive-texts 32 --models-dir "$MODELS" --json "$W/bench-fp16.json"
 
-# soak NAME DEVICE [ENV=VALUE…]: one `wenmo soak` of every route in its own state directory (its own demo models, a
-# free port), on the cores it is given; NVML's gauge counts every process on the GPU, so only one soak uses it.
+# soak NAME DEVICE CORES [ENV=VALUE…]: one `wenmo soak` of every route in its own state directory (its own demo
+# models, a free port), on the cores it is given; each judges its own server's share of the GPU
+# (wenmo_gpu_process_memory_bytes), not the card's, so soaks can share a host. Its status is the soak's.
 soak() {
-  local name=$1 device=$2 cores=$3
+  local name=$1 device=$2 cores=$3 rc
   shift 3
   env WENMO_DEVICE="$device" WENMO_STATE_DIR="$W/state-$name" WENMO_MAX_FILE_STORE_AGE_S=300 "$@" \
     taskset -c "$cores" "$PY" -m app soak --demo --soak-users 8 --soak-s "$SOAK_S" --soak-warmup-s "$SOAK_WARMUP" \
     --settle-every-s 20 --json "$W/$name.json" --plot "$W/$name.png" >"$W/$name.log" 2>&1
-  echo "$name rc=$?"
+  rc=$?
+  echo "$name rc=$rc"
+  return $rc
 }
 soaks() {  # the device's soak, and with WENMO_GPU_SOAK_CPU_PAIR=1 two CPU soaks beside it, a third of the cores each
   local n third threads cores
@@ -138,14 +141,17 @@ soaks() {  # the device's soak, and with WENMO_GPU_SOAK_CPU_PAIR=1 two CPU soaks
     soak soak-cpu-malloc cpu "$((2 * third))-$((n - 1))" OMP_NUM_THREADS=$threads PYTHONMALLOC=malloc &
     cores=0-$((third - 1))
   fi
-  soak soak "$DEVICE" "$cores"
+  # Not `soak`: the step's own output is soak.log, and a second writer of that file overwrote its first lines.
+  soak soak-device "$DEVICE" "$cores"
+  local rc=$?
   wait
+  return $rc  # the step's status is the device soak's; soak.log has each soak's
 }
 export -f soak soaks
 export W PY SOAK_S SOAK_WARMUP DEVICE
 
-# The web stack (gradio, carried by tests/gpu/wheels.sh): batching through HTTP, and a soak that reads the GPU's
-# memory through NVML (wenmo_gpu_memory_used_bytes) with the other gauges.
+# The web stack (gradio, carried by tests/gpu/wheels.sh): batching through HTTP, and a soak that reads the server's
+# share of the GPU through NVML (wenmo_gpu_process_memory_bytes) with the other gauges.
 if "$PY" -c "import gradio" >/dev/null 2>&1; then
   timed batching-http 200 "$PY" -m app bench-batching --size "$SIZE" --device "$DEVICE" --users "$USERS" \
     --requests "$REQS" --compare-texts 8 --models-dir "$MODELS" --json "$W/batching-http.json"
