@@ -55,3 +55,24 @@ def test_a_file_that_is_not_a_soak_report_is_named_with_what_is_wrong(tmp_path):
     bad.write_text(json.dumps({"plan": {}}))
     r = rejudge(str(bad))
     assert r.returncode == 2 and "is not a readable `wenmo soak --json` report" in r.stderr and "KeyError" in r.stderr
+
+
+def test_until_judges_only_the_early_stretch_and_says_so(tmp_path):
+    # The soak's first stretch alone (before the step at 900 s) is flat: judged up to 870 s it passes, as a short
+    # soak of the same server would; the whole soak from the same start does not.
+    path = soak_report(tmp_path)
+    out = tmp_path / "early.json"
+    r = rejudge(str(path), "--warmup-s", "300", "--until-s", "870", "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    verdict = json.loads(out.read_text())["soak"]["verdict"]
+    assert verdict["until_s"] == 870 and verdict["verdict"] == "PASS"
+    g = verdict["gauges"]["wenmo_process_resident_memory_bytes"]
+    assert g["points"] == 20 and g["requests_fitted"] == 19000, g
+    assert "only the samples up to 870 s" in r.stdout
+    assert rejudge(str(path), "--warmup-s", "300").returncode == 1
+
+
+def test_a_window_that_ends_before_it_starts_is_refused_with_what_to_do(tmp_path):
+    r = rejudge(str(soak_report(tmp_path)), "--warmup-s", "900", "--until-s", "600")
+    assert r.returncode == 2
+    assert "--until-s 600 is not after the warm-up's end (900 s)" in r.stderr and "later --until-s" in r.stderr
