@@ -6,21 +6,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def soak(tmp_path, *args: str, check: bool = False) -> tuple[dict, str]:
+def soak_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WENMO_")}
     env.update({"WENMO_STATE_DIR": str(tmp_path / "state"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
+    return env
+
+
+def soak(tmp_path, *args: str, check: bool = False) -> tuple[dict, str]:
     out_json = tmp_path / "soak.json"
     proc = subprocess.run([sys.executable, "-m", "app", "soak", "--demo", "--json", str(out_json), *args],
-                          cwd=ROOT, env=env, capture_output=True, timeout=600)
+                          cwd=ROOT, env=soak_env(tmp_path), capture_output=True, timeout=600)
     assert out_json.exists(), proc.stderr.decode()[-3000:]
     r = json.loads(out_json.read_text(encoding="utf-8"))
     # --check: exit 1 exactly when the soak fails; without it, 0 either way.
@@ -64,24 +71,28 @@ def test_soak_command_traced_names_the_allocation_sites_that_grew(tmp_path):
     assert len(snapshots) == 2  # one at the end of the warm-up, one at the end
 
 
+def long_soak(tmp_path: Path, *args: str, stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
+    """A soak of 2 users for 300 s, in the background: the tests below end it long before."""
+    return subprocess.Popen([sys.executable, "-m", "app", "soak", "--demo", "--soak-users", "2", "--soak-s", "300",
+                             *args], cwd=ROOT, env=soak_env(tmp_path), stdout=stdout, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def servers_once_users_start(proc: subprocess.Popen) -> list[psutil.Process]:
+    """The soak's server processes, read once its users start (they start once the server answers)."""
+    for line in proc.stderr:
+        if "users for" in line:
+            break
+    return [p for p in psutil.Process(proc.pid).children() if "serve" in " ".join(p.cmdline())]
+
+
 def test_a_soak_stopped_with_sigterm_stops_its_server(tmp_path):
     """The server runs in its own session (so stopping it stops its group) and does not get the soak's signals:
     before, `kill SOAK_PID` ended the soak and left its server serving, unowned, for good."""
-    import signal
-    import time
-
-    import psutil
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WENMO_")}
-    env.update({"WENMO_STATE_DIR": str(tmp_path / "state"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
-    proc = subprocess.Popen([sys.executable, "-m", "app", "soak", "--demo", "--soak-users", "2", "--soak-s", "300"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = long_soak(tmp_path)
     servers: list[psutil.Process] = []
     try:
-        for line in proc.stderr:  # the users start once the server answers
-            if "users for" in line:
-                break
-        servers = [p for p in psutil.Process(proc.pid).children() if "serve" in " ".join(p.cmdline())]
+        servers = servers_once_users_start(proc)
         assert len(servers) == 1 and servers[0].is_running()
         time.sleep(1)
         proc.send_signal(signal.SIGTERM)
@@ -98,22 +109,10 @@ def test_a_soak_stopped_with_sigterm_stops_its_server(tmp_path):
 def test_a_soak_whose_server_dies_stops_at_once_and_says_why(tmp_path):
     """2026-11-28: a soak's server was killed five minutes in, and the soak went on for the other 115 minutes,
     2.9 million refused connections, before it reported anything. Now its users stop at the next request."""
-    import signal
-    import time
-
-    import psutil
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WENMO_")}
-    env.update({"WENMO_STATE_DIR": str(tmp_path / "state"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
     out_json = tmp_path / "soak.json"
-    proc = subprocess.Popen([sys.executable, "-m", "app", "soak", "--demo", "--soak-users", "2", "--soak-s", "300",
-                             "--json", str(out_json)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = long_soak(tmp_path, "--json", str(out_json), stdout=subprocess.PIPE)
     try:
-        for line in proc.stderr:
-            if "users for" in line:
-                break
-        (server,) = [p for p in psutil.Process(proc.pid).children() if "serve" in " ".join(p.cmdline())]
+        (server,) = servers_once_users_start(proc)
         time.sleep(1)
         started = time.monotonic()
         server.kill()
